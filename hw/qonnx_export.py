@@ -1,0 +1,93 @@
+"""QONNX export of a variant, checked by executing the ONNX file against the PyTorch model on
+real test images (qonnx's own executor, the same one FINN starts from)."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from fpgaslim.atomic import atomic_write
+from fpgaslim.errors import CheckpointError
+
+
+class ExportCheck(BaseModel):
+    images: int
+    max_abs_diff: float
+    argmax_agreement: float  # fraction of images with identical argmax
+    source: str = "qonnx execution vs PyTorch (Brevitas), CPU"
+
+
+def fold_omegas(model: nn.Module) -> nn.Module:
+    """Return a copy with learned residual scales (x + w*F(x)) folded into the block's last BN,
+    which is exact and leaves no extra Mul for FINN to streamline."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        omega = getattr(m, "omega", None)
+        if isinstance(omega, nn.Parameter) and hasattr(m, "bn2"):
+            with torch.no_grad():
+                m.bn2.weight.mul_(omega)
+                m.bn2.bias.mul_(omega)
+            m.omega = None
+    return model
+
+
+def export_qonnx(model: nn.Module, path: str | Path) -> Path:
+    """Export with Brevitas, clean up with qonnx; written atomically."""
+    from brevitas.export import export_qonnx as brevitas_export
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    model = fold_omegas(model).cpu().eval()
+    dummy = torch.zeros(1, *model.arch.in_shape)
+
+    def write(tmp: Path) -> None:
+        raw = tmp.with_name(tmp.name + ".raw.onnx")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                brevitas_export(model, dummy, export_path=str(raw), dynamo=False)
+            cleanup_model(ModelWrapper(str(raw))).save(str(tmp))
+        finally:
+            raw.unlink(missing_ok=True)
+
+    return atomic_write(path, write)
+
+
+def load_onnx(path: str | Path):
+    """A qonnx ModelWrapper, with a clear error for a missing or corrupt file."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"ONNX file {path} does not exist")
+    try:
+        return ModelWrapper(str(path))
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise CheckpointError(f"{path} is not a readable ONNX model ({type(exc).__name__}); "
+                              "export the variant again with `fpgaslim export`") from exc
+
+
+def execute_qonnx(model_wrapper, images: np.ndarray) -> np.ndarray:
+    """Run the ONNX graph image by image (qonnx execution is single-batch)."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    iname = model_wrapper.graph.input[0].name
+    oname = model_wrapper.graph.output[0].name
+    outs = [execute_onnx(model_wrapper, {iname: img[None].astype(np.float32)})[oname]
+            for img in images]
+    return np.concatenate(outs)
+
+
+def check_export(model: nn.Module, onnx_path: str | Path, images: torch.Tensor) -> ExportCheck:
+    mw = load_onnx(onnx_path)
+    with torch.no_grad():
+        ref = fold_omegas(model).cpu().eval()(images).numpy()
+    got = execute_qonnx(mw, images.numpy())
+    return ExportCheck(images=len(images), max_abs_diff=float(np.abs(ref - got).max()),
+                       argmax_agreement=float((ref.argmax(1) == got.argmax(1)).mean()))
