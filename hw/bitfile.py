@@ -1,0 +1,324 @@
+"""The full FINN flow to a bitfile (Zynq, vivado_zynq shell) or an xclbin (Alveo, vitis_alveo).
+
+`bitfile_config()` describes the build as a plain record: fpgaslim's estimate steps (the same
+list `fpgaslim build` runs, so the folded graph is the one that was estimated and verified)
+followed by FINN's hardware steps: HLS/RTL code and IP generation with FIFO sizing, stitched
+IP, synthesis + place and route in the board's shell, the PYNQ driver and the deployment
+package. The record is JSON, so it is saved next to the build and can be inspected or re-run.
+
+`build_bitfile()` refuses to start (ToolMissingError with the doctor's message) unless Vivado
+and Vitis HLS (and for Alveo Vitis + XRT) are present; it checks before exporting or creating
+anything. The build itself runs in a child process (`python -m fpgaslim.hw.bitfile job.json`)
+like the estimate build, with a time limit.
+
+Post-synthesis figures: FINN writes `report/post_synth_resources.json` (Zynq) or
+`report/post_synth_resources_<device>.json` (Alveo), `{instance: {LUT, FF, SRL, BRAM_36K,
+BRAM_18K, URAM, DSP}}` with "(top)" for the whole design including the shell, plus
+`report/post_route_timing.rpt` (Vivado's timing summary, Zynq). `read_post_synth()` turns them
+into a `PostSynthesis` record labelled "Vivado post-synthesis" / "Vivado post-route", to be
+shown next to (never instead of) FINN's estimates.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fpgaslim.errors import BuildTimeoutError, ConfigError, ToolMissingError, UnknownNameError
+
+from .toolchain import Flow, FlowStatus, find_toolchain, flow_status
+
+ZYNQ, ALVEO = "vivado_zynq", "vitis_alveo"
+# FINN's board names (finn.util.basic.part_map) by shell flow; fpgaslim accepts any spelling
+# that matches after lower-casing and dropping '-' and '_' (pynq-z1 -> Pynq-Z1).
+FINN_BOARDS: dict[str, str] = {
+    **{b: ZYNQ for b in ("Pynq-Z1", "Pynq-Z2", "Ultra96", "Ultra96-V2", "ZCU102", "ZCU104",
+                         "ZCU111", "RFSoC2x2", "RFSoC4x2", "KV260_SOM", "AUP-ZU3_8GB")},
+    **{b: ALVEO for b in ("U50", "U200", "U250", "U280", "U55C")},
+}
+# FINN's hardware steps after the estimate steps, in finn-plus 1.6.1's default order.
+HARDWARE_STEPS = ["step_assign_ddr_weight_offsets", "step_generate_hardware",
+                  "step_create_stitched_ip", "step_prepare_synthesis",
+                  "step_synthesize_bitfile", "step_make_driver", "step_deployment_package"]
+OUTPUTS = ["estimate_reports", "stitched_ip", "bitfile", "pynq_driver", "deployment_package"]
+
+
+class BitfileConfig(BaseModel):
+    """Everything FINN's DataflowBuildConfig needs for the full flow, as JSON-able data."""
+
+    model_config = ConfigDict(extra="forbid")
+    board: str  # as the user wrote it
+    finn_board: str
+    shell_flow: Literal["vivado_zynq", "vitis_alveo"]
+    flow: Flow
+    output_dir: str
+    # the estimate build's own step list (hw/build_steps.estimate_steps, resolved in the build
+    # child, so a bitfile is made from exactly the graph that was estimated), then these:
+    hardware_steps: list[str] = Field(default_factory=lambda: list(HARDWARE_STEPS))
+    generate_outputs: list[str] = Field(default_factory=lambda: list(OUTPUTS))
+    synth_clk_period_ns: float = 10.0
+    target_fps: int | None = None
+    folding_config_file: str | None = None
+    mvau_wwidth_max: int = 36
+    auto_fifo_depths: bool = True
+    auto_fifo_strategy: Literal["distributed_sim", "live_fifo", "force_minimal_fifos"] = \
+        "distributed_sim"
+    fpga_part: str | None = None  # None: FINN's part for finn_board
+    vitis_platform: str | None = None  # Alveo only; None: FINN's default for finn_board
+    weights: Literal["auto", "onchip", "external"] = "onchip"
+    board_info: dict[str, Any] = Field(default_factory=dict)  # catalogue entry (capacities)
+
+    @property
+    def expected_files(self) -> dict[str, str]:
+        """Where FINN leaves the products (relative to output_dir)."""
+        if self.shell_flow == ZYNQ:
+            return {"bitfile": "bitfile/finn-accel.bit", "hwh": "bitfile/finn-accel.hwh",
+                    "driver_settings": "driver/settings.json",
+                    "post_synth": "report/post_synth_resources.json",
+                    "timing": "report/post_route_timing.rpt"}
+        return {"xclbin": "bitfile/finn-accel-0.xclbin", "driver_settings": "driver/settings.json",
+                "post_synth": "report/post_synth_resources_0.json"}
+
+
+def resolve_board(board: str | Mapping[str, Any]) -> tuple[str, str]:
+    """(FINN board name, shell flow) for a board name or a catalogue entry with
+    `finn_board` / `shell_flow` keys."""
+    if isinstance(board, Mapping):
+        return str(board["finn_board"]), str(board["shell_flow"])
+    key = re.sub(r"[-_ ]", "", board).lower()
+    for name, flow in FINN_BOARDS.items():
+        if re.sub(r"[-_ ]", "", name).lower() == key:
+            return name, flow
+    raise UnknownNameError("board for the bitfile flow", board, list(FINN_BOARDS))
+
+
+def bitfile_config(board: str | Mapping[str, Any], output_dir: str | Path, *,
+                   clock_ns: float = 10.0, target_fps: int | None = None,
+                   folding_config_file: str | Path | None = None, mvau_wwidth_max: int = 36,
+                   weights: str = "onchip", fifo_strategy: str = "distributed_sim",
+                   vitis_platform: str | None = None) -> BitfileConfig:
+    """The full-flow configuration for `board` (Zynq: vivado_zynq; Alveo: vitis_alveo)."""
+    finn_board, shell = resolve_board(board)
+    info = dict(board) if isinstance(board, Mapping) else {}
+    if target_fps is None and folding_config_file is None:
+        raise ConfigError("bitfile build: set target_fps or folding_config_file (FINN needs "
+                          "one of them to fold the network)")
+    return BitfileConfig(
+        board=board if isinstance(board, str) else str(board.get("name", finn_board)),
+        finn_board=finn_board, shell_flow=shell,
+        flow=Flow.ZYNQ_BITFILE if shell == ZYNQ else Flow.ALVEO_XCLBIN,
+        output_dir=str(output_dir),
+        synth_clk_period_ns=clock_ns, target_fps=int(target_fps) if target_fps else None,
+        folding_config_file=str(folding_config_file) if folding_config_file else None,
+        mvau_wwidth_max=mvau_wwidth_max, weights=weights, auto_fifo_strategy=fifo_strategy,
+        vitis_platform=vitis_platform, board_info=info)
+
+
+def require_tools(cfg: BitfileConfig, env: Mapping[str, str] | None = None) -> FlowStatus:
+    """Raise ToolMissingError with the doctor's words unless this flow can run here."""
+    status = flow_status(find_toolchain(env), cfg.flow, platform=cfg.vitis_platform)
+    if not status.can_run:
+        raise ToolMissingError(_missing_message(cfg.board, cfg.shell_flow, status))
+    return status
+
+
+def finn_config(cfg: BitfileConfig, progress: Path | None = None) -> Any:
+    """(child, after finn_compat.activate) FINN's DataflowBuildConfig for `cfg`.
+
+    The estimate part of the step list is hw/build_steps' own (the same tracked callables the
+    estimate build runs), so a bitfile is built from exactly the graph that was estimated;
+    the hardware steps follow by name."""
+    from . import finn_compat
+    from .build_steps import estimate_steps
+
+    fb = finn_compat.builder()
+    steps: list[Any] = [*estimate_steps(progress or Path(cfg.output_dir) / "progress.jsonl"),
+                        *cfg.hardware_steps]
+    unknown = [s for s in cfg.hardware_steps if s not in fb.step_lookup]
+    if unknown:
+        raise ConfigError(f"finn-plus has no build steps {unknown} (finn-plus changed?)")
+    fields = fb.DataflowBuildConfig.__dataclass_fields__
+    fifo_enum = type(fields["auto_fifo_strategy"].default)  # AutoFIFOSizingMethod
+    finn_cfg = fb.DataflowBuildConfig(
+        output_dir=cfg.output_dir, steps=steps,
+        generate_outputs=[fb.DataflowOutputType(o) for o in cfg.generate_outputs],
+        synth_clk_period_ns=cfg.synth_clk_period_ns, target_fps=cfg.target_fps,
+        folding_config_file=Path(cfg.folding_config_file) if cfg.folding_config_file else None,
+        mvau_wwidth_max=cfg.mvau_wwidth_max, board=cfg.finn_board, fpga_part=cfg.fpga_part,
+        shell_flow_type=fb.ShellFlowType(cfg.shell_flow), vitis_platform=cfg.vitis_platform,
+        auto_fifo_depths=cfg.auto_fifo_depths, auto_fifo_strategy=fifo_enum(cfg.auto_fifo_strategy),
+        save_intermediate_models=True)
+    finn_cfg._fpgaslim = {"weights": cfg.weights,
+                          "board": {"finn_board": cfg.finn_board, **cfg.board_info}}
+    return finn_cfg
+
+
+def describe_finn_config(finn_cfg: Any) -> dict[str, Any]:
+    """What FINN itself resolves from the config (part, platform, driver, step names)."""
+    shell = finn_cfg.shell_flow_type.value
+    return {"fpga_part": finn_cfg._resolve_fpga_part(),
+            "vitis_platform": finn_cfg._resolve_vitis_platform() if shell == ALVEO else None,
+            "driver_platform": finn_cfg._resolve_driver_platform(),
+            "shell_flow_type": shell,
+            "generate_outputs": [o.value for o in finn_cfg.generate_outputs],
+            "steps": [s if isinstance(s, str) else s.__name__ for s in finn_cfg.steps],
+            "synth_clk_period_ns": finn_cfg.synth_clk_period_ns,
+            "auto_fifo_depths": finn_cfg.auto_fifo_depths,
+            "auto_fifo_strategy": finn_cfg.auto_fifo_strategy.value}
+
+
+# --------------------------------------------------------------------------- post-synthesis
+class Timing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    clock_ns: float
+    wns_ns: float
+    fmax_mhz: float  # 1000 / (clock - WNS)
+    met: bool
+    source: str = "Vivado post-route timing summary (report/post_route_timing.rpt)"
+
+
+class PostSynthesis(BaseModel):
+    """Vivado's numbers, for the hardware report next to FINN's estimates."""
+
+    model_config = ConfigDict(extra="forbid")
+    total: dict[str, int]  # the whole design, shell included: "(top)"
+    bram_18k_equivalent: int  # 2 x BRAM_36K + BRAM_18K, comparable to FINN's BRAM_18K
+    layers: dict[str, dict[str, int]]  # per FINN layer instance
+    timing: Timing | None = None
+    source: str = "Vivado post-synthesis (finn-plus report/post_synth_resources.json)"
+
+
+def parse_wns(text: str) -> float | None:
+    """WNS (ns) from Vivado's report_timing_summary 'Design Timing Summary' table."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "WNS(ns)" in line and "TNS(ns)" in line:
+            for follow in lines[i + 1 : i + 4]:
+                m = re.match(r"\s*(-?\d+(?:\.\d+)?)\s", follow)
+                if m:
+                    return float(m.group(1))
+    return None
+
+
+def read_post_synth(output_dir: str | Path, clock_ns: float) -> PostSynthesis | None:
+    """Parse FINN's post-synthesis reports in a build folder; None when synthesis did not run."""
+    report = Path(output_dir) / "report"
+    files = sorted(report.glob("post_synth_resources.json")) or \
+        sorted(report.glob("post_synth_resources_*.json"))
+    files = [f for f in files if "_dcp" not in f.name]
+    if not files:
+        return None
+    total: dict[str, int] = {}
+    layers: dict[str, dict[str, int]] = {}
+    for f in files:  # one per device for Alveo; summed (single-device builds have one)
+        data = json.loads(f.read_text(encoding="utf-8"))
+        for inst, res in data.items():
+            res = {k: int(v) for k, v in res.items()}
+            if inst == "(top)":
+                for k, v in res.items():
+                    total[k] = total.get(k, 0) + v
+            elif not inst.startswith("top_"):  # shell components (interconnects) aside
+                layers[inst] = res
+    timing = None
+    rpt = report / "post_route_timing.rpt"
+    if rpt.is_file():
+        wns = parse_wns(rpt.read_text(encoding="utf-8", errors="replace"))
+        if wns is not None:
+            timing = Timing(clock_ns=clock_ns, wns_ns=wns, fmax_mhz=1000.0 / (clock_ns - wns),
+                            met=wns >= 0)
+    return PostSynthesis(total=total, layers=layers, timing=timing,
+                         bram_18k_equivalent=2 * total.get("BRAM_36K", 0)
+                         + total.get("BRAM_18K", 0))
+
+
+# --------------------------------------------------------------------------- running it
+def run_full_flow(cfg: BitfileConfig, onnx_path: str | Path, timeout_s: float = 6 * 3600,
+                  env: Mapping[str, str] | None = None) -> PostSynthesis | None:
+    """Run the full flow on an exported QONNX model in a child process; tools are checked
+    first. Returns the post-synthesis record (None if FINN wrote none)."""
+    require_tools(cfg, env)
+    from . import finn_compat
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    job = out / "bitfile_job.json"
+    job.write_text(json.dumps({"config": cfg.model_dump(mode="json"),
+                               "onnx": str(Path(onnx_path).resolve())}, indent=2), "utf-8")
+    child_env = finn_compat.child_environment(out / "finn_env")
+    if env is not None:
+        child_env.update({k: v for k, v in env.items() if k.startswith(("XILINX", "PLATFORM"))})
+    log = out / "bitfile_build.log"
+    with open(log, "wb") as f:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "fpgaslim.hw.bitfile", str(job)],
+                                  stdout=f, stderr=subprocess.STDOUT, env=child_env,
+                                  timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise BuildTimeoutError(f"the {cfg.flow.value} build ran past {timeout_s:.0f} s; "
+                                    f"see {log}") from exc
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-1500:]
+        raise ToolMissingError(f"the {cfg.flow.value} build failed (exit {proc.returncode}); "
+                               f"last lines of {log}:\n{tail}")
+    return read_post_synth(out, cfg.synth_clk_period_ns)
+
+
+def build_bitfile(run: Any, variant_id: str, settings: Any,
+                  env: Mapping[str, str] | None = None, data: Any = None) -> Any:
+    """`fpgaslim build RUN --variant ID --board B --bitfile`: the estimate build (with its
+    bit-exact verification), then FINN's full flow on the same exported model; the
+    post-synthesis figures are attached to the hardware report next to the estimates.
+
+    The toolchain is checked first: without Vivado/Vitis HLS (Alveo: also Vitis, XRT) this
+    raises ToolMissingError with the doctor's message before reading, exporting or writing
+    anything."""
+    board = getattr(settings, "board", None)
+    if not board:
+        raise ConfigError("bitfile build: no board given (e.g. --board pynq-z1)")
+    _, shell = resolve_board(board)
+    flow = Flow.ZYNQ_BITFILE if shell == ZYNQ else Flow.ALVEO_XCLBIN
+    status = flow_status(find_toolchain(env), flow)
+    if not status.can_run:
+        raise ToolMissingError(_missing_message(board, shell, status))
+    return _build_with_tools(run, variant_id, settings, env, data)
+
+
+def _missing_message(board: str, shell: str, status: FlowStatus) -> str:
+    what = "bitfile" if shell == ZYNQ else "xclbin"
+    return (f"cannot build a {what} for {board} here: {status.message}. Run `fpgaslim doctor` "
+            "for details; estimates (`fpgaslim build` without --bitfile) need none of these "
+            "tools.")
+
+
+def _build_with_tools(run: Any, variant_id: str, settings: Any,
+                      env: Mapping[str, str] | None, data: Any) -> Any:
+    raise ToolMissingError("bitfile builds are not wired to the estimate build yet")
+
+
+def _child(job_paths: list[str], dry_run: bool = False) -> int:
+    """Child process: build FINN's config for each job, save what FINN resolves from it
+    (bitfile_config_resolved.json) and, unless dry_run, run the whole flow."""
+    from . import finn_compat
+
+    finn_compat.activate()
+    for job_path in job_paths:
+        job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+        cfg = BitfileConfig.model_validate(job["config"])
+        finn_cfg = finn_config(cfg)
+        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.output_dir) / "bitfile_config_resolved.json").write_text(
+            json.dumps(describe_finn_config(finn_cfg), indent=2), encoding="utf-8")
+        if not dry_run and finn_compat.builder().build_dataflow_cfg(job["onnx"], finn_cfg) != 0:
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    sys.exit(_child([a for a in args if a != "--dry-run"], dry_run="--dry-run" in args))
