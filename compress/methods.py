@@ -26,6 +26,14 @@ METHODS: dict[str, str] = {
 }
 
 
+METHOD_HELP: dict[str, str] = {
+    "dynamic-prune": "channel pruning by feature-map sparsity, binary-searched threshold",
+    "layer-fusion": "remove thin residual blocks with distillation and short/long fine-tuning",
+    "resconv": "ResConv-Prune: fusible residual convs, L1 layer scales, fused to plain convs",
+    "layer-importance": "learned residual-unit importance, recursive reduction",
+}
+
+
 def list_methods() -> list[str]:
     return sorted(METHODS)
 

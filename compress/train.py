@@ -164,7 +164,7 @@ def train(
         torch.manual_seed(settings.seed)
 
     t0 = time.perf_counter()
-    g = torch.Generator().manual_seed(settings.seed + start)
+    g = torch.Generator()
     loader = DataLoader(train_data, batch_size=settings.batch_size, shuffle=True, generator=g,
                         drop_last=len(train_data) > settings.batch_size)
     epoch = start
@@ -173,6 +173,7 @@ def train(
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(epoch)
+        g.manual_seed(settings.seed * 100_003 + epoch)  # same shuffle whether resumed or not
         model.train()
         if set_train_mode is not None:
             set_train_mode(model)

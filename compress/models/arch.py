@@ -79,6 +79,15 @@ class PoolSpec(_Strict):
     size: int = 2
 
 
+class AvgPoolSpec(_Strict):
+    """Average pooling without padding (FINN's pool layer has none): a global pool before the
+    classifier of a ResNet turned plain, or what a pruned downsampling ResConv layer keeps."""
+
+    kind: Literal["avgpool"] = "avgpool"
+    kernel: int
+    stride: int
+
+
 class PlainArch(_Strict):
     """Residual-free feed-forward CNN: the CNV family and ResConv-fused networks."""
 
@@ -87,7 +96,8 @@ class PlainArch(_Strict):
     in_shape: tuple[int, int, int]
     num_classes: int
     bits: BitWidths = BitWidths()
-    layers: tuple[Annotated[Union[ConvSpec, PoolSpec], Field(discriminator="kind")], ...]
+    layers: tuple[Annotated[Union[ConvSpec, PoolSpec, AvgPoolSpec], Field(discriminator="kind")],
+                  ...]
     hidden: tuple[int, ...] = ()  # fully-connected hidden widths before the classifier
     head_bias: bool = False
 

@@ -5,21 +5,22 @@ NCHW flatten reordering in FINN."""
 from __future__ import annotations
 
 import torch
-from brevitas.nn import QuantLinear
+from brevitas.nn import QuantLinear, TruncAvgPool2d
 from torch import nn
 
-from .arch import BitWidths, ConvSpec, PlainArch, PoolSpec
-from .quant import WeightQuant, act_relu, input_quant
+from .arch import AvgPoolSpec, BitWidths, ConvSpec, PlainArch, PoolSpec
+from .quant import FloorTrunc, WeightQuant, act_relu, input_quant
 from .resnet import qconv
 
 
 class ConvBNAct(nn.Module):
-    def __init__(self, cin: int, spec: ConvSpec, w_bits: int, a_bits: int) -> None:
+    def __init__(self, cin: int, spec: ConvSpec, w_bits: int, a_bits: int,
+                 return_quant_tensor: bool = False) -> None:
         super().__init__()
         self.conv = qconv(cin, spec.out_ch, spec.kernel, spec.stride, w_bits, spec.padding,
                           bias=spec.bias)
         self.bn = nn.BatchNorm2d(spec.out_ch) if spec.bn else nn.Identity()
-        self.act = act_relu(a_bits)
+        self.act = act_relu(a_bits, return_quant_tensor=return_quant_tensor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
@@ -34,12 +35,22 @@ class QuantPlainNet(nn.Module):
         self.input_quant = input_quant()
         layers: list[nn.Module] = []
         first = True
-        for spec in arch.layers:
+        specs = arch.layers
+        for i, spec in enumerate(specs):
             if isinstance(spec, PoolSpec):
                 layers.append(nn.MaxPool2d(spec.size))
                 continue
+            if isinstance(spec, AvgPoolSpec):
+                # FLOOR truncation: the only rounding FINN's Trunc conversion accepts (FINN_NOTES)
+                layers.append(TruncAvgPool2d(kernel_size=spec.kernel, stride=spec.stride,
+                                             trunc_quant=FloorTrunc))
+                continue
+            # a TruncAvgPool2d needs the QuantTensor (scale, bit width) of the activation that
+            # feeds it, possibly through max-pools
+            rest = [s for s in specs[i + 1:] if not isinstance(s, PoolSpec)]
+            feeds_avg = bool(rest) and isinstance(rest[0], AvgPoolSpec)
             layers.append(ConvBNAct(cin, spec, bits.first_weight if first else bits.weight,
-                                    bits.act))
+                                    bits.act, return_quant_tensor=feeds_avg))
             first, cin = False, spec.out_ch
         self.features = nn.Sequential(*layers)
         head: list[nn.Module] = []

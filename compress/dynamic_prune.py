@@ -1,0 +1,295 @@
+"""Dynamic channel pruning (Li et al., dynamic pruning and layer fusion, section 3.2), as
+specified in METHODS.md section 1.
+
+Per iteration: measure channel sparsity of the iteration's start model on the validation set;
+binary-search the threshold P in [p_low, p_high] (channels with sparsity > P are removed,
+the pruned copy is fine-tuned, accepted when its validation accuracy reaches
+target = baseline - tolerance); the last accepted model is the iteration's result and the
+next iteration's start. One variant per iteration that removed channels.
+
+The search (`binary_search`) only sees an `attempt(P) -> accuracy` callable, so tests script
+it; `run` wires it to channel surgery and fine-tuning, logs every trial into the record and
+resumes an interrupted search from its trial log.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from fpgaslim.atomic import atomic_write, atomic_write_json
+from fpgaslim.errors import ConfigError
+
+from .channel_surgery import remove_channels, thin_layers
+from .data import DataSplits
+from .sparsity import SparsityReport, channel_sparsity, plot_sparsity, select_channels
+from .train import TrainSettings, evaluate, train
+from .variants import CHECKPOINT_FORMAT, Accuracy, RunDir, Timer, Variant, describe, \
+    load_checkpoint
+
+METHOD = "dynamic-prune"
+TAG = "dp"
+
+
+class Settings(BaseModel):
+    """Dynamic pruning settings; field names are the CLI options."""
+
+    model_config = ConfigDict(extra="forbid")
+    tolerance: float = Field(0.5, ge=0, description="target = baseline val accuracy - this (points)")
+    iterations: int = Field(3, ge=1, description="outer iterations, each from the last result")
+    p_low: float = Field(0.5, ge=0, le=1, description="lower end of the threshold search")
+    p_high: float = Field(1.0, ge=0, le=1, description="upper end of the threshold search")
+    stop_gap: float = Field(0.03, gt=0, description="stop when p_high - p_low <= this")
+    min_channels: int = Field(1, ge=1, description="channels every layer keeps at least")
+    thin_channels: int = Field(6, ge=1, description="a layer with fewer outputs is 'thin'")
+    residual: bool = Field(False, description="also prune residual-stream channels (only where "
+                           "sparse at every coupled ReLU)")
+    calib_images: int | None = Field(None, ge=1, description="validation images for sparsity "
+                                     "(default: all)")
+    epochs: int = Field(4, ge=0, description="fine-tuning epoch budget per trial")
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: int = Field(64, ge=1)
+    restart_every: int = Field(2, ge=0, description="cosine restart period in epochs (0: none)")
+    patience: int | None = Field(2, ge=1, description="early stop after this many epochs "
+                                 "without a new best")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _interval(self) -> "Settings":
+        if self.p_low >= self.p_high:
+            raise ValueError(f"p_low ({self.p_low}) must be below p_high ({self.p_high})")
+        return self
+
+    @classmethod
+    def preset(cls, name: str, **overrides: object) -> "Settings":
+        """'cpu': a few epochs per trial, minutes on a laptop; 'full': the paper's recipe
+        (SGD lr 0.01, cosine annealing with one restart, up to 320 epochs, patience 20)."""
+        presets = {"cpu": {}, "full": {"epochs": 320, "restart_every": 160, "patience": 20,
+                                       "lr": 0.01, "batch_size": 128}}
+        if name not in presets:
+            raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+    def train_settings(self) -> TrainSettings:
+        return TrainSettings(epochs=self.epochs, lr=self.lr, momentum=self.momentum,
+                             weight_decay=self.weight_decay, batch_size=self.batch_size,
+                             restart_every=self.restart_every, patience=self.patience,
+                             seed=self.seed, device=self.device)
+
+
+class Trial(BaseModel):
+    """One threshold tried: what it cut and how the fine-tuned copy did (validation)."""
+
+    model_config = ConfigDict(extra="forbid")
+    iteration: int
+    index: int
+    threshold: float
+    interval: tuple[float, float]  # (p_low, p_high) when the trial was made
+    removed: dict[str, int] = Field(default_factory=dict)
+    removed_total: int = 0
+    floored: list[str] = Field(default_factory=list)
+    accuracy: float
+    accepted: bool
+    fine_tuned: bool = False
+    epochs_run: int = 0
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class SearchStep:
+    index: int
+    threshold: float
+    interval: tuple[float, float]
+    accuracy: float
+    accepted: bool
+
+
+def binary_search(attempt: Callable[[float], float], target: float, p_low: float = 0.5,
+                  p_high: float = 1.0, stop_gap: float = 0.03,
+                  on_step: Callable[[SearchStep], None] | None = None
+                  ) -> tuple[list[SearchStep], int | None]:
+    """METHODS.md section 1 (the paper's text; its Algorithm 1 box has the test inverted).
+
+    Returns the steps and the index of the kept step (the last accepted one), or None when no
+    threshold reached `target`. `attempt(P)` prunes with P, fine-tunes, returns val accuracy.
+    """
+    steps: list[SearchStep] = []
+    kept = None
+    p_c = (p_high + p_low) / 2
+    while p_high - p_low > stop_gap:
+        acc = attempt(p_c)
+        step = SearchStep(len(steps), p_c, (p_low, p_high), acc, acc >= target)
+        steps.append(step)
+        if step.accepted:  # good enough: keep it, try pruning more (lower P)
+            kept = step.index
+            p_high = p_c
+            p_c = 0.75 * p_high + 0.25 * p_low
+        else:  # too much cut: prune less (higher P)
+            p_low = p_c
+            p_c = (p_high + p_low) / 2
+        if on_step is not None:
+            on_step(step)
+    return steps, kept
+
+
+@dataclass
+class IterationResult:
+    model: nn.Module
+    trials: list[Trial]
+    kept: Trial | None
+    sparsity: SparsityReport
+
+
+def _save_model(model: nn.Module, path: Path) -> None:
+    payload = {"format": CHECKPOINT_FORMAT, "arch": model.arch.model_dump(mode="json"),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def prune_iteration(start: nn.Module, data: DataSplits, settings: Settings, target: float,
+                    iteration: int, workdir: Path, start_accuracy: float,
+                    progress: bool | None = None) -> IterationResult:
+    """One binary search from `start`. `workdir` keeps the trial log and the current kept
+    model, so a rerun replays finished trials instead of fine-tuning them again."""
+    sparsity = channel_sparsity(start, data.val, residual=settings.residual,
+                                limit=settings.calib_images)
+    log_path, best_path = workdir / "trials.json", workdir / "kept.pt"
+    done = {}
+    if log_path.is_file():
+        old = json.loads(log_path.read_text(encoding="utf-8"))
+        if old.get("settings") == settings.model_dump(mode="json"):
+            done = {t["index"]: Trial.model_validate(t) for t in old["trials"]}
+    trials: list[Trial] = []
+    current: dict[str, nn.Module | None] = {"model": None}
+    kept_model: dict[str, nn.Module | None] = {"model": None}
+
+    def attempt(p: float) -> float:
+        index = len(trials)
+        cached = done.get(index)
+        if cached is not None and abs(cached.threshold - p) < 1e-12:
+            trials.append(cached)
+            current["model"] = None  # on disk (kept.pt) if it was accepted
+            return cached.accuracy
+        sel = select_channels(sparsity, p, settings.min_channels)
+        trial = Trial(iteration=iteration, index=index, threshold=p, interval=(0.0, 0.0),
+                      removed=sel.counts(), removed_total=sel.total, floored=sel.floored,
+                      accuracy=start_accuracy, accepted=False)
+        notes = []
+        if sel.floored:
+            notes.append(f"P={p:.4f} selects every channel of {', '.join(sel.floored)}: kept "
+                         f"the {settings.min_channels} least sparse channel(s) there")
+        t0 = time.perf_counter()
+        if sel.total == 0:
+            model = start
+            notes.append("prunes nothing: fine-tuning skipped, start model's accuracy used")
+        else:
+            model = remove_channels(start, sel.remove, settings.residual).model
+            ckpt = workdir / f"trial{index}-train.pt"
+            res = train(model, data.train, data.val, settings.train_settings(), checkpoint=ckpt,
+                        desc=f"dp it{iteration} P={p:.3f}", progress=progress)
+            ckpt.unlink(missing_ok=True)
+            model = model.cpu().eval()
+            trial.accuracy, trial.fine_tuned = res.best_val_accuracy, True
+            trial.epochs_run = res.epochs_run
+        trial.seconds = time.perf_counter() - t0
+        trial.note = "; ".join(notes)
+        trials.append(trial)
+        current["model"] = model
+        return trial.accuracy
+
+    def on_step(step: SearchStep) -> None:
+        trial = trials[step.index]
+        fresh = step.index not in done or done[step.index] is not trial
+        trial.interval, trial.accepted = step.interval, step.accepted
+        if step.accepted:
+            kept_model["model"] = current["model"]
+            if fresh:
+                _save_model(current["model"], best_path)
+        atomic_write_json(log_path, {"settings": settings.model_dump(mode="json"),
+                                     "trials": [t.model_dump(mode="json") for t in trials]})
+
+    _, kept = binary_search(attempt, target, settings.p_low, settings.p_high, settings.stop_gap,
+                            on_step)
+    if kept is None:
+        return IterationResult(start, trials, None, sparsity)
+    model = kept_model["model"]
+    if model is None:  # the kept trial was replayed from the log: its model is on disk
+        model = load_checkpoint(best_path)
+    return IterationResult(model, trials, trials[kept], sparsity)
+
+
+def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
+        progress: bool | None = None) -> list[Variant]:
+    """Up to `settings.iterations` variants `{parent}.dp1`, `.dp2`, ...; stops early when an
+    iteration finds no threshold that removes channels and reaches the target."""
+    parent_rec = run.record(parent)
+    parent_model = run.load_model(parent)
+    baseline_val = evaluate(parent_model, data.val)
+    target = baseline_val - settings.tolerance
+    start, start_id, start_acc = parent_model, parent, baseline_val
+    variants: list[Variant] = []
+    for it in range(1, settings.iterations + 1):
+        vid = f"{parent}.{TAG}{it}"
+        if run.has(vid):
+            rec = run.record(vid)
+            variants.append(rec)
+            start, start_id, start_acc = run.load_model(vid), vid, rec.accuracy.val
+            continue
+        vdir = run.variant_dir(vid)
+        with Timer() as t:
+            res = prune_iteration(start, data, settings, target, it, vdir / "search", start_acc,
+                                  progress)
+        if res.kept is None or res.kept.removed_total == 0:
+            break  # the trial log stays in vdir/search to show why
+        model = res.model
+        thin = thin_layers(model, settings.thin_channels)
+        before, after = start.arch, model.arch
+        plot = plot_sparsity(res.sparsity, vdir / "sparsity.png", res.kept.threshold,
+                             f"{vid}: channel sparsity of {start_id}, accepted P = "
+                             f"{res.kept.threshold:.4f}")
+        record = Variant(
+            id=vid, parent=start_id, method=METHOD, settings=settings.model_dump(mode="json"),
+            dataset=data.name, **describe(model),
+            accuracy=Accuracy(val=res.kept.accuracy, test=evaluate(model, data.test),
+                              test_images=len(data.test)),
+            timings={"search_s": t.seconds,
+                     "finetune_s": sum(tr.seconds for tr in res.trials)},
+            details={
+                "iteration": it, "root": parent, "start": start_id,
+                "baseline_val": baseline_val, "target_val": target,
+                "tolerance": settings.tolerance, "threshold": res.kept.threshold,
+                "removed": res.kept.removed, "removed_total": res.kept.removed_total,
+                "widths_before": _group_widths(before), "widths_after": _group_widths(after),
+                "thin_layers": len(thin), "thin_layer_names": thin,
+                "trials": [tr.model_dump(mode="json") for tr in res.trials],
+                "sparsity": res.sparsity.model_dump(mode="json"),
+                "sparsity_summary": res.sparsity.summary(),
+                "sparsity_plot": plot.name,
+                "accuracy_source": "val: best fine-tuning epoch (decisions); test: reporting",
+                "parent_record_accuracy": parent_rec.accuracy.model_dump(mode="json"),
+            })
+        run.save(model, record)
+        for f in (vdir / "search").glob("*"):
+            f.unlink()
+        (vdir / "search").rmdir()
+        variants.append(record)
+        start, start_id, start_acc = model, vid, res.kept.accuracy
+    return variants
+
+
+def _group_widths(arch) -> dict[str, int]:
+    if arch.kind == "resnet":
+        return {f"blocks.{i}.mid": b.mid for i, b in enumerate(arch.blocks) if not b.removed}
+    return {f"layer{i}": s.out_ch for i, s in enumerate(arch.layers) if s.kind == "conv"}

@@ -1,0 +1,201 @@
+"""ResConv-Prune (papers/resconv-prune.txt; METHODS.md section 3): layer pruning that ends in a
+network with no residual connections at all.
+
+Steps, each recorded in the variant: convert the parent's Conv-BN-ReLU layers to float ResConv
+blocks (`resconv_net`), sparse-train with task loss + lambda * sum|m_i|, prune the layers with the
+smallest |m_i| (threshold from the requested rate), optionally retrain, fuse every ResConv into
+one plain conv (`resconv_fuse`, exact in float), re-quantize to the parent's bit widths and QAT
+fine-tune. For a FINN dataflow accelerator the fused network needs no DuplicateStreams, no
+elementwise adds and no skip-path FIFOs; `skip_path_report` shows what that saves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from fpgaslim.errors import UnknownNameError
+
+from .data import DataSplits
+from .resconv_fuse import FloatPlainNet, float_plain, fuse, prune, requantize
+from .resconv_net import ResConvNet, load_resconv, save_resconv, sparsity_loss, to_resconv
+from .resconv_report import plot_scales
+from .train import TrainResult, TrainSettings, evaluate, predict, train
+from .variants import Accuracy, RunDir, Timer, Variant, describe
+
+METHOD = "resconv"
+TAG = "rc"
+
+
+class Settings(BaseModel):
+    """Settings of one ResConv-Prune run: one (lambda, rate) pair gives one variant."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    lambda_: float = Field(1e-2, alias="lambda", ge=0, le=1,
+                           description="sparsity factor on sum|m_i| (paper: 1e-4 .. 1e-1)")
+    rate: float = Field(0.4, ge=0, lt=1, description="fraction of ResConv layers to prune")
+    sparse_epochs: int = Field(8, ge=0, description="sparse training of the float ResConv net")
+    lr: float = Field(0.02, gt=0, description="learning rate of sparse training and retraining")
+    retrain_epochs: int = Field(0, ge=0, description="retraining after pruning (0: none)")
+    finetune_epochs: int = Field(3, ge=0, description="QAT fine-tuning of the fused network")
+    finetune_lr: float = Field(0.005, gt=0)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    calibration_images: int = Field(256, ge=0,
+                                    description="images for activation-scale calibration")
+    seed: int = 0
+
+    @classmethod
+    def preset(cls, name: str) -> "Settings":
+        """'cpu': minutes on a laptop CPU. 'full': the paper's CIFAR recipe (SGD lr 0.1,
+        batch 256, weight decay 5e-4, 300 epochs of sparse training and of retraining; the
+        cosine schedule replaces its step schedule); the QAT fine-tune length is ours."""
+        presets = {
+            "cpu": dict(sparse_epochs=8, lr=0.02, retrain_epochs=2, finetune_epochs=3),
+            "full": dict(sparse_epochs=300, lr=0.1, batch_size=256, retrain_epochs=300,
+                         finetune_epochs=30, finetune_lr=0.01, calibration_images=1024),
+        }
+        if name not in presets:
+            raise UnknownNameError("preset", name, list(presets))
+        return cls(**presets[name])
+
+    def train_settings(self, epochs: int, lr: float) -> TrainSettings:
+        return TrainSettings(epochs=epochs, lr=lr, batch_size=self.batch_size,
+                             weight_decay=self.weight_decay, seed=self.seed)
+
+
+def _fingerprint(obj: dict) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _existing(run: RunDir, parent: str, dumped: dict) -> tuple[Variant | None, int]:
+    """A finished variant of this parent with the same settings, and the next free index."""
+    pat = re.compile(rf"^{re.escape(parent)}\.{TAG}(\d+)$")
+    last = 0
+    for vid in run.ids():
+        hit = pat.match(vid)
+        if hit:
+            last = max(last, int(hit.group(1)))
+            rec = run.record(vid)
+            if rec.method == METHOD and rec.settings == dumped:
+                return rec, last
+    return None, last + 1
+
+
+def sparse_train(run: RunDir, parent: str, data: DataSplits, settings: Settings,
+                 progress: bool | None = None) -> tuple[ResConvNet, dict]:
+    """The parent converted to ResConv and sparse-trained; cached per (parent, lambda,
+    training settings) under run/work/resconv, so several rates share one training and an
+    interrupted training resumes from its per-epoch checkpoint."""
+    key = {"parent": parent, "lambda": settings.lambda_, "epochs": settings.sparse_epochs,
+           "lr": settings.lr, "batch": settings.batch_size, "wd": settings.weight_decay,
+           "seed": settings.seed, "n": len(data.train)}
+    work = run.path / "work" / "resconv" / f"{parent}-{_fingerprint(key)}"
+    done, info = work / "sparse.pt", work / "sparse.json"
+    if done.is_file() and info.is_file():
+        return load_resconv(done), json.loads(info.read_text(encoding="utf-8"))
+    torch.manual_seed(settings.seed)  # the new 1x1 shortcut convs are randomly initialised
+    net = to_resconv(run.load_model(parent))
+    init_val = evaluate(net, data.val)
+    with Timer() as t:
+        result = train(net, data.train, data.val,
+                       settings.train_settings(settings.sparse_epochs, settings.lr),
+                       checkpoint=work / "sparse-state.pt", progress=progress,
+                       extra_loss=lambda m: sparsity_loss(m, settings.lambda_),
+                       desc=f"{parent} resconv sparse")
+    net.cpu().eval()
+    meta = {"init_val": init_val, "val": evaluate(net, data.val), "seconds": t.seconds,
+            "history": result.history, "scales": net.scales()}
+    save_resconv(net, done)
+    from fpgaslim.atomic import atomic_write_json
+
+    atomic_write_json(info, meta)
+    (work / "sparse-state.pt").unlink(missing_ok=True)
+    return net, meta
+
+
+def _fusion_error(net: ResConvNet, fused: FloatPlainNet, images: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((net.eval()(images) - fused.eval()(images)).abs().max())
+
+
+def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
+        progress: bool | None = None) -> list[Variant]:
+    """One fused, re-quantized variant `<parent>.rc<n>` for (settings.lambda_, settings.rate)."""
+    dumped = settings.model_dump(mode="json", by_alias=True)
+    found, n = _existing(run, parent, dumped)
+    if found is not None:
+        return [found]
+    vid = f"{parent}.{TAG}{n}"
+    vdir = run.variant_dir(vid)
+    vdir.mkdir(parents=True, exist_ok=True)
+    parent_rec = run.record(parent)
+    timings: dict[str, float] = {}
+    with Timer() as total:
+        net, sparse = sparse_train(run, parent, data, settings, progress)
+        timings["sparse_train_s"] = sparse["seconds"]
+        pruned, decision = prune(net, settings.rate)
+        steps = {"parent_val": parent_rec.accuracy.val, "resconv_init_val": sparse["init_val"],
+                 "sparse_val": sparse["val"], "pruned_val": evaluate(pruned, data.val)}
+        retrain: TrainResult | None = None
+        if settings.retrain_epochs:
+            with Timer() as t:
+                retrain = train(pruned, data.train, data.val,
+                                settings.train_settings(settings.retrain_epochs, settings.lr),
+                                checkpoint=vdir / "retrain-state.pt", progress=progress,
+                                desc=f"{vid} retrain")
+            timings["retrain_s"] = t.seconds
+            pruned.cpu()
+            steps["retrained_val"] = retrain.best_val_accuracy
+        with Timer() as t:
+            arch, state = fuse(pruned.eval(), name=f"{parent_rec.arch.name}-resconv")
+            fused = float_plain(arch, state)
+        timings["fuse_s"] = t.seconds
+        fusion_err = _fusion_error(pruned, fused, data.val.tensors[0][:256])
+        steps["fused_float_val"] = evaluate(fused, data.val)
+        calib = data.train.tensors[0][:settings.calibration_images]
+        model = requantize(arch, state, calib)
+        steps["quantized_val"] = evaluate(model, data.val)
+        with Timer() as t:
+            ft = train(model, data.train, data.val,
+                       settings.train_settings(settings.finetune_epochs, settings.finetune_lr),
+                       checkpoint=vdir / "finetune-state.pt", progress=progress,
+                       desc=f"{vid} QAT fine-tune")
+        timings["finetune_s"] = t.seconds
+        model.cpu().eval()
+        steps["finetuned_val"] = ft.best_val_accuracy
+    timings["total_s"] = total.seconds
+    summary = describe(model)
+    plot = plot_scales(decision, settings.lambda_, vdir / "m_distribution.png",
+                       title=f"{vid}: ResConv layer scales after sparse training")
+    record = Variant(
+        id=vid, parent=parent, method=METHOD, settings=dumped, dataset=data.name,
+        **summary,
+        accuracy=Accuracy(val=ft.best_val_accuracy, test=evaluate(model, data.test),
+                          test_images=len(data.test)),
+        timings=timings,
+        details={
+            "source": "accuracies measured on CPU (PyTorch/Brevitas); val decides, test reports",
+            "parent_kind": parent_rec.arch.kind,
+            "threshold": decision.threshold, "rate": decision.rate,
+            "resconv_layers": decision.layers,
+            "pruned_layers": sum(1 for r in decision.layers if r["pruned"]),
+            "conv_layers_removed": parent_rec.depth - summary["depth"],
+            "fusion_max_abs_diff": fusion_err,
+            "accuracy_steps": steps,
+            "history": {"sparse": sparse["history"], "finetune": ft.history,
+                        **({"retrain": retrain.history} if retrain else {})},
+            "plots": {"m_distribution": plot.name},
+        })
+    run.save(model, record)
+    for tmp in ("retrain-state.pt", "finetune-state.pt"):
+        (vdir / tmp).unlink(missing_ok=True)
+    return [record]
+
+
+__all__ = ["Settings", "run", "sparse_train"]

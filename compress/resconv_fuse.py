@@ -1,0 +1,208 @@
+"""Pruning and fusion of a trained ResConv network, and its re-quantization with Brevitas.
+
+`prune` keeps only g * f(x) of the layers with the smallest |m| (METHODS.md section 3);
+`fuse` folds BN, m and the shortcut of every remaining ResConv into one plain conv with bias
+(W' = m*gamma*W/sigma + g*W_s, b' = m*(beta - gamma*mu/sigma) + g*b_s) and folds the gain of a
+pruned identity/pool layer into the next weight layer. Every input of a ResConv is non-negative
+(the input pixels or a ReLU output), so ReLU(g*x) = max(g, 0)*x and those folds are exact.
+The result is a PlainArch plus a float state dict with QuantPlainNet's key names: `FloatPlainNet`
+runs it in float (the exactness check), `requantize` loads it into a QuantPlainNet.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from fpgaslim.errors import CheckpointError, ConfigError
+
+from .models.arch import AvgPoolSpec, ConvSpec, PlainArch, PoolSpec
+from .models.plain import QuantPlainNet
+from .resconv_net import (AvgPoolLayer, MaxPoolLayer, ResConv, ResConvLayer, ResConvNet,
+                          ResConvSpec)
+
+
+class PruneDecision(BaseModel):
+    """Which layers went, and why: the record of one pruning step."""
+
+    rate: float
+    threshold: float  # |m| below this was pruned
+    layers: list[dict]  # per ResConv: name, shortcut, m, g, pruned, prunable
+
+
+def prune(net: ResConvNet, rate: float) -> tuple[ResConvNet, PruneDecision]:
+    """A new network in which round(rate * #ResConvs) layers with the smallest |m| keep only
+    their shortcut (fewer if too few layers are prunable). The input network is not modified."""
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"rate {rate}: the pruning rate must be in [0, 1)")
+    blocks = net.blocks()
+    live = [b for b in blocks if not b.spec.pruned]
+    cands = sorted((b for b in live if b.spec.prunable), key=lambda b: abs(float(b.m.detach())))
+    k = min(int(round(rate * len(blocks))), len(cands))
+    chosen = {id(b) for b in cands[:k]}
+    if k == 0:
+        threshold = min((abs(float(b.m.detach())) for b in cands), default=0.0)
+    elif k < len(cands):
+        threshold = 0.5 * (abs(float(cands[k - 1].m.detach())) + abs(float(cands[k].m.detach())))
+    else:
+        threshold = abs(float(cands[-1].m.detach())) * (1 + 1e-6) + 1e-12
+    layers, table = [], []
+    for layer, mod in zip(net.spec.layers, net.features):
+        if isinstance(mod, ResConv):
+            gone = mod.spec.pruned or id(mod) in chosen
+            layer = layer.model_copy(update={"pruned": gone})
+            table.append({"name": layer.name, "shortcut": layer.shortcut,
+                          "m": None if mod.spec.pruned else float(mod.m.detach()),
+                          "g": float(mod.g.detach()), "pruned": gone, "prunable": layer.prunable})
+        layers.append(layer)
+    new = ResConvNet(net.spec.model_copy(update={"layers": tuple(layers)}))
+    keep = new.state_dict().keys()
+    new.load_state_dict({k: v for k, v in net.state_dict().items() if k in keep})
+    return new.train(net.training), PruneDecision(rate=rate, threshold=threshold, layers=table)
+
+
+@torch.no_grad()
+def fold_resconv(block: ResConv) -> tuple[torch.Tensor, torch.Tensor]:
+    """W_f, b_f of one unpruned ResConv (BN in inference form, i.e. running statistics)."""
+    spec, bn = block.spec, block.bn
+    std = torch.sqrt(bn.running_var + bn.eps)
+    m, g = block.m.detach(), block.g.detach()
+    w = (m * bn.weight / std).view(-1, 1, 1, 1) * block.conv.weight
+    b = m * (bn.bias - bn.weight * bn.running_mean / std)
+    ws, bs = torch.zeros_like(w), torch.zeros_like(b)
+    k, p = spec.kernel, spec.padding
+    eye = torch.arange(spec.out_ch)
+    if spec.shortcut == "identity":  # 1 at the centre tap, channel j -> j
+        ws[eye, eye, p, p] = 1.0
+    elif spec.shortcut == "conv1x1":  # the 1x1 kernel, zero-padded to k x k
+        ws[:, :, p, p] = block.proj.weight[:, :, 0, 0]
+        bs = block.proj.bias.detach().clone()
+    elif spec.shortcut == "avgpool":  # 1/k^2 on every tap, channel j -> j
+        ws[eye, eye] = 1.0 / (k * k)
+    else:  # pool then 1x1 conv = the 1x1 weight spread over every tap / k^2
+        ws[:] = block.proj.weight[:, :, :1, :1] / (k * k)
+        bs = block.proj.bias.detach().clone()
+    return w + g * ws, b + g * bs
+
+
+@torch.no_grad()
+def fuse(net: ResConvNet, name: str | None = None) -> tuple[PlainArch, dict[str, torch.Tensor]]:
+    """The residual-free plain network equal (in float) to `net`, in eval mode semantics."""
+    spec: ResConvSpec = net.spec
+    layers: list[ConvSpec | PoolSpec | AvgPoolSpec] = []
+    state: dict[str, torch.Tensor] = {}
+    scale = torch.ones(())  # pending gain: the original tensor = scale * the fused tensor
+
+    def conv(layer: ResConvLayer, w: torch.Tensor, b: torch.Tensor, full: bool) -> None:
+        i = len(layers)
+        layers.append(ConvSpec(out_ch=layer.out_ch, kernel=layer.kernel if full else 1,
+                               stride=layer.stride if full else 1,
+                               padding=layer.padding if full else 0, bias=True, bn=False))
+        state[f"features.{i}.conv.weight"] = (scale * w).clone()
+        state[f"features.{i}.conv.bias"] = b.clone()
+
+    for layer, mod in zip(spec.layers, net.features):
+        if isinstance(layer, MaxPoolLayer):  # max(c*x) = c*max(x) for c >= 0
+            layers.append(PoolSpec(size=layer.size))
+        elif isinstance(layer, AvgPoolLayer):
+            layers.append(AvgPoolSpec(kernel=layer.kernel, stride=layer.stride))
+        elif not layer.pruned:
+            w, b = fold_resconv(mod)
+            conv(layer, w, b, full=True)
+            scale = torch.ones(())
+        else:
+            g = mod.g.detach()
+            if layer.shortcut.startswith("avgpool"):
+                if layer.padding:
+                    raise ConfigError(f"ResConv {layer.name}: a pruned layer's padded pool has "
+                                      "no plain-network form; keep it unpruned")
+                layers.append(AvgPoolSpec(kernel=layer.kernel, stride=layer.stride))
+            if layer.shortcut.endswith("conv1x1"):
+                conv(layer, g * mod.proj.weight, g * mod.proj.bias, full=False)
+                scale = torch.ones(())
+            else:  # ReLU(g*x) = max(g, 0)*x: carried into the next weight layer
+                scale = scale * torch.clamp(g, min=0.0)
+    hidden = net.hidden.state_dict()
+    for key, val in hidden.items():
+        state[f"hidden.{key}"] = val.clone()
+    first = "hidden.0.weight" if spec.hidden else "fc.weight"
+    state["fc.weight"] = net.fc.weight.detach().clone()
+    if spec.head_bias:
+        state["fc.bias"] = net.fc.bias.detach().clone()
+    state[first] = scale * state[first]
+    arch = PlainArch(name=name or f"{spec.source}-resconv", in_shape=spec.in_shape,
+                     num_classes=spec.num_classes, bits=spec.bits, layers=tuple(layers),
+                     hidden=spec.hidden, head_bias=spec.head_bias)
+    return arch, state
+
+
+class _FloatConvAct(nn.Module):
+    def __init__(self, cin: int, spec: ConvSpec) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, spec.out_ch, spec.kernel, spec.stride, spec.padding,
+                              bias=spec.bias)
+        self.bn = nn.BatchNorm2d(spec.out_ch) if spec.bn else nn.Identity()
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class FloatPlainNet(nn.Module):
+    """A PlainArch in float, with QuantPlainNet's parameter names: the fused network before
+    re-quantization, so that fusion can be checked to float tolerance."""
+
+    def __init__(self, arch: PlainArch) -> None:
+        super().__init__()
+        self.arch = arch
+        cin, mods = arch.in_shape[0], []
+        for spec in arch.layers:
+            if isinstance(spec, PoolSpec):
+                mods.append(nn.MaxPool2d(spec.size))
+            elif isinstance(spec, AvgPoolSpec):
+                mods.append(nn.AvgPool2d(spec.kernel, spec.stride))
+            else:
+                mods.append(_FloatConvAct(cin, spec))
+                cin = spec.out_ch
+        self.features = nn.Sequential(*mods)
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, *arch.in_shape)).numel()
+        head: list[nn.Module] = []
+        for width in arch.hidden:
+            head += [nn.Linear(flat, width, bias=False), nn.BatchNorm1d(width), nn.ReLU()]
+            flat = width
+        self.hidden = nn.Sequential(*head)
+        self.fc = nn.Linear(flat, arch.num_classes, bias=arch.head_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x * (1.0 / 255.0))
+        return self.fc(self.hidden(torch.flatten(x, 1)))
+
+
+def float_plain(arch: PlainArch, state: dict[str, torch.Tensor]) -> FloatPlainNet:
+    net = FloatPlainNet(arch)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+@torch.no_grad()
+def requantize(arch: PlainArch, state: dict[str, torch.Tensor],
+               calibration: torch.Tensor | None = None, batch_size: int = 128) -> QuantPlainNet:
+    """A QuantPlainNet at `arch.bits` holding the fused float weights. Weight scales follow
+    from the weights (max-abs statistics); activation scales are calibrated on `calibration`
+    images (Brevitas calibration_mode) so that QAT fine-tuning starts from a sensible point."""
+    from brevitas.graph.calibrate import calibration_mode
+
+    model = QuantPlainNet(arch)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    absent = [k for k in state if k not in model.state_dict()]
+    if unexpected or absent:
+        raise CheckpointError(f"fused weights do not fit the plain architecture: "
+                              f"{sorted(set(unexpected) | set(absent))[:5]}")
+    model.eval()
+    if calibration is not None and len(calibration):
+        with calibration_mode(model):
+            for x in calibration.split(batch_size):
+                model(x)
+    return model.eval()

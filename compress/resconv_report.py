@@ -1,0 +1,86 @@
+"""What ResConv-Prune's records show: the layer-scale plot of a variant, and the side-by-side
+of a residual parent and its fused plain variant on FINN's hardware estimates (what the removed
+skip paths cost). Reports read saved records and hardware reports only, so they regenerate
+without retraining or rebuilding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from .resconv_fuse import PruneDecision
+
+# FINN layer types a residual connection costs: the fork, the add, and their HLS/RTL variants
+SKIP_OPS = ("DuplicateStreams", "AddStreams", "ElementwiseAdd")
+
+
+def plot_scales(decision: PruneDecision, lam: float, path: Path, title: str = "") -> Path:
+    """Bar chart of |m_i| per ResConv layer (pruned ones marked, threshold drawn) and a
+    histogram of m_i: the paper's figure 7 for one network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in decision.layers if r["m"] is not None]
+    names = [r["name"] for r in rows]
+    vals = [abs(r["m"]) for r in rows]
+    colors = ["tab:red" if r["pruned"] else "tab:blue" for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
+    ax1.bar(range(len(vals)), vals, color=colors)
+    ax1.axhline(decision.threshold, color="k", ls="--", lw=1,
+                label=f"threshold {decision.threshold:.3g} (rate {decision.rate:.2f})")
+    ax1.set_xticks(range(len(vals)), names, rotation=60, ha="right", fontsize=7)
+    ax1.set_ylabel("|m_i| (layer scale)")
+    ax1.set_xlabel("ResConv layer (red: pruned)")
+    ax1.legend(fontsize=8)
+    ax2.hist([r["m"] for r in rows], bins=max(5, len(rows) // 2), color="tab:gray")
+    ax2.set_xlabel("m_i")
+    ax2.set_ylabel("layers")
+    fig.suptitle(f"{title} (lambda={lam:g}); measured: trained float ResConv net")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+class SideBySideRow(BaseModel):
+    metric: str
+    residual: float | int | str | None
+    fused: float | int | str | None
+    source: str  # where the number came from
+
+
+class SkipPathComparison(BaseModel):
+    residual_id: str
+    fused_id: str
+    board: str | None
+    rows: list[SideBySideRow]
+
+    def markdown(self) -> str:
+        lines = [f"### Residual `{self.residual_id}` vs fused plain `{self.fused_id}`"
+                 + (f" on {self.board}" if self.board else ""), "",
+                 "| metric | residual | fused plain | change | source |",
+                 "|---|---:|---:|---:|---|"]
+        for r in self.rows:
+            change = ""
+            if isinstance(r.residual, (int, float)) and isinstance(r.fused, (int, float)):
+                change = f"{r.fused - r.residual:+,.6g}"
+                if r.residual:
+                    change += f" ({100 * (r.fused - r.residual) / abs(r.residual):+.1f}%)"
+            lines.append(f"| {r.metric} | {_fmt(r.residual)} | {_fmt(r.fused)} | {change} "
+                         f"| {r.source} |")
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)

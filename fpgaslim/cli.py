@@ -1,0 +1,275 @@
+"""The `fpgaslim` command. Each command parses options, calls one library function and prints
+its result; errors from the library become messages and exit codes here and only here."""
+
+from __future__ import annotations
+
+import sys
+import types
+import typing
+from functools import wraps
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from pydantic import BaseModel
+
+from fpgaslim.errors import FpgaslimError
+
+
+def _handle_errors(fn: Callable) -> Callable:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FpgaslimError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.secho("interrupted: finished variants and builds are kept; run the same "
+                        "command again to resume", fg="yellow", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fpgaslim")
+def main() -> None:
+    """Compress quantized CNNs and see which variant fits your FPGA before Vivado."""
+    import warnings
+
+    # brevitas warns at import that an optional CUDA kernel package is absent; it is irrelevant
+    warnings.filterwarnings("ignore", message="fast_hadamard_transform")
+
+
+# --------------------------------------------------------------------------- train / export / info
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML/TOML file with TrainJob fields; options below override it.")
+@click.option("--model", help="resnet8/14/20/32/56/110 or cnv (default resnet8)")
+@click.option("--dataset", help="digits (default), fashion-mnist, mnist, cifar10")
+@click.option("--data-dir", help="folder with local dataset copies")
+@click.option("--bits", help="weight/activation bits, e.g. w4a4 (default), w2a2, w8a8")
+@click.option("--first-bits", type=int, help="weights of the first layer (default 8)")
+@click.option("--last-bits", type=int, help="weights of the last layer (default 8)")
+@click.option("--width", type=float, help="width multiplier")
+@click.option("--epochs", type=int)
+@click.option("--lr", type=float)
+@click.option("--batch-size", type=int)
+@click.option("--seed", type=int)
+@click.option("--limit-train", type=int, help="use a seeded subset of the training data")
+@_handle_errors
+def train(run: Path, config: Path | None, **opts: Any) -> None:
+    """Train a baseline QAT model into RUN (resumes if interrupted)."""
+    from fpgaslim.config import parse_bits, read_config_file, validate
+    from fpgaslim.pipeline import TrainJob, train_job
+
+    data = read_config_file(config) if config else {}
+    for key in ("model", "width"):
+        if opts[key] is not None:
+            data[key] = opts[key]
+    for key in ("dataset", "data_dir", "limit_train"):
+        if opts[key] is not None:
+            data.setdefault("data", {})[key] = opts[key]
+    for key in ("epochs", "lr", "batch_size", "seed"):
+        if opts[key] is not None:
+            data.setdefault("train", {})[key] = opts[key]
+    bits = dict(data.get("bits") or {})
+    if opts["bits"]:
+        bits.update(parse_bits(opts["bits"]))
+    if opts["first_bits"]:
+        bits["first_weight"] = opts["first_bits"]
+    if opts["last_bits"]:
+        bits["last_weight"] = opts["last_bits"]
+    if bits:
+        data["bits"] = bits
+    job = validate(TrainJob, data, str(config) if config else "options")
+    rec = train_job(run, job)
+    click.echo(f"{rec.id}: {rec.arch.name} {rec.arch.bits.tag} on {rec.dataset}: "
+               f"test accuracy {rec.accuracy.test:.2f}% (measured, PyTorch), "
+               f"val {rec.accuracy.val:.2f}%, {rec.params:,} params, {rec.macs:,} MACs")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--variant", "variant_id", default="baseline", show_default=True)
+@click.option("--check-images", default=20, show_default=True)
+@_handle_errors
+def export(run: Path, variant_id: str, check_images: int) -> None:
+    """Export a variant to QONNX and check it against PyTorch on real test images."""
+    from fpgaslim.pipeline import export_variant
+
+    rec = export_variant(run, variant_id, check_images=check_images)
+    chk = rec.details["export_check"]
+    click.echo(f"{run / 'variants' / rec.id / rec.qonnx}: max |diff| {chk['max_abs_diff']:.2e}, "
+               f"argmax agreement {chk['argmax_agreement']:.0%} on {chk['images']} test images "
+               "(qonnx execution vs PyTorch)")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_handle_errors
+def info(run: Path) -> None:
+    """List the variants of a run."""
+    from rich.table import Table
+
+    from fpgaslim.compress.variants import RunDir
+
+    table = Table(title=f"variants in {run}")
+    for col in ("id", "parent", "method", "model", "bits", "depth", "params", "MACs",
+                "val %", "test %", "qonnx"):
+        table.add_column(col)
+    for r in RunDir(run).records():
+        table.add_row(r.id, r.parent or "-", r.method, r.arch.name, r.arch.bits.tag,
+                      str(r.depth), f"{r.params:,}", f"{r.macs:,}",
+                      f"{r.accuracy.val:.2f}" if r.accuracy.val is not None else "-",
+                      f"{r.accuracy.test:.2f}" if r.accuracy.test is not None else "-",
+                      "yes" if r.qonnx else "no")
+    _console().print(table)
+    click.echo("accuracies: measured in PyTorch on the validation / test split")
+
+
+# --------------------------------------------------------------------------- compress
+def _scalar_type(annotation: Any) -> Any | None:
+    """The click type of a settings field, or None if it is not a plain scalar."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _scalar_type(args[0])
+    if origin is typing.Literal:
+        return click.Choice([str(a) for a in args])
+    return annotation if annotation in (int, float, bool, str) else None
+
+
+def _method_command(name: str) -> click.Command:
+    from fpgaslim.compress.methods import get_method
+
+    module = get_method(name)
+    settings_cls: type[BaseModel] = module.Settings
+    params: list[click.Parameter] = [
+        click.Argument(["run"], type=click.Path(exists=True, file_okay=False, path_type=Path)),
+        click.Option(["--variant", "variant_id"], default="baseline", show_default=True,
+                     help="parent variant"),
+        click.Option(["--preset"], default="cpu", show_default=True,
+                     help="settings preset: cpu (small) or full (the paper's recipe)"),
+        click.Option(["--config"], type=click.Path(dir_okay=False, path_type=Path),
+                     help="YAML/TOML settings file (overrides the preset)"),
+        click.Option(["--data-dir"], help="folder with local dataset copies"),
+    ]
+    fields: dict[str, str] = {}
+    for fname, field in settings_cls.model_fields.items():
+        ctype = _scalar_type(field.annotation)
+        if ctype is None:
+            continue
+        flag = (field.alias or fname).rstrip("_").replace("_", "-")
+        dest = f"opt_{fname}"
+        fields[dest] = field.alias or fname
+        decl = [f"--{flag}/--no-{flag}", dest] if ctype is bool else [f"--{flag}", dest]
+        params.append(click.Option(decl, type=None if ctype is bool else ctype, default=None,
+                                   help=field.description))
+
+    @_handle_errors
+    def callback(run: Path, variant_id: str, preset: str, config: Path | None,
+                 data_dir: str | None, **opts: Any) -> None:
+        from fpgaslim.config import read_config_file, validate
+        from fpgaslim.pipeline import run_method
+
+        base = settings_cls.preset(preset).model_dump(by_alias=True)
+        if config:
+            base.update(read_config_file(config))
+        base.update({fields[k]: v for k, v in opts.items() if v is not None})
+        settings = validate(settings_cls, base, str(config) if config else f"{name} options")
+        for rec in run_method(run, name, variant_id, settings, data_dir=data_dir):
+            acc = f"{rec.accuracy.test:.2f}%" if rec.accuracy.test is not None else "-"
+            click.echo(f"{rec.id}: depth {rec.depth}, {rec.params:,} params, {rec.macs:,} MACs, "
+                       f"test {acc} (measured, PyTorch)")
+
+    doc = (module.__doc__ or name).strip().splitlines()[0]
+    return click.Command(name, params=params, callback=callback, help=doc)
+
+
+class _MethodGroup(click.Group):
+    """Subcommands come from the method registry, imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from fpgaslim.compress.methods import list_methods
+
+        return list_methods() + ["dynamic-prune+fuse"]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "dynamic-prune+fuse":
+            return _chain_command
+        from fpgaslim.compress.methods import METHODS
+
+        return _method_command(name) if name in METHODS else None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from fpgaslim.compress.methods import METHOD_HELP
+
+        rows = list(METHOD_HELP.items()) + [
+            ("dynamic-prune+fuse", "the paper's chain: dynamic-prune, then layer-fusion")]
+        with formatter.section("Methods"):
+            formatter.write_dl(rows)
+
+
+@main.group(cls=_MethodGroup)
+def compress() -> None:
+    """Run a compression method on a variant of a run; each run yields new variants."""
+
+
+@click.command("dynamic-prune+fuse")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--variant", "variant_id", default="baseline", show_default=True)
+@click.option("--preset", default="cpu", show_default=True)
+@click.option("--data-dir")
+@_handle_errors
+def _chain_command(run: Path, variant_id: str, preset: str, data_dir: str | None) -> None:
+    """The paper's full method: dynamic channel pruning, then layer fusion of its result."""
+    from fpgaslim.pipeline import run_chain
+
+    for rec in run_chain(run, variant_id, preset, data_dir=data_dir):
+        click.echo(f"{rec.id}: depth {rec.depth}, {rec.macs:,} MACs, test "
+                   f"{rec.accuracy.test:.2f}% (measured, PyTorch)")
+
+
+# --------------------------------------------------------------------------- hw
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--variant", "variant_id", default="baseline", show_default=True)
+@click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--target-fps", type=float)
+@click.option("--clock-ns", type=float)
+@click.option("--weights", type=click.Choice(["auto", "onchip", "external"]))
+@click.option("--timeout", "timeout_s", type=float, help="time limit of the FINN build, seconds")
+@click.option("--verify-images", default=20, show_default=True)
+@click.option("--bitfile", is_flag=True, help="full Vivado flow (needs Vivado/Vitis)")
+@_handle_errors
+def build(run: Path, variant_id: str, board: str, verify_images: int, bitfile: bool,
+          **opts: Any) -> None:
+    """FINN build of a variant for a board: estimates, bit-exact verification, report."""
+    from fpgaslim.pipeline import build_job
+
+    report = build_job(run, variant_id, board, {k: v for k, v in opts.items() if v is not None},
+                       verify_images=verify_images, bitfile=bitfile)
+    from fpgaslim.hw.report import render_report
+
+    _console().print(render_report(report))
+
+
+@main.command()
+@_handle_errors
+def doctor() -> None:
+    """Which Xilinx tools are here and which flows can run (estimate, Zynq bitfile, Alveo)."""
+    from fpgaslim.deploy.doctor import doctor as run_doctor, render_doctor
+
+    click.echo(render_doctor(run_doctor()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

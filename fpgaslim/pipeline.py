@@ -1,0 +1,125 @@
+"""High-level Python API: the functions the CLI commands call, one each.
+
+    from fpgaslim.pipeline import TrainJob, train_job, export_variant
+    record = train_job("runs/demo", TrainJob(model="resnet8", dataset="digits"))
+    export_variant("runs/demo", record.id)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fpgaslim.compress.baseline import BaselineSettings, train_baseline
+from fpgaslim.compress.data import DataSplits, load_dataset
+from fpgaslim.compress.models import BitWidths
+from fpgaslim.compress.train import TrainSettings
+from fpgaslim.compress.variants import RunDir, Timer, Variant
+
+
+class DataSettings(BaseModel):
+    """Which data, where to find it, and (for quick runs) how much of it."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = True
+    limit_train: int | None = Field(None, ge=10)
+    limit_test: int | None = Field(None, ge=1)
+
+    def load(self) -> DataSplits:
+        return load_dataset(self.dataset, self.data_dir, download=self.download,
+                            limit_train=self.limit_train, limit_test=self.limit_test)
+
+
+class TrainJob(BaseModel):
+    """`fpgaslim train` as data (also the `baseline:` section of a sweep file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: DataSettings = DataSettings()
+    model: str = "resnet8"
+    width: float = Field(1.0, gt=0)
+    bits: BitWidths = BitWidths()
+    train: TrainSettings = TrainSettings()
+    variant_id: str = "baseline"
+
+
+def as_run(run: RunDir | str | Path) -> RunDir:
+    return run if isinstance(run, RunDir) else RunDir(run)
+
+
+def train_job(run: RunDir | str | Path, job: TrainJob, data: DataSplits | None = None,
+              progress: bool | None = None) -> Variant:
+    """Train the baseline of a run (resumes an interrupted training; a finished one is kept)."""
+    from fpgaslim.compress.models import make_arch
+
+    make_arch(job.model, (1, 8, 8))  # fail fast on an unknown model name, before loading data
+    data = data or job.data.load()
+    settings = BaselineSettings(model=job.model, width=job.width, bits=job.bits, train=job.train)
+    return train_baseline(as_run(run), data, settings, job.variant_id, progress=progress)
+
+
+def export_variant(run: RunDir | str | Path, variant_id: str, data: DataSplits | None = None,
+                   check_images: int = 20) -> Variant:
+    """Export a variant to QONNX and check the ONNX file against PyTorch on real test images."""
+    from fpgaslim.hw.qonnx_export import check_export, export_qonnx
+
+    run = as_run(run)
+    record = run.record(variant_id)
+    model = run.load_model(variant_id)
+    path = run.variant_dir(variant_id) / "model.qonnx.onnx"
+    with Timer() as t:
+        export_qonnx(model, path)
+    data = data or load_dataset(record.dataset)
+    check = check_export(model, path, data.test.tensors[0][:check_images])
+    details = {**record.details, "export_check": check.model_dump()}
+    timings = {**record.timings, "export_s": t.seconds}
+    return run.update(record.model_copy(update={"qonnx": path.name, "details": details,
+                                                "timings": timings}))
+
+
+def _data_for(run: RunDir, variant_id: str, data_dir: str | None) -> DataSplits:
+    return load_dataset(run.record(variant_id).dataset, data_dir)
+
+
+def run_method(run: RunDir | str | Path, method: str, parent: str, settings: BaseModel,
+               data: DataSplits | None = None, data_dir: str | None = None,
+               progress: bool | None = None) -> list[Variant]:
+    """Run one compression method on variant `parent`; returns the new variants."""
+    from fpgaslim.compress.methods import get_method
+
+    run = as_run(run)
+    module = get_method(method)
+    data = data or _data_for(run, parent, data_dir)
+    return module.run(run, parent, data, settings, progress=progress)
+
+
+def run_chain(run: RunDir | str | Path, parent: str, preset: str = "cpu",
+              data: DataSplits | None = None, data_dir: str | None = None,
+              progress: bool | None = None) -> list[Variant]:
+    """Dynamic channel pruning followed by layer fusion (the paper's full method)."""
+    from fpgaslim.compress import dynamic_prune, layer_fusion
+
+    run = as_run(run)
+    data = data or _data_for(run, parent, data_dir)
+    return layer_fusion.run_chain(run, parent, data, dynamic_prune.Settings.preset(preset),
+                                  layer_fusion.Settings.preset(preset), progress=progress)
+
+
+def build_job(run: RunDir | str | Path, variant_id: str, board: str,
+              overrides: dict | None = None, verify_images: int = 20, bitfile: bool = False,
+              data: DataSplits | None = None):
+    """FINN build of one variant for one board; returns its HardwareReport."""
+    from fpgaslim.config import validate
+    from fpgaslim.hw.api import build_variant
+    from fpgaslim.hw.build import BuildSettings
+
+    run = as_run(run)
+    settings = validate(BuildSettings, {"board": board, **(overrides or {})}, "build options")
+    if bitfile:
+        from fpgaslim.hw.bitfile import build_bitfile
+
+        return build_bitfile(run, variant_id, settings)
+    return build_variant(run, variant_id, board, settings=settings, data=data,
+                         verify_images=verify_images)

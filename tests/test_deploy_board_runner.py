@@ -1,0 +1,141 @@
+"""The board runner, run as a board runs it: in its own small venv with numpy<2 and fpgaslim
+installed without dependencies (no torch, qonnx, finn, pydantic). The simulated board must give
+the QAT model's predictions on real test images, through bundle -> unpack -> dataflow graph."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BOARD_VENV = ROOT / ".venv-board"
+COMPILER_SIDE = ("torch", "brevitas", "qonnx", "finn", "onnx", "onnxruntime", "pydantic",
+                 "sklearn", "scipy")
+
+
+@pytest.fixture(scope="session")
+def board_python() -> Path:
+    """A venv like a PYNQ image's Python: numpy<2 plus fpgaslim with --no-deps (so importing
+    anything from the compiler side fails there). Made once; kept while pyproject is unchanged."""
+    py = BOARD_VENV / "bin" / "python"
+    stamp = BOARD_VENV / ".fpgaslim-board-ready"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not (py.is_file() and stamp.is_file() and stamp.read_text() == want):
+        pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(BOARD_VENV)], check=True)
+        subprocess.run([*pip, "numpy<2"], check=True, timeout=600)
+        subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True, timeout=600)
+        stamp.write_text(want)
+    return py
+
+
+def _board(board_python: Path, *args: str) -> subprocess.CompletedProcess:
+    exe = board_python.parent / "fpgaslim-board"  # the installed entry point
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_runner_imports_no_compiler_side(board_python: Path) -> None:
+    code = ("import sys, numpy, fpgaslim.deploy.board_runner, fpgaslim.deploy.manifest; "
+            "print(numpy.__version__); print(sorted({m.split('.')[0] for m in sys.modules}))")
+    out = subprocess.run([str(board_python), "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert int(out[0].split(".")[0]) < 2, out[0]
+    loaded = set(json.loads(out[1].replace("'", '"')))
+    assert not loaded & set(COMPILER_SIDE), loaded & set(COMPILER_SIDE)
+    with pytest.raises(subprocess.CalledProcessError):  # and the compiler side is really absent
+        subprocess.run([str(board_python), "-c", "import torch"], check=True,
+                       capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def cnv_bundle(cnv_run, digits, tmp_path_factory) -> Path:
+    """The quarter-width CNV baseline built for Pynq-Z1 (FINN estimate build) and bundled."""
+    from fpgaslim.deploy.bundle import bundle
+    from fpgaslim.hw.api import build_variant
+
+    build_variant(cnv_run, "baseline", "pynq-z1", data=digits, verify_images=4)
+    return bundle(cnv_run, "baseline", "pynq-z1", tmp_path_factory.mktemp("bundle") / "cnv.tar.gz")
+
+
+@pytest.fixture(scope="module")
+def test_npz(digits, tmp_path_factory) -> Path:
+    x, y = digits.test.tensors
+    path = tmp_path_factory.mktemp("data") / "digits-test.npz"
+    np.savez(path, images=x.numpy().astype(np.uint8), labels=y.numpy())
+    return path
+
+
+def test_bundle_contents(cnv_bundle: Path) -> None:
+    with tarfile.open(cnv_bundle) as tar:
+        names = set(tar.getnames())
+        info = json.load(tar.extractfile("bundle.json"))
+        settings = json.load(tar.extractfile("driver/settings.json"))
+        manifest = json.load(tar.extractfile("manifest.json"))
+    assert {"manifest.json", "bundle.json", "variant.json", "driver/settings.json",
+            "graph/dataflow.onnx"} <= names
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    assert info["accelerator"]["kind"] is None  # no Vivado here: simulation-only bundle
+    assert info["input"]["shape"] == [1, 8, 8] and info["input"]["transpose"] == [0, 2, 3, 1]
+    assert info["input"]["quantizer_scale"] == pytest.approx(1 / 255)
+    assert info["classes"] == [str(i) for i in range(10)]
+    assert "FINN estimate" in info["estimates"]["source"]
+    io = settings["driver_information"]["io_shape_dict"]
+    assert io["idt"] == ["DataType['UINT8']"] and io["ishape_normal"] == [[1, 8, 8, 1]]
+    # packed = folded innermost dim packed into whole bytes (8-bit pixels: one byte each)
+    assert io["ishape_packed"][0][:-1] == io["ishape_folded"][0][:-1]
+    assert io["ishape_packed"][0][-1] == io["ishape_folded"][0][-1]
+
+
+def test_simulated_board_equals_qat_model(cnv_bundle: Path, cnv_run, digits, test_npz: Path,
+                                          board_python: Path, tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = _board(board_python, cnv_bundle, "--data", test_npz, "--simulate", "--sim-python",
+                  sys.executable, "--out", out, "--batch-sizes", "1,4", "--iterations", "2",
+                  "--workdir", tmp_path / "unpacked")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    x, y = digits.test.tensors
+    with torch.no_grad():
+        qat = cnv_run.load_model("baseline")(x).argmax(1).numpy()
+    pred = np.array(result["accuracy"]["predictions"])
+    assert len(pred) == len(y) and (pred == qat).all(), f"{(pred != qat).sum()} differ"
+    assert result["accuracy"]["accuracy_percent"] == pytest.approx(
+        100 * float((qat == y.numpy()).mean()))
+    assert result["label"] == "simulated" and result["environment"]["numpy"].startswith("1.")
+    for row in result["throughput"]:
+        assert row["source"] == "simulated" and row["fps"] > 0
+        assert row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+    assert [r["batch_size"] for r in result["throughput"]] == [1, 4]
+    assert "simulated" in proc.stdout and "accuracy" in proc.stdout
+
+
+def test_runner_refuses_tampered_bundle(cnv_bundle: Path, test_npz: Path, board_python: Path,
+                                        tmp_path: Path) -> None:
+    from fpgaslim.deploy.manifest import pack, safe_extract
+
+    root = safe_extract(cnv_bundle, tmp_path / "t")
+    info = json.loads((root / "bundle.json").read_text())
+    info["output"]["postprocess"] = [{"op": "Mul", "value": -1.0}]  # would invert predictions
+    (root / "bundle.json").write_text(json.dumps(info))
+    bad = pack(root, tmp_path / "bad.tar.gz")
+    proc = _board(board_python, bad, "--data", test_npz, "--simulate", "--out",
+                  tmp_path / "r.json")
+    assert proc.returncode == 2 and "bundle.json does not match" in proc.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_board_mode_without_board(cnv_bundle: Path, test_npz: Path, board_python: Path,
+                                  tmp_path: Path) -> None:
+    """Without pynq/finn-plus-driver (or without a bitfile) the runner says so and what to do."""
+    proc = _board(board_python, cnv_bundle, "--data", test_npz, "--out", tmp_path / "r.json")
+    assert proc.returncode == 5, proc.stderr
+    assert "--simulate" in proc.stderr

@@ -1,0 +1,153 @@
+"""ResConv-Prune: exact fusion for every shortcut kind, pruning, the method on real digits models,
+and the residual-free export."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from fpgaslim.compress.models.arch import AvgPoolSpec, BitWidths, ConvSpec
+from fpgaslim.compress.resconv_fuse import float_plain, fuse, prune, requantize
+from fpgaslim.compress.resconv_net import (AvgPoolLayer, MaxPoolLayer, ResConvLayer, ResConvNet,
+                                           ResConvSpec, load_resconv, save_resconv, to_resconv)
+from fpgaslim.errors import ConfigError, UnknownNameError
+
+KINDS = ("identity", "conv1x1", "avgpool", "avgpool+conv1x1")
+
+
+def _randomise(net: ResConvNet, gen: torch.Generator) -> ResConvNet:
+    """Random BN statistics and affine terms, layer scales m and gains g (also negative)."""
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith((".m", ".g")):
+                p.copy_(torch.rand((), generator=gen) * 3 - 1)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        for mod in net.modules():
+            if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+                mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=gen))
+                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=gen) + 0.3)
+    return net.eval()
+
+
+def _random_spec(kind: str, rng: random.Random, pruned: bool) -> ResConvSpec:
+    """A small net around one ResConv of shortcut `kind` with random channels, kernel, stride
+    and padding; the layers before and after have other kinds so that gains carry through."""
+    c0, c1 = rng.randint(1, 3), rng.randint(3, 6)
+    size = rng.choice((8, 9, 12))
+    layers: list = [ResConvLayer(name="a", in_ch=c0, out_ch=c1, kernel=3, stride=1, padding=1,
+                                 shortcut="conv1x1", pruned=rng.random() < 0.3)]
+    k = rng.choice((1, 3, 5)) if kind in ("identity", "conv1x1") else rng.choice((2, 3))
+    if kind in ("identity", "conv1x1"):
+        stride, pad = 1, k // 2
+    else:
+        stride, pad = rng.choice((1, 2)) if k == 3 else 2, 0 if pruned else rng.randint(0, k // 2)
+    c2 = c1 if kind in ("identity", "avgpool") else c1 + rng.randint(1, 4)
+    layers.append(ResConvLayer(name="target", in_ch=c1, out_ch=c2, kernel=k, stride=stride,
+                               padding=pad, shortcut=kind, pruned=pruned))
+    h = (size + 2 * pad - k) // stride + 1
+    layers += [MaxPoolLayer(size=2),
+               ResConvLayer(name="b", in_ch=c2, out_ch=c2, kernel=3, stride=1, padding=1,
+                            shortcut="identity", pruned=rng.random() < 0.5),
+               AvgPoolLayer(kernel=h // 2, stride=h // 2)]
+    return ResConvSpec(source="random", in_shape=(c0, size, size), num_classes=5,
+                       bits=BitWidths(), layers=tuple(layers),
+                       hidden=(7,) if rng.random() < 0.5 else (), head_bias=rng.random() < 0.5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("pruned", [False, True])
+def test_fused_float_equals_unfused(kind: str, pruned: bool) -> None:
+    for seed in range(4):
+        rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+        net = _randomise(ResConvNet(_random_spec(kind, rng, pruned)), gen)
+        arch, state = fuse(net)
+        fused = float_plain(arch, state)
+        x = torch.rand((6, *net.spec.in_shape), generator=gen) * 255
+        with torch.no_grad():
+            ref, got = net(x), fused(x)
+        assert ref.abs().max() > 1e-2  # the check is not vacuous
+        assert (ref - got).abs().max() < 1e-5, (kind, pruned, seed)
+        convs = [s for s in arch.layers if isinstance(s, ConvSpec)]
+        assert all(s.bias and not s.bn for s in convs)
+        if pruned and kind == "identity":  # the layer is gone
+            assert len(convs) == sum(1 for s in net.spec.resconvs()
+                                     if not s.pruned or s.shortcut.endswith("conv1x1"))
+        if pruned and kind.startswith("avgpool"):  # only its pool (and 1x1 conv) is left
+            assert any(isinstance(s, AvgPoolSpec) and s.stride == net.spec.layers[1].stride
+                       for s in arch.layers)
+
+
+def test_prune_picks_smallest_scales_and_threshold() -> None:
+    rng = random.Random(0)
+    spec = _random_spec("identity", rng, pruned=False)
+    net = ResConvNet(spec.model_copy(update={"layers": tuple(
+        s.model_copy(update={"pruned": False}) if isinstance(s, ResConvLayer) else s
+        for s in spec.layers)}))
+    with torch.no_grad():
+        for b, m in zip(net.blocks(), (0.9, -0.05, 0.3)):
+            b.m.fill_(m)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    pruned, decision = prune(net, 0.34)  # round(0.34 * 3) = 1 layer
+    assert [r["pruned"] for r in decision.layers] == [False, True, False]
+    assert 0.05 < decision.threshold < 0.3
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # input intact
+    _, decision2 = prune(net, 0.67)
+    assert [r["pruned"] for r in decision2.layers] == [False, True, True]
+    with pytest.raises(ConfigError):
+        prune(net, 1.0)
+    # a downsampling layer whose pool pads cannot be pruned: it is skipped, not broken
+    spec_pad = _random_spec("avgpool", random.Random(3), pruned=False)
+    if spec_pad.layers[1].padding:
+        assert not spec_pad.layers[1].prunable
+
+
+def test_settings_alias_presets_and_errors() -> None:
+    from fpgaslim.compress import methods, resconv
+
+    assert methods.get_method("resconv") is resconv
+    s = resconv.Settings(**{"lambda": 0.05, "rate": 0.3})
+    assert s.lambda_ == 0.05 and resconv.Settings(lambda_=0.05).lambda_ == 0.05
+    assert s.model_dump(by_alias=True)["lambda"] == 0.05
+    full = resconv.Settings.preset("full")
+    assert full.sparse_epochs == 300 and full.lr == 0.1 and full.batch_size == 256
+    assert resconv.Settings.preset("cpu").sparse_epochs < full.sparse_epochs
+    with pytest.raises(UnknownNameError):
+        resconv.Settings.preset("gpu")
+    with pytest.raises(ValueError):
+        resconv.Settings(rate=1.0)
+    with pytest.raises(ValueError):
+        resconv.Settings(lamda=0.1)
+
+
+def _small(data, n_train: int = 480):
+    """The digits splits with fewer training images: the method's steps, not its accuracy."""
+    x, y = data.train.tensors
+    return dataclasses.replace(data, train=TensorDataset(x[:n_train], y[:n_train]))
+
+
+def test_resnet_converts_to_plain_resconv(resnet8_run, digits, tmp_path) -> None:
+    model = resnet8_run.load_model("baseline")
+    net = to_resconv(model)
+    kinds = [(s.name, s.shortcut) for s in net.spec.resconvs()]
+    assert kinds[0] == ("stem", "conv1x1") or kinds[0] == ("stem", "identity")
+    assert ("blocks.0.conv1", "identity") in kinds
+    assert ("blocks.1.conv1", "avgpool+conv1x1") in kinds  # stride 2 and 16 -> 32 channels
+    assert len(kinds) == 1 + 2 * len(model.arch.blocks)  # no projection shortcut kept
+    assert isinstance(net.spec.layers[-1], AvgPoolLayer)
+    # initialised from the QAT model's float weights
+    assert torch.equal(net.features[1].conv.weight, model.blocks[0].conv1.weight.detach())
+    assert torch.equal(net.features[1].bn.running_var, model.blocks[0].bn1.running_var)
+    save_resconv(net, tmp_path / "net.pt")
+    again = load_resconv(tmp_path / "net.pt")
+    x = digits.test.tensors[0][:8]
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x), again(x))
+    arch, state = fuse(net)  # unpruned: one plain conv per source conv
+    q = requantize(arch, state, digits.train.tensors[0][:64])
+    assert q.arch.layers[-1] == AvgPoolSpec(kernel=2, stride=2)
+    assert sum(isinstance(s, ConvSpec) for s in arch.layers) == len(kinds)

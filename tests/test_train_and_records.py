@@ -1,0 +1,84 @@
+"""Trainer, checkpoints and variant records: accuracy, resume, safe loading, clear errors."""
+
+from __future__ import annotations
+
+import torch
+import pytest
+
+from fpgaslim.compress.models import create_model
+from fpgaslim.compress.train import KDSettings, TrainSettings, kd_loss, train
+from fpgaslim.compress.variants import RunDir, load_checkpoint
+from fpgaslim.errors import CheckpointError, ConfigError
+
+
+def test_resnet8_baseline_reaches_90_percent_on_digits(resnet8_run, digits):
+    rec = resnet8_run.record("baseline")
+    assert rec.accuracy.test >= 90.0, rec.accuracy
+    assert rec.timings["train_s"] < 300
+    model = resnet8_run.load_model("baseline")
+    from fpgaslim.compress.train import evaluate
+    assert evaluate(model, digits.test) == pytest.approx(rec.accuracy.test)
+    assert rec.depth == 8 and rec.params > 0 and rec.macs == sum(rec.macs_by_layer.values())
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, digits):
+    # batch 8: the interruption comes after Brevitas' 300 activation-statistics steps, whose
+    # counters are not part of a state_dict (a resume inside them is only approximately equal)
+    settings = TrainSettings(epochs=3, batch_size=8, lr=0.02)
+    torch.manual_seed(0)
+    ref = create_model("resnet8", digits.input_shape, width=0.5)
+    init = {k: v.clone() for k, v in ref.state_dict().items()}
+    train(ref, digits.train, digits.val, settings, progress=False)
+
+    calls = {"n": 0}
+
+    def crash_in_epoch_3(model):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "state.pt"
+    model = create_model("resnet8", digits.input_shape, width=0.5)
+    model.load_state_dict(init, strict=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, digits.train, digits.val, settings, checkpoint=ckpt,
+              set_train_mode=crash_in_epoch_3, progress=False)
+    resumed = create_model("resnet8", digits.input_shape, width=0.5)
+    result = train(resumed, digits.train, digits.val, settings, checkpoint=ckpt, progress=False)
+    assert result.resumed_from_epoch == 2 and result.epochs_run == 3
+    for k, v in ref.state_dict().items():
+        assert torch.allclose(v, resumed.state_dict()[k], atol=1e-5), k
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path, resnet8_run):
+    good = resnet8_run.variant_dir("baseline") / "model.pt"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not an fpgaslim checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(ConfigError, match="variants: baseline"):
+        resnet8_run.record("nope")
+
+
+def test_incomplete_variant_is_invisible(tmp_path):
+    run = RunDir(tmp_path)
+    vdir = run.variant_dir("half")
+    vdir.mkdir(parents=True)
+    (vdir / "model.pt").write_bytes(b"partial")  # killed before the record was written
+    assert run.ids() == [] and not run.has("half")
+
+
+def test_kd_loss_is_cross_entropy_plus_soft_term():
+    s = torch.tensor([[2.0, 0.0, -1.0]])
+    y = torch.tensor([0])
+    same = kd_loss(s, s, y, KDSettings(temperature=4.0))
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert torch.allclose(same, ce, atol=1e-6)  # KL of identical distributions is 0
+    other = kd_loss(s, torch.tensor([[0.0, 3.0, 0.0]]), y, KDSettings(temperature=4.0))
+    assert other > same
