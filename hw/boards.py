@@ -1,0 +1,83 @@
+"""The board catalogue: FPGA capacities and off-chip bandwidth as data (boards.toml, package
+data), each figure with the datasheet it comes from, so a report can say "% of the board"."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from importlib import resources
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fpgaslim.errors import ConfigError, UnknownNameError
+
+RESOURCES = ("LUT", "FF", "BRAM_18K", "URAM", "DSP")
+
+
+class BoardSource(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fabric: str  # the datasheet of LUT/FF/BRAM_18K/URAM/DSP
+    offchip: str  # the datasheet of the off-chip memory figure
+
+
+class Board(BaseModel):
+    """One board: its part, how FINN targets it, and its capacities."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    name: str  # catalogue key, e.g. "pynq-z1"
+    display: str
+    finn_board: str  # FINN's board name (part_map key)
+    part: str
+    shell_flow: Literal["vivado_zynq", "vitis_alveo"]
+    LUT: int = Field(gt=0)
+    FF: int = Field(gt=0)
+    BRAM_18K: int = Field(ge=0)
+    URAM: int = Field(ge=0)
+    DSP: int = Field(ge=0)
+    offchip_gbps: float = Field(gt=0)
+    offchip_memory: str
+    source: BoardSource
+
+    def capacity(self, resource: str) -> int:
+        return int(getattr(self, resource))
+
+    def source_of(self, figure: str) -> str:
+        """The datasheet of a figure: a resource name or "offchip_gbps"."""
+        return self.source.offchip if figure.startswith("offchip") else self.source.fabric
+
+    @property
+    def default_target_fps(self) -> int:
+        """A sensible folding target: 10,000 fps on Zynq, 100,000 on Alveo cards."""
+        return 10_000 if self.shell_flow == "vivado_zynq" else 100_000
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-").removeprefix("alveo-")
+
+
+@lru_cache(maxsize=1)
+def _catalogue() -> dict[str, Board]:
+    text = resources.files("fpgaslim.hw").joinpath("boards.toml").read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+        return {k: Board(name=k, **v) for k, v in raw.items()}
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"hw/boards.toml is invalid: {exc}") from exc
+
+
+def list_boards() -> list[str]:
+    return sorted(_catalogue())
+
+
+def get_board(name: str) -> Board:
+    """Look a board up by catalogue name or FINN name, ignoring case, '_' vs '-' and an
+    "Alveo " prefix ("Pynq_Z1", "pynq-z1", "KV260_SOM", "Alveo U250" all work)."""
+    cat = _catalogue()
+    key = _key(name)
+    if key in cat:
+        return cat[key]
+    for board in cat.values():
+        if key in (_key(board.finn_board), _key(board.display)):
+            return board
+    raise UnknownNameError("board", name, list(cat))

@@ -1,0 +1,171 @@
+"""FINN estimate builds under a time limit: settings, the child process, error mapping.
+
+The build runs in a child process (`python -m fpgaslim.hw.worker`, its own session) because
+finn-plus changes process-wide state (logging, stdout, the finn_compat shim) and because a
+streamlining loop can run forever (FINN_NOTES): at the limit the child's process group is
+killed and the step it was in (from its progress file) is named in a BuildTimeoutError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from fpgaslim.atomic import atomic_write_json
+from fpgaslim.errors import (BuildTimeoutError, FpgaslimError, ToolMissingError,
+                             UnsupportedLayerError)
+
+from . import finn_compat
+from .boards import Board, get_board
+from .report import HardwareReport, build_report
+from .verify import compare
+
+# Steps up to here turn the graph into HW layers: a failure there means FINN cannot map it.
+_MAPPING_STEPS = ("step_qonnx_to_finn", "step_tidy_up", "step_fpgaslim_streamline",
+                  "step_convert_to_hw", "step_fpgaslim_check_mapped",
+                  "step_minimize_bit_width_initial", "step_create_dataflow_partition",
+                  "step_specialize_layers")
+
+
+class BuildSettings(BaseModel):
+    """One estimate build. A misspelt option is an error (extra="forbid")."""
+
+    model_config = ConfigDict(extra="forbid")
+    board: str = "pynq-z1"
+    target_fps: int | None = Field(None, gt=0)  # None: the board's default (10k Zynq)
+    clock_ns: float = Field(10.0, gt=0)
+    weights: Literal["auto", "onchip", "external"] = "auto"
+    mvau_wwidth_max: int = Field(36, gt=0)  # FINN's cap on SIMD x weight bits per MVAU
+    timeout_s: float = Field(900.0, gt=0)
+    verify_steps: bool = True  # FINN's QONNX_TO_FINN / TIDY_UP / STREAMLINED python checks
+    strict: bool = True  # a verification mismatch raises VerificationError
+
+    def resolved(self) -> "BuildSettings":
+        """Board name normalised and target_fps filled in, so equal builds hash equal."""
+        board = get_board(self.board)
+        return self.model_copy(update={"board": board.name, "target_fps": self.target_fps
+                                       or board.default_target_fps})
+
+
+def _last_step(progress: Path) -> tuple[str | None, dict | None]:
+    """(step running at the end, the error entry if a step failed) from the progress file."""
+    running, error = None, None
+    if progress.is_file():
+        for line in progress.read_text(encoding="utf-8").splitlines():
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by the kill
+            if e["event"] == "start":
+                running = e["step"]
+            elif e["event"] == "end" and running == e["step"]:
+                running = None
+            elif e["event"] == "error":
+                error = e
+    return running, error
+
+
+def _run_child(job_path: Path, out: Path, env: dict[str, str], timeout_s: float) -> None:
+    log = out / "child.log"
+    with open(log, "w", encoding="utf-8") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "fpgaslim.hw.worker", str(job_path)],
+                                env=env, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the child's own session: it and its helpers
+            proc.wait()
+            step, _ = _last_step(out / "progress.jsonl")
+            raise BuildTimeoutError(
+                f"FINN build ran past its {timeout_s:g} s limit in step "
+                f"{step or 'startup (importing finn-plus)'}; killed. Raise timeout_s, or if "
+                "it is a streamlining step, check the model (nn.AvgPool2d makes streamlining "
+                f"loop forever; use TruncAvgPool2d). Log: {log}") from None
+    if rc == 0:
+        return
+    step, error = _last_step(out / "progress.jsonl")
+    if error is None:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
+        raise FpgaslimError(f"FINN build child exited with code {rc} before/after its steps "
+                            f"(running: {step}); log {log}:\n{tail}")
+    msg = f"{error['type']}: {error['message']}"
+    if error["type"] == "UnsupportedLayerError":
+        raise UnsupportedLayerError(error["message"])
+    if error["type"] == "ToolMissingError":
+        raise ToolMissingError(error["message"])
+    if error["step"] in _MAPPING_STEPS:
+        raise UnsupportedLayerError(
+            f"FINN could not map the model in {error['step']}: {msg}. Check that every layer "
+            f"is a FINN-supported quantized layer (log: {log})")
+    raise FpgaslimError(f"FINN build failed in {error['step']}: {msg} (log: {log})")
+
+
+def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSettings,
+                   *, model: nn.Module | None = None, images: torch.Tensor | None = None,
+                   labels: torch.Tensor | None = None, variant: str | None = None
+                   ) -> HardwareReport:
+    """Run finn-plus's estimate flow on a QONNX file and return its report.
+
+    `images` (raw 0..255 pixels, N x C x H x W) are real test images: the first is FINN's
+    verification input (expected output: `model`'s, else the QONNX graph's), and with `model`
+    all are executed on the folded dataflow graph and compared integer-exactly against it."""
+    settings = settings.resolved()
+    board: Board = get_board(settings.board)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("progress.jsonl", "child_result.json", "hw_outputs.npz"):
+        (out / stale).unlink(missing_ok=True)
+    onnx_path = Path(onnx_path).resolve()
+    if images is None:
+        from fpgaslim.errors import ConfigError
+
+        raise ConfigError("build_estimate needs real input images (verification input)")
+    x = images.detach().cpu().float()
+    if model is not None:
+        from .verify import brevitas_reference
+
+        expected = brevitas_reference(model, x[:1])
+    else:
+        from .qonnx_export import execute_qonnx, load_onnx
+
+        expected = execute_qonnx(load_onnx(onnx_path), x[:1].numpy())
+    np.save(out / "verify_input.npy", x[:1].numpy())
+    np.save(out / "verify_expected.npy", expected)
+    exec_npy = None
+    if model is not None:
+        exec_npy = out / "exec_input.npy"
+        np.save(exec_npy, x.numpy())
+    job = {"onnx": str(onnx_path), "out_dir": str(out), "clock_ns": settings.clock_ns,
+           "target_fps": settings.target_fps, "mvau_wwidth_max": settings.mvau_wwidth_max,
+           "weights": settings.weights, "verify_steps": settings.verify_steps,
+           "board": board.model_dump(include={"finn_board", "part", "shell_flow", "BRAM_18K",
+                                              "URAM"}),
+           "verify_input_npy": str(out / "verify_input.npy"),
+           "verify_expected_npy": str(out / "verify_expected.npy"),
+           "exec_input_npy": str(exec_npy) if exec_npy else None}
+    job_path = atomic_write_json(out / "job.json", job)
+    t0 = time.perf_counter()
+    _run_child(job_path, out, finn_compat.child_environment(out), settings.timeout_s)
+    wall = time.perf_counter() - t0
+    child = json.loads((out / "child_result.json").read_text(encoding="utf-8"))
+    report = build_report(out / "finn", board, settings.model_dump(mode="json"),
+                          finn_compat.provenance(settings.clock_ns), variant=variant)
+    report.timings.update({"build_wall_s": wall, "finn_build_s": child["build_s"]})
+    if model is not None:
+        report.verification = compare(out / "hw_outputs.npz", model, x, labels,
+                                      child["exec_s"], child["last_layer"],
+                                      strict=settings.strict)
+        report.timings["verify_exec_s"] = child["exec_s"]
+    return report

@@ -1,0 +1,267 @@
+"""The estimate build as FINN builder steps, run inside the build child process (hw/build.py).
+
+The step list is finn-plus's estimate-only preset with four fpgaslim steps slotted in, all with
+FINN's `step_x(model, cfg) -> model` contract:
+  * `step_fpgaslim_prepare`: the models quantize x/255 with a UINT8 quantizer of scale
+    exactly 1/255, so the accelerator's input really is UINT8 pixels (FINN needs to know);
+    and widening Truncs are narrowed, which FINN's avg-pool conversion gets wrong;
+  * `step_fpgaslim_streamline`: stock streamlining for plain CNNs; for residual graphs finn-plus's
+    StreamlinePlus-based resnet step (the stock one leaves Transpose/Im2Col/MatMul unmapped);
+  * `step_fpgaslim_check_mapped`: any node left outside FINN's HW layers, except the host-side
+    output scaling, becomes an UnsupportedLayerError naming it (instead of a partition error);
+  * `step_fpgaslim_place_weights`: on-chip/external weight placement as a folding config.
+Each step is wrapped so that its start, end or failure is appended to a progress file: the
+parent names the running step when it kills a build at its time limit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from fpgaslim.errors import UnsupportedLayerError
+
+from . import finn_compat
+
+# Nodes FINN leaves in the (host-side) parent graph after the last HW layer: output scaling
+# and reshaping of the final logits, not part of the accelerator.
+HOST_OPS = {"Mul", "Add", "Reshape", "Flatten", "Squeeze", "Transpose", "Identity"}
+# ... and before the first: the NCHW -> NHWC layout change of the input (FINN's default).
+LEADING_HOST_OPS = {"Transpose", "Reshape", "Identity"}
+_WEIGHT_OPS = ("MVAU", "VVAU")
+_FIX_HINT = {
+    "Transpose": "a layout change FINN could not absorb: avoid reshapes/permutes between layers",
+    "MatMul": "a matmul without quantized inputs: put a QuantIdentity/QuantReLU in front",
+    "Mul": "a float scale FINN could not stream through: check that every Add has one shared "
+           "quantizer and that pooling is TruncAvgPool2d with FLOOR rounding",
+    "AveragePool": "use brevitas TruncAvgPool2d with FLOOR rounding instead of nn.AvgPool2d",
+    "GlobalAveragePool": "use brevitas TruncAvgPool2d with FLOOR rounding",
+}
+
+
+def _hint(op_type: str) -> str:
+    return _FIX_HINT.get(op_type, f"replace the {op_type} with a layer FINN maps (quantized "
+                         "conv/linear, QuantReLU thresholds, MaxPool, TruncAvgPool2d, Add with "
+                         "a shared quantizer)")
+
+
+def _make_widening_trunc_fix() -> type:
+    from qonnx.transformation.base import Transformation
+
+    class NarrowWideningTrunc(Transformation):
+        """Rewrite a QONNX Trunc (v2) whose output is wider than its input (nothing is
+        truncated, e.g. TruncAvgPool2d to 8 bits over a 2x2 window of 4-bit values) into the
+        same function with output bits = input bits and output scale = input scale.
+
+        Why: FINN's AvgPool+Trunc conversion turns the bit difference into a right shift and
+        clamps a negative shift to 0, so such a pool computes 1/4 (for 2x2) of the Brevitas
+        value (measured: FINN's own QONNX_TO_FINN_PYTHON verification fails). Both forms
+        compute round(x / scale) * scale within range, so the rewrite is exact."""
+
+        def apply(self, model):  # type: ignore[override]
+            for node in model.graph.node:
+                if node.op_type != "Trunc" or len(node.input) != 6:
+                    continue
+                init = [model.get_initializer(i) for i in node.input[1:]]
+                if any(v is None for v in init):
+                    continue
+                scale, _, in_bits, _, out_bits = init
+                if float(out_bits) > float(in_bits):
+                    model.set_initializer(node.input[4], scale.copy())
+                    model.set_initializer(node.input[5], in_bits.copy())
+            return model, False
+
+    return NarrowWideningTrunc
+
+
+def step_fpgaslim_prepare(model: Any, cfg: Any) -> Any:
+    """Annotate the input as UINT8 and fix widening Truncs (see NarrowWideningTrunc)."""
+    from qonnx.core.datatype import DataType
+
+    model.set_tensor_datatype(model.graph.input[0].name, DataType["UINT8"])
+    return model.transform(_make_widening_trunc_fix()())
+
+
+def is_residual(model: Any) -> bool:
+    """A graph with an Add whose two inputs are both computed (a skip connection)."""
+    for node in model.graph.node:
+        if node.op_type == "Add" and len(node.input) == 2 and all(
+                model.get_initializer(i) is None for i in node.input):
+            return True
+    return False
+
+
+def step_fpgaslim_streamline(model: Any, cfg: Any) -> Any:
+    fb = finn_compat.builder()
+    if not is_residual(model):
+        return fb.step_lookup["step_streamline"](model, cfg)
+    from finn.transformation.streamline import absorb
+    from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
+    from qonnx.transformation.infer_data_layouts import InferDataLayouts
+    from qonnx.transformation.general import RemoveUnusedTensors
+
+    model = fb.resnet_streamline(model, cfg)
+    model = model.transform(MakeMaxPoolNHWC())
+    model = model.transform(absorb.AbsorbConsecutiveTransposes())
+    model = model.transform(InferDataLayouts())
+    model = model.transform(RemoveUnusedTensors())
+    if fb.VerificationStepType.STREAMLINED_PYTHON in cfg._resolve_verification_steps():
+        fb.verify_step(model, cfg, "streamlined_python", need_parent=False)
+    return model
+
+
+def step_fpgaslim_check_mapped(model: Any, cfg: Any) -> Any:
+    """Fail with the first node FINN did not map, unless it is host-side: the input layout
+    change in front of the accelerator or the output scaling after it."""
+    hw = [n for n in model.graph.node if n.domain.startswith("finn.custom_op.fpgadataflow")]
+    if not hw:
+        node = model.graph.node[0]
+        raise UnsupportedLayerError(
+            f"FINN mapped no layer to hardware; first node {node.name!r} ({node.op_type}): "
+            f"{_hint(node.op_type)}")
+    downstream: set[str] = set()
+    for n in hw:  # everything fed (transitively) by a HW layer
+        stack = list(n.output)
+        while stack:
+            t = stack.pop()
+            for c in model.find_consumers(t):
+                if c.name not in downstream:
+                    downstream.add(c.name)
+                    stack.extend(c.output)
+    for node in model.graph.node:
+        if node.domain.startswith("finn.custom_op.fpgadataflow"):
+            continue
+        consumers_hw = any(c.domain.startswith("finn.custom_op.fpgadataflow")
+                           for t in node.output for c in model.find_consumers(t))
+        trailing = node.name in downstream and not consumers_hw
+        leading = node.name not in downstream
+        if not ((trailing and node.op_type in HOST_OPS)
+                or (leading and node.op_type in LEADING_HOST_OPS)):
+            where = "between hardware layers" if consumers_hw else "at the graph's edge"
+            raise UnsupportedLayerError(
+                f"FINN cannot map node {node.name!r} (op type {node.op_type}, {where}): "
+                f"{_hint(node.op_type)}")
+    return model
+
+
+def _weight_nodes(model: Any) -> list[Any]:
+    return [n for n in model.graph.node if n.op_type.split("_")[0] in _WEIGHT_OPS]
+
+
+def step_fpgaslim_place_weights(model: Any, cfg: Any) -> Any:
+    """Write the folding config for the weight placement and point the builder at it.
+
+    "onchip" keeps FINN's default (internal_decoupled); "external" streams every weight layer
+    from off-chip memory; "auto" moves the layers with the most weight BRAM/URAM off-chip,
+    largest first, until FINN's memory estimate fits the board."""
+    fb = finn_compat.builder()
+    place = cfg._fpgaslim["weights"]
+    board = cfg._fpgaslim["board"]
+    nodes = _weight_nodes(model)
+    external: list[str] = []
+    if place == "external":
+        external = [n.name for n in nodes]
+    elif place == "auto":
+        part = cfg._resolve_fpga_part()
+        est = model.analysis(lambda m: fb.res_estimation(m, part))
+        bram = sum(v.get("BRAM_18K", 0) for v in est.values())
+        uram = sum(v.get("URAM", 0) for v in est.values())
+        by_size = sorted(nodes, key=lambda n: (est[n.name].get("BRAM_18K", 0)
+                                               + 8 * est[n.name].get("URAM", 0)), reverse=True)
+        for n in by_size:
+            if bram <= board["BRAM_18K"] and uram <= board["URAM"]:
+                break
+            if est[n.name].get("BRAM_18K", 0) + est[n.name].get("URAM", 0) == 0:
+                continue
+            bram -= est[n.name].get("BRAM_18K", 0)
+            uram -= est[n.name].get("URAM", 0)
+            external.append(n.name)
+    config: dict[str, Any] = {"Defaults": {}}
+    for n in nodes:
+        config[n.name] = {"mem_mode": "external" if n.name in external else "internal_decoupled"}
+    path = Path(cfg.output_dir) / "fpgaslim_folding_config.json"
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    cfg.folding_config_file = path
+    return model
+
+
+def step_fpgaslim_layer_table(model: Any, cfg: Any) -> Any:
+    """Per-layer facts fpgaslim's report needs and FINN's reports lack (weight stream widths,
+    memory modes, stream shapes), written to report/fpgaslim_layers.json."""
+    fb = finn_compat.builder()
+    layers = []
+    for node in model.graph.node:
+        inst = fb.getHWCustomOp(node)
+        row: dict[str, Any] = {"name": node.name, "op_type": node.op_type,
+                               "exp_cycles": int(inst.get_exp_cycles())}
+        if node.op_type.split("_")[0] in _WEIGHT_OPS:
+            wdt = inst.get_input_datatype(1)
+            w = model.get_initializer(node.input[1])
+            row.update(mem_mode=inst.get_nodeattr("mem_mode"),
+                       ram_style=inst.get_nodeattr("ram_style"),
+                       weight_bits=int(w.size * wdt.bitwidth()),
+                       weight_dtype=wdt.name, weightstream_width=int(inst.get_instream_width(1)),
+                       PE=int(inst.get_nodeattr("PE")), SIMD=int(inst.get_nodeattr("SIMD")))
+        layers.append(row)
+    first = fb.getHWCustomOp(model.graph.node[0])
+    last = fb.getHWCustomOp(model.graph.node[-1])
+    io = {"input_shape": list(first.get_normal_input_shape()),
+          "input_dtype": first.get_input_datatype(0).name,
+          "input_bits": first.get_input_datatype(0).bitwidth(),
+          "output_shape": list(last.get_normal_output_shape()),
+          "output_dtype": last.get_output_datatype(0).name,
+          "output_bits": last.get_output_datatype(0).bitwidth()}
+    out = Path(cfg.output_dir) / "report" / "fpgaslim_layers.json"
+    out.write_text(json.dumps({"layers": layers, "io": io}, indent=2), encoding="utf-8")
+    return model
+
+
+def _tracked(step: Callable[[Any, Any], Any], name: str, progress: Path) -> Callable:
+    """Wrap a step so its start/end/failure is appended to the progress file (JSON lines)."""
+
+    def run(model: Any, cfg: Any) -> Any:
+        _log(progress, {"event": "start", "step": name})
+        try:
+            model = step(model, cfg)
+        except BaseException as exc:
+            _log(progress, {"event": "error", "step": name, "type": type(exc).__name__,
+                            "message": str(exc), "traceback": traceback.format_exc(limit=8)})
+            raise
+        _log(progress, {"event": "end", "step": name})
+        return model
+
+    run.__name__ = name
+    return run
+
+
+def _log(progress: Path, entry: dict[str, Any]) -> None:
+    entry["t"] = time.time()
+    with open(progress, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+
+
+def estimate_steps(progress: Path) -> list[Callable]:
+    """finn-plus's estimate-only preset with fpgaslim's steps inserted, each tracked."""
+    fb = finn_compat.builder()
+    ours = {"step_fpgaslim_prepare": step_fpgaslim_prepare,
+            "step_fpgaslim_streamline": step_fpgaslim_streamline,
+            "step_fpgaslim_check_mapped": step_fpgaslim_check_mapped,
+            "step_fpgaslim_place_weights": step_fpgaslim_place_weights,
+            "step_fpgaslim_layer_table": step_fpgaslim_layer_table}
+    names: list[str] = ["step_fpgaslim_prepare"]
+    for s in fb.estimate_only_steps:
+        if s == "step_streamline":
+            names.append("step_fpgaslim_streamline")
+            continue
+        if s == "step_apply_folding_config":
+            names.append("step_fpgaslim_place_weights")
+        names.append(s)
+        if s == "step_convert_to_hw":
+            names.append("step_fpgaslim_check_mapped")
+    names.append("step_fpgaslim_layer_table")
+    return [_tracked(ours.get(n) or fb.step_lookup[n], n, progress) for n in names]
+

@@ -1,0 +1,26 @@
+"""A number that never travels without its unit and its provenance."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Figure(BaseModel):
+    """A number with its unit, provenance and, where it applies, the board's capacity."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: float
+    unit: str
+    source: str
+    capacity: float | None = None
+    percent: float | None = None  # of capacity
+
+    @classmethod
+    def of(cls, value: float, unit: str, source: str, capacity: float | None = None,
+           cap_source: str | None = None) -> "Figure":
+        pct = 100.0 * value / capacity if capacity else (None if capacity is None else
+                                                        (0.0 if value == 0 else math.inf))
+        src = source if cap_source is None else f"{source}; capacity: {cap_source}"
+        return cls(value=value, unit=unit, source=src, capacity=capacity, percent=pct)

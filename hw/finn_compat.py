@@ -1,0 +1,200 @@
+"""The one adapter between fpgaslim and finn-plus internals.
+
+finn-plus 1.6.1 assumes a Vivado installation even for estimate-only builds (FINN_NOTES):
+  * settings are read from FINN_SETTINGS / FINN_BUILD_DIR / FINN_DEPS, else it creates ~/.finn;
+  * `finn.builder.build_dataflow_steps` does `from finn.xsi import SimEngine` at import time,
+    which runs the xsim availability check and fails without XILINX_VIVADO;
+  * `exit_buildflow()` calls `get_vivado_root()` after a successful build and raises.
+Everything that knows about these internals lives here, so a finn-plus upgrade breaks in one
+place, and `check_internals()` (run by the tests) says exactly what changed.
+
+`activate(build_dir)` mutates process state (environment, two module attributes), so it is
+meant for the build child process only (see hw/build.py); the parent never calls it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from fpgaslim.errors import ToolMissingError
+
+EXPECTED_FINN_VERSION = "1.6.1"
+FINN_DIST = "finn-plus"
+_NO_VIVADO = "none (fpgaslim estimate-only build, Vivado not used)"
+
+
+def finn_version() -> str:
+    """The installed finn-plus version, or a ToolMissingError saying how to install it."""
+    try:
+        return importlib.metadata.version(FINN_DIST)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ToolMissingError(
+            "finn-plus is not installed; install it with `pip install --no-deps "
+            f"finn-plus=={EXPECTED_FINN_VERSION}` after its dependencies (.ci/bootstrap.sh)"
+        ) from exc
+
+
+def provenance(clock_ns: float) -> str:
+    """The `source` text of every FINN-estimated figure."""
+    return f"FINN estimate (finn-plus {finn_version()}, clock {clock_ns:g} ns)"
+
+
+def child_environment(build_dir: Path) -> dict[str, str]:
+    """Environment for a build child: FINN's settings, build and deps folders under `build_dir`
+    (never ~/.finn), one worker (2 shared cores), and no automatic git dependency updates."""
+    build_dir = Path(build_dir).resolve()
+    settings = build_dir / "finn_settings.yaml"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    settings.write_text("automatic_dependency_updates: false\n", encoding="utf-8")
+    env = dict(os.environ)
+    env.update({
+        "FINN_SETTINGS": str(settings),
+        "FINN_BUILD_DIR": str(build_dir / "finn_tmp"),
+        "FINN_DEPS": str(build_dir / "finn_deps"),
+        "NUM_DEFAULT_WORKERS": "1",
+        "OMP_NUM_THREADS": "1",
+    })
+    env.pop("PYTEST_CURRENT_TEST", None)  # else build_dataflow_cfg re-raises instead of logging
+    return env
+
+
+class _NoSimEngine:
+    """Stands in for finn_xsi's SimEngine: only rtlsim steps use it, and they need Vivado."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise ToolMissingError("RTL simulation (finn_xsi / xsim) needs Vivado; this build "
+                               "is estimate-only")
+
+
+def _vivado_root() -> str:
+    return os.environ.get("XILINX_VIVADO", _NO_VIVADO)
+
+
+def activate() -> None:
+    """Make finn-plus's builder importable and runnable without Vivado (child process only).
+
+    Expects `child_environment()`'s variables. Binds `finn.xsi.SimEngine` before the builder
+    imports it (so the lazy xsim check never runs) and replaces the builder's post-build
+    `get_vivado_root` lookup with one that does not raise."""
+    for var in ("FINN_SETTINGS", "FINN_BUILD_DIR"):
+        if var not in os.environ:
+            raise RuntimeError(f"finn_compat.activate() needs {var}; use child_environment()")
+    Path(os.environ["FINN_BUILD_DIR"]).mkdir(parents=True, exist_ok=True)
+    import finn.xsi
+
+    if "SimEngine" not in vars(finn.xsi):
+        finn.xsi.SimEngine = _NoSimEngine  # type: ignore[attr-defined]
+    import finn.builder.build_dataflow as bd
+
+    bd.get_vivado_root = _vivado_root
+
+
+def check_internals() -> list[str]:
+    """What finn-plus no longer provides that this module relies on (empty list: all there).
+
+    Imports finn-plus; run it in a child process or a test, it calls `activate()`-free code."""
+    problems: list[str] = []
+    version = finn_version()
+    if version != EXPECTED_FINN_VERSION:
+        problems.append(f"finn-plus {version} installed, fpgaslim is written for "
+                        f"{EXPECTED_FINN_VERSION}")
+    import finn.xsi
+
+    if "SimEngine" in vars(finn.xsi) and finn.xsi.SimEngine is not _NoSimEngine:
+        pass  # a real finn_xsi was loaded: fine
+    elif not callable(getattr(finn.xsi, "__getattr__", None)):
+        problems.append("finn.xsi no longer resolves SimEngine lazily")
+    import inspect
+
+    import finn.util.settings as fs
+
+    for name in ("_initialize_from_environment", "get_settings"):
+        if not hasattr(fs, name):
+            problems.append(f"finn.util.settings.{name} is gone")
+    if hasattr(fs, "_initialize_from_environment"):
+        src = inspect.getsource(fs._initialize_from_environment)
+        for var in ("FINN_SETTINGS", "FINN_BUILD_DIR"):
+            if var not in src:
+                problems.append(f"finn settings no longer read {var}")
+    steps_src = Path(sys.modules["finn"].__file__).parent / "builder" / "build_dataflow_steps.py"
+    if "from finn.xsi import SimEngine" not in steps_src.read_text(encoding="utf-8"):
+        problems.append("build_dataflow_steps no longer imports SimEngine from finn.xsi "
+                        "(the shim may be unnecessary or insufficient)")
+    bd_src = (steps_src.parent / "build_dataflow.py").read_text(encoding="utf-8")
+    if "from finn.util.basic import get_vivado_root" not in bd_src or \
+            "get_vivado_root()" not in bd_src:
+        problems.append("build_dataflow no longer calls get_vivado_root() in exit_buildflow")
+    return problems
+
+
+def builder() -> Any:
+    """finn-plus's builder pieces fpgaslim uses, as one namespace (after `activate()`)."""
+    from types import SimpleNamespace
+
+    import finn.builder.build_dataflow as bd
+    import finn.builder.build_dataflow_config as bc
+    import finn.builder.build_dataflow_steps as bs
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+    from finn.builder.custom_step_library.resnet import step_resnet_streamline
+    from finn.util.basic import getHWCustomOp
+
+    return SimpleNamespace(
+        DataflowBuildConfig=bc.DataflowBuildConfig, DataflowOutputType=bc.DataflowOutputType,
+        VerificationStepType=bc.VerificationStepType, ShellFlowType=bc.ShellFlowType,
+        estimate_only_steps=list(bc.estimate_only_dataflow_steps),
+        step_lookup=bs.build_dataflow_step_lookup, verify_step=bs.verify_step,
+        build_dataflow_cfg=bd.build_dataflow_cfg, resnet_streamline=step_resnet_streamline,
+        res_estimation=res_estimation, getHWCustomOp=getHWCustomOp)
+
+
+# Attributes `check_internals` of the builder namespace must keep (tests read this list).
+BUILDER_NAMES = ("DataflowBuildConfig", "DataflowOutputType", "VerificationStepType",
+                 "ShellFlowType", "estimate_only_steps", "step_lookup", "verify_step",
+                 "build_dataflow_cfg", "resnet_streamline", "res_estimation", "getHWCustomOp")
+
+
+def generic_base(op_type: str, domain: str) -> tuple[str, str] | None:
+    """The generic (Python-executable) FINN op of a specialized `*_hls` / `*_rtl` node:
+    (op_type, domain), e.g. MVAU_hls -> ("MVAU", "finn.custom_op.fpgadataflow"); None when the
+    node is not specialized. Specialized classes subclass their generic op (finn-plus 1.6.1)."""
+    if not domain.startswith("finn.custom_op.fpgadataflow.") or \
+            domain.rsplit(".", 1)[-1] not in ("hls", "rtl"):
+        return None
+    from qonnx.custom_op.registry import getCustomOp  # noqa: F401  (registry import side effect)
+    import importlib
+
+    mod = importlib.import_module(domain)
+    cls = getattr(mod, "custom_op", {}).get(op_type)
+    if cls is None:
+        raise RuntimeError(f"finn-plus has no {domain}.{op_type}: internals changed")
+    generic = importlib.import_module("finn.custom_op.fpgadataflow").custom_op
+    for base in cls.__mro__[1:]:
+        if generic.get(base.__name__) is base:
+            return base.__name__, "finn.custom_op.fpgadataflow"
+    raise RuntimeError(f"{op_type} has no generic base op in finn.custom_op.fpgadataflow")
+
+
+def to_python_exec(model: Any) -> Any:
+    """A copy of a specialized dataflow graph whose nodes execute as their generic base ops in
+    Python (no cppsim/rtlsim, which need Vitis HLS / Vivado)."""
+    return model.transform(_make_to_generic()())
+
+
+def _make_to_generic() -> type:
+    from qonnx.transformation.base import Transformation
+
+    class ToGenericPythonExec(Transformation):
+        """Rename every `*_hls`/`*_rtl` node to its generic base op (same attributes)."""
+
+        def apply(self, model):  # type: ignore[override]
+            for node in model.graph.node:
+                base = generic_base(node.op_type, node.domain)
+                if base is not None:
+                    node.op_type, node.domain = base
+            return model, False
+
+    return ToGenericPythonExec
