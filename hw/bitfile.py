@@ -30,18 +30,11 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fpgaslim.errors import BuildTimeoutError, ConfigError, ToolMissingError, UnknownNameError
+from fpgaslim.errors import BuildTimeoutError, ConfigError, ToolMissingError
 
 from .toolchain import Flow, FlowStatus, find_toolchain, flow_status
 
 ZYNQ, ALVEO = "vivado_zynq", "vitis_alveo"
-# FINN's board names (finn.util.basic.part_map) by shell flow; fpgaslim accepts any spelling
-# that matches after lower-casing and dropping '-' and '_' (pynq-z1 -> Pynq-Z1).
-FINN_BOARDS: dict[str, str] = {
-    **{b: ZYNQ for b in ("Pynq-Z1", "Pynq-Z2", "Ultra96", "Ultra96-V2", "ZCU102", "ZCU104",
-                         "ZCU111", "RFSoC2x2", "RFSoC4x2", "KV260_SOM", "AUP-ZU3_8GB")},
-    **{b: ALVEO for b in ("U50", "U200", "U250", "U280", "U55C")},
-}
 # FINN's hardware steps after the estimate steps, in finn-plus 1.6.1's default order.
 HARDWARE_STEPS = ["step_assign_ddr_weight_offsets", "step_generate_hardware",
                   "step_create_stitched_ip", "step_prepare_synthesis",
@@ -87,15 +80,14 @@ class BitfileConfig(BaseModel):
 
 
 def resolve_board(board: str | Mapping[str, Any]) -> tuple[str, str]:
-    """(FINN board name, shell flow) for a board name or a catalogue entry with
-    `finn_board` / `shell_flow` keys."""
+    """(FINN board name, shell flow) for a catalogue board name (hw/boards.toml: "pynq-z1",
+    "U250", ...) or a catalogue entry given as a mapping."""
     if isinstance(board, Mapping):
         return str(board["finn_board"]), str(board["shell_flow"])
-    key = re.sub(r"[-_ ]", "", board).lower()
-    for name, flow in FINN_BOARDS.items():
-        if re.sub(r"[-_ ]", "", name).lower() == key:
-            return name, flow
-    raise UnknownNameError("board for the bitfile flow", board, list(FINN_BOARDS))
+    from .boards import get_board
+
+    entry = get_board(board)
+    return entry.finn_board, entry.shell_flow
 
 
 def bitfile_config(board: str | Mapping[str, Any], output_dir: str | Path, *,
@@ -105,7 +97,12 @@ def bitfile_config(board: str | Mapping[str, Any], output_dir: str | Path, *,
                    vitis_platform: str | None = None) -> BitfileConfig:
     """The full-flow configuration for `board` (Zynq: vivado_zynq; Alveo: vitis_alveo)."""
     finn_board, shell = resolve_board(board)
-    info = dict(board) if isinstance(board, Mapping) else {}
+    if isinstance(board, Mapping):
+        info = dict(board)
+    else:
+        from .boards import get_board
+
+        info = get_board(board).model_dump(mode="json")
     if target_fps is None and folding_config_file is None:
         raise ConfigError("bitfile build: set target_fps or folding_config_file (FINN needs "
                           "one of them to fold the network)")

@@ -23,9 +23,9 @@ NO_TOOLS = {"PATH": "/usr/bin:/bin"}
 def test_board_names() -> None:
     assert resolve_board("pynq-z1") == ("Pynq-Z1", "vivado_zynq")
     assert resolve_board("PYNQ_Z2") == ("Pynq-Z2", "vivado_zynq")
-    assert resolve_board("u250") == ("U250", "vitis_alveo")
+    assert resolve_board("Alveo U250") == ("U250", "vitis_alveo")
     assert resolve_board({"finn_board": "ZCU104", "shell_flow": "vivado_zynq"})[0] == "ZCU104"
-    with pytest.raises(UnknownNameError, match="Pynq-Z1"):
+    with pytest.raises(UnknownNameError, match="pynq-z1"):
         resolve_board("pynq-z9")
 
 

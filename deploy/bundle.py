@@ -1,0 +1,243 @@
+"""Deployment bundles: one tar.gz with everything a board (or the simulated board) needs.
+
+Layout (all paths relative, every file listed with its sha256 in manifest.json):
+
+    bundle.json            what the runner reads: I/O, preprocessing, host-side ops, classes
+    variant.json           the variant record (architecture, accuracy, provenance)
+    driver/settings.json   finn-plus-driver settings (FINN's own when a bitfile was built)
+    driver/runtime_weights/...   external / runtime-writable weights, when FINN made any
+    bitfile/finn-accel.bit + .hwh   (Zynq) or bitfile/finn-accel-0.xclbin (Alveo), when built
+    graph/dataflow.onnx    the final folded hardware graph, for `fpgaslim-board --simulate`
+    reports/*.json         FINN's estimate (and post-synthesis) reports, as written by FINN
+
+Why a generated settings.json without a bitfile: the simulated board and any later bitfile
+share one I/O contract (FINN's io_shape_dict: datatypes, normal/folded/packed shapes), derived
+from the same folded graph FINN's driver generator reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fpgaslim.errors import BundleError, ConfigError
+
+from .manifest import pack, write_manifest
+
+# FINN's estimate reports worth shipping (they label themselves: FINN wrote them)
+_REPORTS = ("estimate_network_performance.json", "estimate_layer_resources.json",
+            "estimate_layer_cycles.json", "op_and_param_counts.json", "fpgaslim_layers.json",
+            "post_synth_resources.json", "post_synth_resources_0.json")
+_IGNORED_TAIL_OPS = {"Reshape", "Flatten", "Squeeze", "Identity"}
+
+
+def _dtype_name(model: Any, tensor: str) -> str:
+    return model.get_tensor_datatype(tensor).name
+
+
+def _host_ops(parent: Any) -> tuple[list[int] | None, list[dict[str, Any]]]:
+    """The non-hardware nodes of FINN's parent graph, as something numpy can apply: a layout
+    Transpose before the accelerator, and constant Mul/Add (output scaling) after it."""
+    sdp = [n for n in parent.graph.node if n.op_type == "StreamingDataflowPartition"]
+    if len(sdp) != 1:
+        raise BundleError(f"the build has {len(sdp)} dataflow partitions; bundles support one")
+    order = list(parent.graph.node)
+    idx = order.index(sdp[0])
+    transpose = None
+    for node in order[:idx]:
+        if node.op_type != "Transpose":
+            raise BundleError(f"node {node.name} ({node.op_type}) runs on the host before the "
+                              "accelerator; the board runner can only apply a layout Transpose")
+        transpose = [int(p) for a in node.attribute if a.name == "perm" for p in a.ints]
+    post: list[dict[str, Any]] = []
+    for node in order[idx + 1 :]:
+        if node.op_type in _IGNORED_TAIL_OPS:
+            continue
+        const = next((parent.get_initializer(i) for i in node.input
+                      if parent.get_initializer(i) is not None), None)
+        if node.op_type not in ("Mul", "Add") or const is None:
+            raise BundleError(f"node {node.name} ({node.op_type}) follows the accelerator; the "
+                              "board runner applies only constant Mul/Add there")
+        post.append({"op": node.op_type, "value": const.reshape(-1).tolist()
+                     if const.size > 1 else float(const.reshape(-1)[0])})
+    return transpose, post
+
+
+def driver_io(model: Any) -> dict[str, Any]:
+    """finn-plus-driver's io_shape_dict for a folded dataflow graph without IODMAs, computed
+    as FINN's get_driver_shapes does: folded shapes from the first/last layer, packed shapes
+    by packing the folded innermost dimension into whole bytes."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    first, last = getCustomOp(model.graph.node[0]), getCustomOp(model.graph.node[-1])
+    iname, oname = model.graph.input[0].name, model.graph.output[0].name
+    idt, odt = model.get_tensor_datatype(iname), model.get_tensor_datatype(oname)
+
+    def packed(folded: tuple[int, ...], bits: int) -> list[int]:
+        return [*folded[:-1], math.ceil(folded[-1] * bits / 8)]
+
+    ifold = tuple(int(d) for d in first.get_folded_input_shape())
+    ofold = tuple(int(d) for d in last.get_folded_output_shape())
+    return {"idt": [f"DataType['{idt.name}']"], "odt": [f"DataType['{odt.name}']"],
+            "ishape_normal": [list(model.get_tensor_shape(iname))],
+            "oshape_normal": [list(model.get_tensor_shape(oname))],
+            "ishape_folded": [list(ifold)], "oshape_folded": [list(ofold)],
+            "ishape_packed": [packed(ifold, idt.bitwidth())],
+            "oshape_packed": [packed(ofold, odt.bitwidth())],
+            "idma_names": ["idma0"], "odma_names": ["odma0"], "num_inputs": 1, "num_outputs": 1,
+            "number_of_external_weights": 0, "external_weights_input_shapes": {}}
+
+
+def _driver_settings(finn_out: Path, graph: Any, platform: str, clock_ns: float) -> dict:
+    own = finn_out / "driver" / "settings.json"
+    if own.is_file():
+        settings = json.loads(own.read_text(encoding="utf-8"))
+        settings["fpgaslim_source"] = "finn-plus MakePYNQDriver (full flow)"
+        return settings
+    return {"driver_information": {"driver_type": "FINNDMAOverlay", "platform": platform,
+                                   "io_shape_dict": driver_io(graph),
+                                   "external_weights": False, "runtime_weights": False,
+                                   "fclk_mhz": 1000.0 / clock_ns},
+            "experiment_information": {},
+            "fpgaslim_source": "fpgaslim, from the folded graph (no bitfile built yet; FINN's "
+                               "own settings.json replaces it when one is)"}
+
+
+def _accelerator(finn_out: Path, stage: Path) -> dict[str, Any]:
+    bitdir = finn_out / "bitfile"
+    for kind, names in (("bitfile", ("finn-accel.bit", "finn-accel.hwh")),
+                        ("xclbin", ("finn-accel-0.xclbin",))):
+        if (bitdir / names[0]).is_file():
+            files = []
+            for n in names:
+                if not (bitdir / n).is_file():
+                    raise BundleError(f"{bitdir / n} is missing next to {names[0]}")
+                shutil.copyfile(bitdir / n, stage / "bitfile" / n)
+                files.append(f"bitfile/{n}")
+            return {"kind": kind, "files": files, "source": "FINN full flow (Vivado/Vitis)"}
+    return {"kind": None, "files": [],
+            "source": "none: built without Vivado; the bundle runs simulated only"}
+
+
+def make_bundle(finn_out: str | Path, record: Any, board: str, platform: str, clock_ns: float,
+                out_path: str | Path, classes: list[str], final_graph: str,
+                input_scale: float | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Bundle a finished FINN build folder (`finn_out`: FINN's output_dir)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    finn_out = Path(finn_out)
+    inter = finn_out / "intermediate_models"
+    graph_path, parent_path = inter / f"{final_graph}.onnx", inter / "dataflow_parent.onnx"
+    for p in (graph_path, parent_path):
+        if not p.is_file():
+            raise BundleError(f"{p} is missing: build the variant first (fpgaslim build)")
+    graph, parent = ModelWrapper(str(graph_path)), ModelWrapper(str(parent_path))
+    transpose, post = _host_ops(parent)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_path.parent))
+    try:
+        for sub in ("driver", "bitfile", "graph", "reports"):
+            (stage / sub).mkdir()
+        shutil.copyfile(graph_path, stage / "graph" / "dataflow.onnx")
+        settings = _driver_settings(finn_out, graph, platform, clock_ns)
+        (stage / "driver" / "settings.json").write_text(json.dumps(settings, indent=2), "utf-8")
+        if (finn_out / "driver" / "runtime_weights").is_dir():
+            shutil.copytree(finn_out / "driver" / "runtime_weights",
+                            stage / "driver" / "runtime_weights")
+        accel = _accelerator(finn_out, stage)
+        for name in _REPORTS:
+            if (finn_out / "report" / name).is_file():
+                shutil.copyfile(finn_out / "report" / name, stage / "reports" / name)
+        perf = finn_out / "report" / "estimate_network_performance.json"
+        estimates = json.loads(perf.read_text(encoding="utf-8")) if perf.is_file() else {}
+        in_shape = list(parent.get_tensor_shape(parent.graph.input[0].name))[1:]
+        io = settings["driver_information"]["io_shape_dict"]
+        info = {
+            "format": "fpgaslim-bundle/1", "variant": record.id, "board": board,
+            "finn_board": (extra or {}).get("finn_board"), "platform": platform,
+            "accelerator": accel,
+            "driver": {"settings": "driver/settings.json", "source": settings["fpgaslim_source"]},
+            "input": {"shape": in_shape, "layout": "NCHW raw pixels", "transpose": transpose,
+                      "dtype": io["idt"][0], "raw_range": [0, 255],
+                      "model_scale": 1.0 / 255.0, "quantizer_scale": input_scale,
+                      "note": "the model computes x/255 and quantizes it to UINT8 with scale "
+                              "1/255, so the accelerator's input stream is the raw pixels"},
+            "output": {"postprocess": post, "num_classes": len(classes),
+                       "note": "accelerator output, then these host ops, then argmax"},
+            "classes": classes,
+            "graph": {"path": "graph/dataflow.onnx", "source": f"FINN build, {final_graph}"},
+            "estimates": {**estimates, "clock_ns": clock_ns,
+                          "source": "FINN estimate (estimate_network_performance.json)"},
+        }
+        report_path = (extra or {}).get("hardware_report")
+        if report_path and Path(report_path).is_file():
+            shutil.copyfile(report_path, stage / "reports" / "hardware_report.json")
+            info["hardware_report"] = "reports/hardware_report.json"
+        (stage / "bundle.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        (stage / "variant.json").write_text(record.model_dump_json(indent=2), encoding="utf-8")
+        write_manifest(stage, {"variant": record.id, "board": board,
+                               "created": datetime.now(timezone.utc).isoformat()})
+        return pack(stage, out_path)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def bundle(run: Any, variant_id: str, board: str, out_path: str | Path,
+           settings: Any = None) -> Path:
+    """Bundle a built variant (`fpgaslim build RUN --variant ID --board BOARD` must have run
+    with the same settings). A bitfile/xclbin from `--bitfile` is included when present, with
+    the graph and driver settings of that same build."""
+    from fpgaslim.compress.data import CLASS_NAMES
+    from fpgaslim.compress.variants import RunDir
+
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    record = run.record(variant_id)
+    build = locate_build(run, variant_id, board, settings)
+    classes = CLASS_NAMES.get(record.dataset) or [str(i) for i in range(record.arch.num_classes)]
+    model = run.load_model(variant_id)
+    scale = float(model.input_quant.act_quant.scale()) if hasattr(model, "input_quant") else None
+    return make_bundle(build.finn_out, record, build.board, build.platform, build.clock_ns,
+                       out_path, classes, build.final_graph, input_scale=scale,
+                       extra={"finn_board": build.finn_board,
+                              "hardware_report": build.report_path})
+
+
+class BuildLocation:
+    """Where a finished build of (variant, board, settings) is, and what it was built for."""
+
+    def __init__(self, finn_out: Path, board: str, finn_board: str, platform: str,
+                 clock_ns: float, final_graph: str, report_path: Path) -> None:
+        self.finn_out, self.board, self.finn_board = finn_out, board, finn_board
+        self.platform, self.clock_ns, self.final_graph = platform, clock_ns, final_graph
+        self.report_path = report_path
+
+
+def locate_build(run: Any, variant_id: str, board: str, settings: Any = None) -> BuildLocation:
+    """The estimate build's FINN folder (hw.api layout), or the full-flow folder next to it
+    when `--bitfile` produced one (same steps, so the same graph plus the bitfile)."""
+    from fpgaslim.hw.api import BuildSettings, build_dir_for, load_report
+    from fpgaslim.hw.boards import get_board
+    from fpgaslim.hw.verify import LAST_STEP
+
+    settings = (settings or BuildSettings()).model_copy(update={"board": board}).resolved()
+    bdir = build_dir_for(run, variant_id, settings)
+    if not (bdir / "report.json").is_file():
+        raise ConfigError(f"variant {variant_id!r} has no finished build for {board} with these "
+                          f"settings ({bdir}); run `fpgaslim build {run.path} --variant "
+                          f"{variant_id} --board {board}` first")
+    report = load_report(bdir / "report.json")
+    entry = get_board(settings.board)
+    finn_out = Path(report.build_dir) / "finn"
+    full = bdir / "bitfile"
+    if (full / "bitfile").is_dir() and any((full / "bitfile").iterdir()):
+        finn_out = full
+    return BuildLocation(finn_out, entry.name, entry.finn_board,
+                         "zynq-iodma" if entry.shell_flow == "vivado_zynq" else "alveo",
+                         float(report.settings.get("clock_ns", settings.clock_ns)), LAST_STEP,
+                         bdir / "report.json")
