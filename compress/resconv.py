@@ -24,7 +24,7 @@ from fpgaslim.errors import UnknownNameError
 from .data import DataSplits
 from .resconv_fuse import FloatPlainNet, float_plain, fuse, prune, requantize
 from .resconv_net import ResConvNet, load_resconv, save_resconv, sparsity_loss, to_resconv
-from .resconv_report import plot_scales
+from .resconv_report import SkipPathComparison, plot_scales, skip_path_report
 from .train import TrainResult, TrainSettings, evaluate, predict, train
 from .variants import Accuracy, RunDir, Timer, Variant, describe
 
@@ -198,4 +198,4 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     return [record]
 
 
-__all__ = ["Settings", "run", "sparse_train"]
+__all__ = ["Settings", "SkipPathComparison", "run", "skip_path_report", "sparse_train"]

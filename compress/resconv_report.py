@@ -84,3 +84,69 @@ def _fmt(v: Any) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def _residual_adds(record: Any) -> int:
+    """Residual adds (skip paths) in the model itself, from its architecture record."""
+    arch = record.arch
+    if getattr(arch, "kind", None) != "resnet":
+        return 0
+    return sum(1 for b in arch.blocks if not b.removed)
+
+
+def _skip_cost(hw: Any, field: str) -> float:
+    return float(sum(getattr(layer, field) for layer in hw.layers
+                     if any(layer.op_type.startswith(op) for op in SKIP_OPS)))
+
+
+def skip_path_report(residual: Any, fused: Any, residual_hw: Any, fused_hw: Any,
+                     ) -> SkipPathComparison:
+    """Side by side: a residual parent and its fused plain variant (Variant records) with their
+    FINN hardware reports (hw.report.HardwareReport) on the same board. The difference is what
+    the removed skip paths and layers cost; the skip-path layers' own LUT/BRAM are listed too.
+    FINN's estimate flow sizes no FIFOs, so skip-path FIFO depth is not in these numbers."""
+    est = "FINN estimate (finn-plus, estimate-only flow)"
+    rec = "variant record (measured on the model)"
+    rows: list[SideBySideRow] = []
+
+    def add(metric: str, a: Any, b: Any, source: str) -> None:
+        rows.append(SideBySideRow(metric=metric, residual=a, fused=b, source=source))
+
+    add("test accuracy %", residual.accuracy.test, fused.accuracy.test,
+        "measured on the test set, CPU (Brevitas)")
+    add("weight layers (conv + linear)", residual.depth, fused.depth, rec)
+    add("MACs / image", residual.macs, fused.macs, rec)
+    add("parameters", residual.params, fused.params, rec)
+    add("residual adds in the model", _residual_adds(residual), _residual_adds(fused),
+        "architecture record")
+    add("HW layers", len(residual_hw.layers), len(fused_hw.layers),
+        f"{est}: folded dataflow graph")
+    for op in SKIP_OPS:
+        add(f"{op} layers", residual_hw.op_counts.get(op, 0), fused_hw.op_counts.get(op, 0),
+            f"{est}: folded dataflow graph")
+    add("LUT of skip-path layers", _skip_cost(residual_hw, "LUT"), _skip_cost(fused_hw, "LUT"),
+        f"{est}, layers {'/'.join(SKIP_OPS)}")
+    add("BRAM_18K of skip-path layers", _skip_cost(residual_hw, "BRAM_18K"),
+        _skip_cost(fused_hw, "BRAM_18K"), f"{est}, layers {'/'.join(SKIP_OPS)}")
+    for res in ("LUT", "BRAM_18K", "URAM", "DSP"):
+        add(f"{res} total", residual_hw.resources[res].value, fused_hw.resources[res].value, est)
+    add("on-chip weight bits", residual_hw.memory.weight_bits_onchip.value,
+        fused_hw.memory.weight_bits_onchip.value, est)
+    add("est. throughput fps", residual_hw.throughput.fps.value,
+        fused_hw.throughput.fps.value, est)
+    add("est. latency us", residual_hw.throughput.latency_us.value,
+        fused_hw.throughput.latency_us.value, f"{est}: critical path cycles x clock")
+    add("fits the board", str(residual_hw.fits), str(fused_hw.fits), est)
+    ver = fused_hw.verification or residual_hw.verification
+    add("verification", _verified(residual_hw), _verified(fused_hw),
+        ver.source if ver is not None else "not run")
+    return SkipPathComparison(residual_id=residual.id, fused_id=fused.id,
+                              board=fused_hw.board, rows=rows)
+
+
+def _verified(hw: Any) -> str | None:
+    v = hw.verification
+    if v is None:
+        return None
+    return f"{'bit-exact' if v.integer_exact else 'MISMATCH'} {v.images - v.mismatched_images}" \
+           f"/{v.images}"

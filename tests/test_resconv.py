@@ -151,3 +151,53 @@ def test_resnet_converts_to_plain_resconv(resnet8_run, digits, tmp_path) -> None
     q = requantize(arch, state, digits.train.tensors[0][:64])
     assert q.arch.layers[-1] == AvgPoolSpec(kernel=2, stride=2)
     assert sum(isinstance(s, ConvSpec) for s in arch.layers) == len(kinds)
+
+
+def _fast(**kw):
+    from fpgaslim.compress.resconv import Settings
+
+    base = dict(sparse_epochs=1, retrain_epochs=0, finetune_epochs=1, lr=0.02,
+                calibration_images=128, batch_size=64)
+    return Settings(**{**base, **kw})
+
+
+def test_method_on_cnv_records_resumes_and_exports_without_add(cnv_run, digits, tmp_path):
+    from fpgaslim.compress import resconv
+    from fpgaslim.compress.variants import load_checkpoint
+    from fpgaslim.hw.qonnx_export import check_export, export_qonnx, load_onnx
+
+    data = _small(digits)
+    parent_before = (cnv_run.variant_dir("baseline") / "model.pt").read_bytes()
+    settings = _fast(**{"lambda": 0.05, "rate": 0.34})
+    (v,) = resconv.run(cnv_run, "baseline", data, settings, progress=False)
+    assert v.id == "baseline.rc1" and v.parent == "baseline" and v.method == "resconv"
+    assert v.settings["lambda"] == 0.05 and v.accuracy.test is not None
+    assert v.arch.kind == "plain" and all(not getattr(s, "bn", False) for s in v.arch.layers)
+    d = v.details
+    assert d["pruned_layers"] == 1 and d["fusion_max_abs_diff"] < 1e-4
+    assert set(d["accuracy_steps"]) >= {"sparse_val", "pruned_val", "fused_float_val",
+                                         "quantized_val", "finetuned_val"}
+    # the fused float net computes what the pruned ResConv net computes
+    assert abs(d["accuracy_steps"]["fused_float_val"] - d["accuracy_steps"]["pruned_val"]) < 1.0
+    assert (cnv_run.variant_dir(v.id) / d["plots"]["m_distribution"]).stat().st_size > 5000
+    assert (cnv_run.variant_dir("baseline") / "model.pt").read_bytes() == parent_before
+    # save -> load_checkpoint rebuilds the same model
+    model = cnv_run.load_model(v.id)
+    again = load_checkpoint(cnv_run.variant_dir(v.id) / "model.pt")
+    x = digits.test.tensors[0][:16]
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    # resume: same settings -> the finished variant, not a new one; other rate -> rc2 and the
+    # sparse training is reused (cached under run/work)
+    (same,) = resconv.run(cnv_run, "baseline", data, settings, progress=False)
+    assert same.id == v.id and same.created == v.created
+    (other,) = resconv.run(cnv_run, "baseline", data, _fast(**{"lambda": 0.05, "rate": 0.0}),
+                           progress=False)
+    assert other.id == "baseline.rc2" and other.details["pruned_layers"] == 0
+    assert other.details["accuracy_steps"]["sparse_val"] == d["accuracy_steps"]["sparse_val"]
+    # no residual connection is left: the QONNX has no Add
+    onnx_path = export_qonnx(model, tmp_path / "fused.onnx")
+    ops = {n.op_type for n in load_onnx(onnx_path).graph.node}
+    assert "Add" not in ops and "Conv" in ops
+    chk = check_export(model, onnx_path, digits.test.tensors[0][:8])
+    assert chk.max_abs_diff < 1e-4 and chk.argmax_agreement == 1.0
