@@ -210,7 +210,13 @@ def remove_channels(model: nn.Module, plan: Mapping[str, Sequence[int]],
     # Rebuild from the record: the pruned model is then exactly what a checkpoint reloads.
     work.arch = _updated_arch(work)
     rebuilt = build_model(work.arch)
-    rebuilt.load_state_dict(state)
+    missing, unexpected = rebuilt.load_state_dict(state, strict=False)
+    # Brevitas keeps a runtime-statistics scale out of the state_dict until it has been
+    # calibrated; the same key is then missing from the source model too, and both stay
+    # uncalibrated alike. Anything else missing is a surgery bug.
+    bad = [k for k in missing if not k.endswith("scaling_impl.value")] + list(unexpected)
+    if bad:
+        raise UnsupportedLayerError(f"pruned weights do not fit the rebuilt model: {bad[:5]}")
     return SurgeryResult(rebuilt.eval(), plan)
 
 

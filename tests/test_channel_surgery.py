@@ -99,7 +99,7 @@ def test_cnv_convs_and_hidden_layer_are_prunable(cnv_run, digits):
 def test_threshold_selection_keeps_one_channel_and_says_so():
     report = SparsityReport(images=10, layers={"a": [0.9, 0.95, 0.7], "b": [0.1, 0.6, 0.99]})
     sel = select_channels(report, 0.5)
-    assert sel.remove == {"a": [1, 2], "b": [1, 2]} and sel.floored == ["a"]
+    assert sel.remove == {"a": [0, 1], "b": [1, 2]} and sel.floored == ["a"]  # 0.7 kept
     assert sel.counts() == {"a": 2, "b": 2} and sel.total == 4
     sel = select_channels(report, 0.9, min_channels=2)
     assert sel.remove == {"a": [1], "b": [2]} and sel.floored == []

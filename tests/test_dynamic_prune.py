@@ -1,0 +1,139 @@
+"""Dynamic channel pruning: the threshold search (scripted evaluator) and the method end to end
+on the trained ResNet-8 (digits)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from fpgaslim.compress import dynamic_prune as dp
+from fpgaslim.compress.data import DataSplits
+from fpgaslim.compress.methods import get_method
+from fpgaslim.compress.train import evaluate
+from fpgaslim.compress.variants import RunDir
+from fpgaslim.errors import ConfigError
+
+
+def _search(accuracy, target=95.0, **kw):
+    tried: list[float] = []
+
+    def attempt(p: float) -> float:
+        tried.append(p)
+        return accuracy(p)
+
+    steps, kept = dp.binary_search(attempt, target, **kw)
+    assert [s.threshold for s in steps] == tried
+    return tried, steps, kept
+
+
+def test_search_tries_thresholds_in_the_specified_order():
+    # good enough from P >= 0.7 on: accept -> P_u = P_c, P_c = 3/4 P_u + 1/4 P_l;
+    # reject -> P_l = P_c, P_c = midpoint; stop once P_u - P_l <= 0.03
+    tried, steps, kept = _search(lambda p: 100.0 if p >= 0.7 else 90.0)
+    assert tried == [0.75, 0.6875, 0.71875, 0.7109375]
+    assert [s.accepted for s in steps] == [True, False, True, True]
+    assert kept == 3 and steps[kept].threshold == 0.7109375
+    assert steps[2].interval == (0.6875, 0.75)
+
+
+def test_search_never_accepting_moves_up_and_keeps_nothing():
+    tried, steps, kept = _search(lambda p: 0.0)
+    assert tried == [0.75, 0.875, 0.9375, 0.96875, 0.984375]
+    assert kept is None and not any(s.accepted for s in steps)
+
+
+def test_search_always_accepting_prunes_more_each_step_and_keeps_the_last():
+    tried, steps, kept = _search(lambda p: 99.0)
+    assert tried[:3] == [0.75, 0.6875, 0.640625]
+    assert all(a > b for a, b in zip(tried, tried[1:]))
+    assert len(tried) == 9 and kept == 8
+    low, high = steps[-1].interval
+    assert high - low > 0.03 and tried[-1] - low <= 0.03  # stopped right after the gap closed
+
+
+def test_search_accepts_on_equality_and_respects_its_settings():
+    tried, steps, kept = _search(lambda p: 95.0, stop_gap=0.2)
+    assert tried == [0.75, 0.6875] and kept == 1  # accuracy == target is good enough
+    tried, _, kept = _search(lambda p: 96.0 if p > 0.8 else 0.0, p_low=0.6, p_high=0.9,
+                             stop_gap=0.05)
+    assert tried == pytest.approx([0.75, 0.825, 0.80625, 0.7921875]) and kept == 2
+
+
+def test_settings_presets_and_validation():
+    full = dp.Settings.preset("full")
+    assert (full.lr, full.epochs, full.patience, full.restart_every) == (0.01, 320, 20, 160)
+    assert full.stop_gap == 0.03 and full.iterations == 3 and full.thin_channels == 6
+    cpu = dp.Settings.preset("cpu", tolerance=1.0)
+    assert cpu.tolerance == 1.0 and cpu.epochs < 10
+    assert cpu.train_settings().restart_every == cpu.restart_every
+    with pytest.raises(ConfigError, match="unknown preset 'gpu'"):
+        dp.Settings.preset("gpu")
+    with pytest.raises(ValueError, match="p_low"):
+        dp.Settings(p_low=0.9, p_high=0.6)
+    with pytest.raises(ValueError):
+        dp.Settings(tolerence=1.0)
+    assert get_method("dynamic-prune") is dp
+
+
+def _small(digits, n_train: int) -> DataSplits:
+    """Digits with a subset of the training images: fine-tuning in a test takes seconds."""
+    x, y = digits.train.tensors
+    return DataSplits(digits.name, TensorDataset(x[:n_train], y[:n_train]), digits.val,
+                      digits.test, digits.num_classes, digits.class_names, digits.source)
+
+
+def test_dynamic_prune_on_trained_resnet8(resnet8_run, digits, tmp_path):
+    run = RunDir(tmp_path / "run")
+    for f in ("model.pt", "record.json"):  # a private copy: other tests share the fixture
+        src = resnet8_run.variant_dir("baseline") / f
+        (run.variant_dir("baseline")).mkdir(parents=True, exist_ok=True)
+        (run.variant_dir("baseline") / f).write_bytes(src.read_bytes())
+    base = run.record("baseline")
+    data = _small(digits, 320)
+    settings = dp.Settings.preset("cpu", epochs=1, iterations=2, stop_gap=0.2, tolerance=2.0,
+                                  restart_every=0, patience=None)
+    variants = dp.run(run, "baseline", data, settings, progress=False)
+    assert variants and variants[0].id == "baseline.dp1" and variants[0].parent == "baseline"
+    for prev, v in zip([base, *variants], variants):
+        assert v.params < prev.params and v.macs < prev.macs
+        assert v.accuracy.val >= v.details["target_val"]
+        assert v.details["target_val"] == pytest.approx(v.details["baseline_val"] - 2.0)
+        trials = v.details["trials"]
+        assert [t["threshold"] for t in trials][:2] == [0.75, 0.6875]
+        kept = [t for t in trials if t["accepted"]][-1]
+        assert kept["threshold"] == v.details["threshold"]
+        assert kept["removed"] == v.details["removed"] and kept["removed_total"] > 0
+        widths = {f"blocks.{i}.mid": b.mid for i, b in enumerate(v.arch.blocks)}
+        for name, n in kept["removed"].items():
+            assert widths[name] == v.details["widths_before"][name] - n
+        assert v.details["thin_layers"] == sum(1 for w in v.widths.values() if w < 6)
+        assert (run.variant_dir(v.id) / "sparsity.png").stat().st_size > 5000
+        assert set(v.details["sparsity"]["layers"]) == {"blocks.0.mid", "blocks.1.mid",
+                                                        "blocks.2.mid"}
+        model = run.load_model(v.id)
+        assert evaluate(model, digits.test) == pytest.approx(v.accuracy.test)
+    first = variants[0].details["trials"][0]  # no channel of the baseline is > 75% zeros
+    assert first["removed_total"] == 0 and not first["fine_tuned"]
+    assert "prunes nothing" in first["note"]
+    assert run.record("baseline") == base  # the parent is never modified
+    # finished variants are returned as they are, not redone
+    again = dp.run(run, "baseline", data, settings, progress=False)
+    assert [v.model_dump() for v in again[:len(variants)]] == [v.model_dump() for v in variants]
+
+
+def test_interrupted_search_replays_its_trial_log(resnet8_run, digits, tmp_path):
+    start = resnet8_run.load_model("baseline")
+    data = _small(digits, 128)
+    settings = dp.Settings.preset("cpu", epochs=1, stop_gap=0.2, tolerance=50.0)
+    acc = evaluate(start, data.val)
+    first = dp.prune_iteration(start, data, settings, acc - 50.0, 1, tmp_path, acc,
+                               progress=False)
+    assert (tmp_path / "trials.json").is_file() and (tmp_path / "kept.pt").is_file()
+    again = dp.prune_iteration(start, data, settings, acc - 50.0, 1, tmp_path, acc,
+                               progress=False)
+    assert [t.model_dump() for t in again.trials] == [t.model_dump() for t in first.trials]
+    x = digits.test.tensors[0][:32]
+    with torch.no_grad():
+        assert torch.equal(first.model(x), again.model(x))
+    assert again.model.arch == first.model.arch
