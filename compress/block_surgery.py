@@ -104,18 +104,25 @@ def rebuild(model: nn.Module, arch: ResNetArch,
     Every key of the new model must come from the old one, except keys for which `fresh(key)`
     is true (new parameters keep their constructor init, e.g. omega = 1). Old keys that the new
     model lacks are allowed only under removed blocks. Anything else means the two records
-    disagree, which is a bug worth an error rather than a silently half-loaded model.
+    disagree, which is a bug worth an error rather than a silently half-loaded model; the
+    copy is checked tensor by tensor afterwards.
     """
     new = build_model(arch)
     removed = tuple(f"blocks.{i}." for i, b in enumerate(arch.blocks) if b.removed)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()
              if not k.startswith(removed)}
     state.update({k: v for k, v in new.state_dict().items() if fresh(k) and k not in state})
-    try:  # strict: Brevitas adopts its learned quantizer scales ("...scaling_impl.value") here
-        new.load_state_dict(state)
-    except RuntimeError as exc:
+    # Brevitas adopts learned quantizer scales ("...scaling_impl.value") at load time; a model
+    # that never trained has none yet, and the new one then stays uninitialised like it.
+    result = new.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("scaling_impl.value")]
+    if missing or result.unexpected_keys:
         raise ConfigError(f"architecture change of {arch.name} does not map the weights: "
-                          f"{str(exc).splitlines()[0]}") from exc
+                          f"missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+    got = new.state_dict()
+    differ = [k for k, v in state.items() if k in got and not torch.equal(got[k], v)]
+    if differ:
+        raise ConfigError(f"architecture change of {arch.name} altered tensors {differ[:5]}")
     new.train(model.training)
     return new.to(next(model.parameters()).device)
 

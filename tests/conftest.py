@@ -49,3 +49,10 @@ def resnet8_run(tmp_path_factory, digits):
 def cnv_run(tmp_path_factory, digits):
     """RunDir with variant 'baseline': a quarter-width CNV w4a4 trained on digits."""
     return _trained_run(tmp_path_factory, digits, "cnv", 0.25, 6)
+
+
+@pytest.fixture(scope="session")
+def resnet14_run(tmp_path_factory, digits):
+    """RunDir with variant 'baseline': half-width ResNet-14 w4a4 on digits. Two units per stage,
+    so block-removal methods (layer fusion, layer importance) have blocks to remove."""
+    return _trained_run(tmp_path_factory, digits, "resnet14", 0.5, 5)
