@@ -107,6 +107,19 @@ def load_state(path: Path) -> dict:
                               "start over, or restore it from a backup.") from exc
 
 
+def _stats_counters(model: nn.Module) -> dict[str, int]:
+    """Brevitas' activation scales collect statistics for their first steps; the step counters
+    are not in a state_dict, so without them a resume inside that phase would differ."""
+    return {n: int(m.counter) for n, m in model.named_modules()
+            if isinstance(getattr(m, "counter", None), int)}
+
+
+def _set_stats_counters(model: nn.Module, counters: dict[str, int]) -> None:
+    for n, m in model.named_modules():
+        if n in counters:
+            m.counter = counters[n]
+
+
 def train(
     model: nn.Module,
     train_data: TensorDataset,
@@ -135,9 +148,6 @@ def train(
         for p in teacher.parameters():
             p.requires_grad_(False)
     kd = kd or KDSettings()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
-                          weight_decay=settings.weight_decay)
     epochs = settings.epochs
     cycle = settings.restart_every or max(1, epochs)
 
@@ -150,16 +160,23 @@ def train(
     start, history = 0, []
     best_acc, best_state, since_best = -1.0, None, 0
     resumed = 0
-    if checkpoint is not None and checkpoint.is_file():
-        state = load_state(checkpoint)
-        if state.get("fingerprint") == fp:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            start, history = state["epoch"], json.loads(state["history"])
-            best_acc, best_state = state["best_acc"], state["best_model"]
-            since_best = state["since_best"]
-            torch.set_rng_state(state["rng"])
-            resumed = start
+    state = load_state(checkpoint) if checkpoint is not None and checkpoint.is_file() else None
+    if state is not None and state.get("fingerprint") != fp:
+        state = None  # a checkpoint of other settings: start over (it is overwritten)
+    if state is not None:
+        # before the optimizer exists: Brevitas may swap scale Parameters on load
+        model.load_state_dict(state["model"])
+        _set_stats_counters(model, json.loads(state.get("stats_counters", "{}")))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
+                          weight_decay=settings.weight_decay)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        start, history = state["epoch"], json.loads(state["history"])
+        best_acc, best_state = state["best_acc"], state["best_model"]
+        since_best = state["since_best"]
+        torch.set_rng_state(state["rng"])
+        resumed = start
     else:
         torch.manual_seed(settings.seed)
 
@@ -211,7 +228,8 @@ def train(
             snapshot = {"fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
                         "optimizer": opt.state_dict(), "history": json.dumps(history),
                         "best_acc": best_acc, "best_model": best_state,
-                        "since_best": since_best, "rng": torch.get_rng_state()}
+                        "since_best": since_best, "rng": torch.get_rng_state(),
+                        "stats_counters": json.dumps(_stats_counters(model))}
             atomic_write(checkpoint, lambda p: torch.save(snapshot, p))
     if best_state is not None:
         model.load_state_dict(best_state)

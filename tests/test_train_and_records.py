@@ -22,9 +22,7 @@ def test_resnet8_baseline_reaches_90_percent_on_digits(resnet8_run, digits):
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, digits):
-    # batch 8: the interruption comes after Brevitas' 300 activation-statistics steps, whose
-    # counters are not part of a state_dict (a resume inside them is only approximately equal)
-    settings = TrainSettings(epochs=3, batch_size=8, lr=0.02)
+    settings = TrainSettings(epochs=3, batch_size=64, lr=0.05)
     torch.manual_seed(0)
     ref = create_model("resnet8", digits.input_shape, width=0.5)
     init = {k: v.clone() for k, v in ref.state_dict().items()}
