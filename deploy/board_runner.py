@@ -29,7 +29,7 @@ import numpy as np
 
 from fpgaslim.errors import BundleError, ConfigError, FpgaslimError, ToolMissingError
 
-from .manifest import unpack, verify_manifest
+from .manifest import sha256_file, unpack, verify_manifest
 
 BUNDLE_INFO = "bundle.json"
 MEASURED = "measured on board"
@@ -61,13 +61,21 @@ class Bundle:
 
     @classmethod
     def open(cls, path: str | Path, workdir: str | Path | None = None) -> "Bundle":
-        """A folder is verified in place; a .tar.gz is unpacked (safely) first."""
+        """A folder is verified in place; a .tar.gz is unpacked (safely) into its own
+        subfolder of `workdir`, named by the archive's sha256, and reused while it verifies."""
         path = Path(path)
         if path.is_dir():
             return cls(path)
         if not path.is_file():
             raise BundleError(f"bundle {path} does not exist")
-        target = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="fpgaslim-bundle-"))
+        base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="fpgaslim-bundle-"))
+        name = path.name.split(".")[0] or "bundle"
+        target = base / f"{name}-{sha256_file(path)[:16]}"
+        if target.is_dir():
+            try:
+                return cls(target)
+            except BundleError:
+                shutil.rmtree(target)  # our own folder, damaged: unpack again
         unpack(path, target)
         return cls(target)
 

@@ -293,9 +293,35 @@ def _missing_message(board: str, shell: str, status: FlowStatus) -> str:
             "tools.")
 
 
+BITFILE_TIMEOUT_S = 12 * 3600.0  # synthesis + place and route of a large design: hours
+
+
 def _build_with_tools(run: Any, variant_id: str, settings: Any,
                       env: Mapping[str, str] | None, data: Any) -> Any:
-    raise ToolMissingError("bitfile builds are not wired to the estimate build yet")
+    """(tools present) estimate build + verification, then the full flow in builds/<b>/bitfile
+    on the same exported QONNX; post-synthesis figures saved and attached to the report."""
+    from .api import build_dir_for, build_variant
+    from .boards import get_board
+    from .report import save_report
+
+    report = build_variant(run, variant_id, settings.board, settings=settings, data=data)
+    s = settings.model_copy(update={"board": settings.board}).resolved()
+    bdir = build_dir_for(run, variant_id, s)
+    cfg = bitfile_config(get_board(s.board).model_dump(mode="json"), bdir / "bitfile",
+                         clock_ns=s.clock_ns, target_fps=s.target_fps,
+                         mvau_wwidth_max=s.mvau_wwidth_max, weights=s.weights)
+    onnx = run.variant_dir(variant_id) / run.record(variant_id).qonnx
+    timeout = float(getattr(settings, "bitfile_timeout_s", BITFILE_TIMEOUT_S))
+    post = run_full_flow(cfg, onnx, timeout_s=timeout, env=env)
+    if post is None:
+        return report
+    (bdir / "bitfile" / "post_synthesis.json").write_text(post.model_dump_json(indent=2),
+                                                          encoding="utf-8")
+    if "post_synthesis" in type(report).model_fields:  # shown next to FINN's estimates
+        report = type(report).model_validate(
+            {**report.model_dump(mode="json"), "post_synthesis": post.model_dump(mode="json")})
+        save_report(report, bdir / "report.json")
+    return report
 
 
 def _child(job_paths: list[str], dry_run: bool = False) -> int:

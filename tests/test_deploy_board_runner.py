@@ -139,3 +139,28 @@ def test_board_mode_without_board(cnv_bundle: Path, test_npz: Path, board_python
     proc = _board(board_python, cnv_bundle, "--data", test_npz, "--out", tmp_path / "r.json")
     assert proc.returncode == 5, proc.stderr
     assert "--simulate" in proc.stderr
+
+
+def test_deploy_over_ssh(cnv_bundle: Path, test_npz: Path, board_python: Path,
+                         tmp_path: Path) -> None:
+    """push/run speak OpenSSH's command-line contract (`ssh HOST CMDLINE`, `scp SRC HOST:DST`).
+    There is no sshd here, so the 'board' is this machine behind two stand-ins that do what
+    ssh/scp do after connecting: run the command line in a shell, copy the files."""
+    from fpgaslim.deploy.remote import Remote
+
+    ssh = tmp_path / "ssh"
+    ssh.write_text(f'#!/bin/sh\nshift\nPATH="{board_python.parent}:$PATH" exec sh -c "$1"\n')
+    scp = tmp_path / "scp"
+    scp.write_text(f"#!{sys.executable}\nimport re, shutil, sys\n"
+                   "a = [re.sub(r'^[^/:]+:', '', x) for x in sys.argv[1:]]\n"
+                   "[shutil.copy(s, a[-1]) for s in a[:-1]]\n")
+    ssh.chmod(0o755)
+    scp.chmod(0o755)
+    remote = Remote("xilinx@pynq", str(tmp_path / "on board dir"), ssh=[str(ssh)],
+                    scp=[str(scp)])
+    result = remote.run(cnv_bundle, test_npz, tmp_path / "fetched.json",
+                        extra=["--simulate", "--sim-python", sys.executable, "--limit", "16",
+                               "--batch-sizes", "2", "--iterations", "1"])
+    assert result["accuracy"]["images"] == 16 and result["label"] == "simulated"
+    assert json.loads((tmp_path / "fetched.json").read_text()) == result
+    assert (tmp_path / "on board dir" / cnv_bundle.name).is_file()  # quoting survived spaces
