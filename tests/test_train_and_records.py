@@ -14,7 +14,6 @@ from fpgaslim.errors import CheckpointError, ConfigError
 def test_resnet8_baseline_reaches_90_percent_on_digits(resnet8_run, digits):
     rec = resnet8_run.record("baseline")
     assert rec.accuracy.test >= 90.0, rec.accuracy
-    assert rec.timings["train_s"] < 300
     model = resnet8_run.load_model("baseline")
     from fpgaslim.compress.train import evaluate
     assert evaluate(model, digits.test) == pytest.approx(rec.accuracy.test)
