@@ -201,3 +201,36 @@ def test_method_on_cnv_records_resumes_and_exports_without_add(cnv_run, digits, 
     assert "Add" not in ops and "Conv" in ops
     chk = check_export(model, onnx_path, digits.test.tensors[0][:8])
     assert chk.max_abs_diff < 1e-4 and chk.argmax_agreement == 1.0
+
+
+@pytest.mark.slow
+def test_fused_resnet_builds_in_finn_without_skip_layers(resnet8_run, digits):
+    """The residual ResNet-8 and its fused plain variant through the real FINN estimate build:
+    the fused graph has no DuplicateStreams/AddStreams/ElementwiseAdd, both verify bit-exact
+    on real digits images, and the side-by-side report shows the difference."""
+    from fpgaslim.compress import resconv
+    from fpgaslim.hw.api import build_variant
+
+    (v,) = resconv.run(resnet8_run, "baseline", _small(digits),
+                       _fast(**{"lambda": 0.05, "rate": 0.3}), progress=False)
+    assert v.details["pruned_layers"] == 2  # round(0.3 * 7)
+    fused_hw = build_variant(resnet8_run, v.id, board="pynq-z1", data=digits, verify_images=6)
+    # verify_images=10: the same build test_hw_build makes, reused from disk in a full run
+    res_hw = build_variant(resnet8_run, "baseline", board="pynq-z1", data=digits,
+                           verify_images=10)
+    for op in ("DuplicateStreams", "AddStreams", "ElementwiseAdd"):
+        assert fused_hw.op_counts.get(op, 0) == 0, fused_hw.op_counts
+    assert res_hw.op_counts.get("DuplicateStreams", 0) == 3  # one fork per residual block
+    assert fused_hw.verification.integer_exact and fused_hw.verification.images == 6
+    assert res_hw.verification.integer_exact
+    cmp = resconv.skip_path_report(resnet8_run.record("baseline"), v, res_hw, fused_hw)
+    rows = {r.metric: r for r in cmp.rows}
+    assert rows["residual adds in the model"].residual == 3
+    assert rows["residual adds in the model"].fused == 0
+    depth = rows["weight layers (conv + linear)"]
+    gone = sum(1 for r in v.details["resconv_layers"] if r["pruned"] and r["shortcut"] == "identity")
+    assert depth.fused == depth.residual - gone  # a pruned 1x1-shortcut layer stays a 1x1 conv
+    assert rows["HW layers"].fused < rows["HW layers"].residual
+    assert rows["LUT total"].fused == fused_hw.resources["LUT"].value
+    md = cmp.markdown()
+    assert "DuplicateStreams layers" in md and "FINN estimate" in md

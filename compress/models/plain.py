@@ -42,13 +42,16 @@ class QuantPlainNet(nn.Module):
                 continue
             if isinstance(spec, AvgPoolSpec):
                 # FLOOR truncation: the only rounding FINN's Trunc conversion accepts (FINN_NOTES)
-                layers.append(TruncAvgPool2d(kernel_size=spec.kernel, stride=spec.stride,
-                                             trunc_quant=FloorTrunc))
+                pool = TruncAvgPool2d(kernel_size=spec.kernel, stride=spec.stride,
+                                      trunc_quant=FloorTrunc)
+                if i == 0 or isinstance(specs[i - 1], PoolSpec):
+                    # FINN cannot infer the sign of a Trunc input through a MaxPool (nor use the
+                    # float input): an unsigned requantization gives the pool a known datatype
+                    pool = nn.Sequential(act_relu(bits.act, return_quant_tensor=True), pool)
+                layers.append(pool)
                 continue
-            # a TruncAvgPool2d needs the QuantTensor (scale, bit width) of the activation that
-            # feeds it, possibly through max-pools
-            rest = [s for s in specs[i + 1:] if not isinstance(s, PoolSpec)]
-            feeds_avg = bool(rest) and isinstance(rest[0], AvgPoolSpec)
+            # a TruncAvgPool2d needs the QuantTensor (scale, bit width) of the activation
+            feeds_avg = i + 1 < len(specs) and isinstance(specs[i + 1], AvgPoolSpec)
             layers.append(ConvBNAct(cin, spec, bits.first_weight if first else bits.weight,
                                     bits.act, return_quant_tensor=feeds_avg))
             first, cin = False, spec.out_ch
