@@ -62,7 +62,8 @@ def build_variant(run: RunDir, variant_id: str, board: str = "pynq-z1",
         shutil.rmtree(work)  # an unfinished attempt: redo it
     report = build_estimate(vdir / record.qonnx, work, settings,
                             model=model if verify_images > 0 else None, images=images,
-                            labels=labels, variant=variant_id)
+                            labels=labels, variant=variant_id,
+                            prefix_cache=run.variant_dir(variant_id) / "builds" / ".prefix")
     report.settings["verify_images"] = verify_images
     save_report(report, done)
     return report

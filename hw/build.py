@@ -8,8 +8,10 @@ killed and the step it was in (from its progress file) is named in a BuildTimeou
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +32,11 @@ from . import finn_compat
 from .boards import Board, get_board
 from .report import HardwareReport, build_report
 from .verify import compare
+
+# The board-independent prefix of the step list ends here; later builds of the same graph for
+# other boards start from its saved output (streamlining dominates build time).
+PREFIX_LAST, RESUME_AT = "step_create_dataflow_partition", "step_specialize_layers"
+PREFIX_VERSION = "fpgaslim-prefix/1"  # bump when a prefix step changes what it produces
 
 # Steps up to here turn the graph into HW layers: a failure there means FINN cannot map it.
 _MAPPING_STEPS = ("step_qonnx_to_finn", "step_tidy_up", "step_fpgaslim_streamline",
@@ -90,7 +97,7 @@ def _run_child(job_path: Path, out: Path, env: dict[str, str], timeout_s: float)
             step, _ = _last_step(out / "progress.jsonl")
             raise BuildTimeoutError(
                 f"FINN build ran past its {timeout_s:g} s limit in step "
-                f"{step or 'startup (importing finn-plus)'}; killed. Raise timeout_s, or if "
+                f"{step or 'before the first step'}; killed. Raise timeout_s, or if "
                 "it is a streamlining step, check the model (nn.AvgPool2d makes streamlining "
                 f"loop forever; use TruncAvgPool2d). Log: {log}") from None
     if rc == 0:
@@ -112,15 +119,67 @@ def _run_child(job_path: Path, out: Path, env: dict[str, str], timeout_s: float)
     raise FpgaslimError(f"FINN build failed in {error['step']}: {msg} (log: {log})")
 
 
+def _prefix_key(onnx_path: Path, out: Path, settings: BuildSettings) -> str:
+    h = hashlib.sha256(PREFIX_VERSION.encode())
+    for f in (onnx_path, out / "verify_input.npy", out / "verify_expected.npy"):
+        h.update(f.read_bytes())
+    h.update(str(settings.verify_steps).encode())
+    return h.hexdigest()[:20]
+
+
+def _prefix_files(finn_out: Path) -> list[Path]:
+    inter = finn_out / "intermediate_models"
+    files = [inter / f"{PREFIX_LAST}.onnx", inter / "dataflow_parent.onnx"]
+    return files + sorted((finn_out / "verification_output").glob("verify_*.npy"))
+
+
+def _restore_prefix(cache: Path, finn_out: Path) -> bool:
+    if not (cache / "complete").is_file():
+        return False
+    for f in cache.rglob("*"):
+        if f.is_file() and f.name != "complete":
+            dst = finn_out / f.relative_to(cache)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst)
+    return True
+
+
+def _store_prefix(cache: Path, finn_out: Path) -> None:
+    tmp = cache.with_name(cache.name + f".part{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for f in _prefix_files(finn_out):
+        dst = tmp / f.relative_to(finn_out)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dst)
+    (tmp / "complete").write_text("ok\n", encoding="utf-8")
+    shutil.rmtree(cache, ignore_errors=True)
+    os.replace(tmp, cache)
+
+
+def _step_times(progress: Path) -> dict[str, float]:
+    """Wall seconds per build step, from the child's progress file."""
+    starts: dict[str, float] = {}
+    times: dict[str, float] = {}
+    for line in progress.read_text(encoding="utf-8").splitlines():
+        e = json.loads(line)
+        if e["event"] == "start":
+            starts[e["step"]] = e["t"]
+        elif e["event"] == "end" and e["step"] in starts:
+            times[f"{e['step']}_s"] = round(e["t"] - starts[e["step"]], 3)
+    return times
+
+
 def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSettings,
                    *, model: nn.Module | None = None, images: torch.Tensor | None = None,
-                   labels: torch.Tensor | None = None, variant: str | None = None
-                   ) -> HardwareReport:
+                   labels: torch.Tensor | None = None, variant: str | None = None,
+                   prefix_cache: Path | None = None) -> HardwareReport:
     """Run finn-plus's estimate flow on a QONNX file and return its report.
 
     `images` (raw 0..255 pixels, N x C x H x W) are real test images: the first is FINN's
     verification input (expected output: `model`'s, else the QONNX graph's), and with `model`
-    all are executed on the folded dataflow graph and compared integer-exactly against it."""
+    all are executed on the folded dataflow graph and compared integer-exactly against it.
+    `prefix_cache`: a folder where the board-independent first steps' outputs are kept and
+    reused by builds of the same graph (same file, same verification data) for other boards."""
     settings = settings.resolved()
     board: Board = get_board(settings.board)
     out = Path(out_dir).resolve()
@@ -154,15 +213,24 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
                                               "URAM"}),
            "verify_input_npy": str(out / "verify_input.npy"),
            "verify_expected_npy": str(out / "verify_expected.npy"),
-           "exec_input_npy": str(exec_npy) if exec_npy else None}
+           "exec_input_npy": str(exec_npy) if exec_npy else None, "start_step": None}
+    cache = None
+    if prefix_cache is not None:
+        cache = Path(prefix_cache) / _prefix_key(onnx_path, out, settings)
+        if _restore_prefix(cache, out / "finn"):
+            job["start_step"] = RESUME_AT
     job_path = atomic_write_json(out / "job.json", job)
     t0 = time.perf_counter()
     _run_child(job_path, out, finn_compat.child_environment(out), settings.timeout_s)
     wall = time.perf_counter() - t0
     child = json.loads((out / "child_result.json").read_text(encoding="utf-8"))
+    if cache is not None and job["start_step"] is None:
+        _store_prefix(cache, out / "finn")
     report = build_report(out / "finn", board, settings.model_dump(mode="json"),
                           finn_compat.provenance(settings.clock_ns), variant=variant)
-    report.timings.update({"build_wall_s": wall, "finn_build_s": child["build_s"]})
+    report.timings = {"build_wall_s": round(wall, 3), "finn_build_s": round(child["build_s"], 3),
+                      "prefix_reused": float(job["start_step"] is not None),
+                      **_step_times(out / "progress.jsonl")}
     if model is not None:
         report.verification = compare(out / "hw_outputs.npz", model, x, labels,
                                       child["exec_s"], child["last_layer"],

@@ -41,6 +41,7 @@ class Throughput(BaseModel):
     latency_us: Figure
     bottleneck_layer: str
     bottleneck_cycles: Figure
+    fps_bandwidth_limit: Figure  # what the board's off-chip bandwidth alone allows
     clock_ns: float
     source: str
 
@@ -58,6 +59,7 @@ class LayerReport(BaseModel):
     DSP: float
     mem_mode: str | None = None
     weight_bits: int = 0
+    weight_dtype: str | None = None
     offchip_weight_bytes_per_frame: float = 0.0
     PE: int | None = None
     SIMD: int | None = None
@@ -76,7 +78,9 @@ class HardwareReport(BaseModel):
     settings: dict[str, Any]
     status: str  # "fits" | "does not fit"
     fits: bool
-    overflow: dict[str, Figure]  # resource -> amount over the board (only when not fitting)
+    # resource -> amount over the board (only when not fitting); "offchip_GBps" when the
+    # off-chip traffic at the estimated fps exceeds the board's memory bandwidth
+    overflow: dict[str, Figure]
     resources: dict[str, Figure]  # LUT, DSP, BRAM_18K, URAM totals with % of the board
     memory: OnChipMemory
     offchip: OffChipTraffic
@@ -122,6 +126,7 @@ def build_report(finn_out: Path, board: Board, settings: dict[str, Any], source:
             LUT=float(r.get("LUT", 0)), BRAM_18K=float(r.get("BRAM_18K", 0)),
             URAM=float(r.get("URAM", 0)), DSP=float(r.get("DSP", 0)),
             mem_mode=row.get("mem_mode"), weight_bits=int(row.get("weight_bits", 0)),
+            weight_dtype=row.get("weight_dtype"),
             PE=row.get("PE"), SIMD=row.get("SIMD"), source=source))
     fps = float(perf["estimated_throughput_fps"])
     traffic = offchip_traffic(table, fps, board)
@@ -135,6 +140,10 @@ def build_report(finn_out: Path, board: Board, settings: dict[str, Any], source:
     overflow = {k: Figure.of(totals[k] - board.capacity(k), "count",
                              f"{source} minus board capacity", None)
                 for k in FIT_RESOURCES if totals[k] > board.capacity(k)}
+    if traffic.bandwidth_needed.value > board.offchip_gbps:
+        overflow["offchip_GBps"] = Figure.of(
+            traffic.bandwidth_needed.value - board.offchip_gbps, "GB/s",
+            f"{traffic.bandwidth_needed.source} minus board bandwidth ({board.source.offchip})")
     fits = not overflow
 
     onchip = [x for x in table["layers"] if "weight_bits" in x and x["mem_mode"] != "external"]
@@ -160,6 +169,9 @@ def build_report(finn_out: Path, board: Board, settings: dict[str, Any], source:
                              f"{source}, critical path cycles x clock"),
         bottleneck_layer=bottleneck,
         bottleneck_cycles=Figure.of(float(perf["max_cycles"]), "cycles", source),
+        fps_bandwidth_limit=Figure.of(
+            board.offchip_gbps * 1e9 / traffic.total_bytes.value, "frames/s",
+            f"board off-chip bandwidth ({board.source.offchip}) / off-chip bytes per frame"),
         clock_ns=clock_ns, source=source)
     counts: dict[str, int] = {}
     for layer in layers:
@@ -171,10 +183,6 @@ def build_report(finn_out: Path, board: Board, settings: dict[str, Any], source:
         for f in sorted(verify_dir.glob("verify_*_0_*.npy")):
             step, result = f.stem.removeprefix("verify_").rsplit("_", 2)[0], f.stem.rsplit("_", 1)[1]
             finn_ver[step] = result
-    step_times = {}
-    if (rep / "time_per_step.json").is_file():
-        step_times = {f"finn_{k}_s": float(v) for k, v in
-                      _read_json(rep / "time_per_step.json").items()}
     from .finn_compat import finn_version
 
     return HardwareReport(
@@ -183,7 +191,7 @@ def build_report(finn_out: Path, board: Board, settings: dict[str, Any], source:
         overflow=overflow, resources=resources, memory=memory, offchip=traffic,
         throughput=throughput, layers=layers, op_counts=dict(sorted(counts.items())),
         op_counts_source=f"{source}: HW layers of the folded dataflow graph",
-        finn_verification=finn_ver, timings=step_times, finn_version=finn_version(),
+        finn_verification=finn_ver, finn_version=finn_version(),
         build_dir=str(finn_out.parent))
 
 
@@ -237,6 +245,7 @@ def render(report: HardwareReport, console: Any = None) -> Any:
     row("throughput", report.throughput.fps, "{:,.1f}")
     row("latency", report.throughput.latency_us, "{:,.1f}")
     row(f"bottleneck {report.throughput.bottleneck_layer}", report.throughput.bottleneck_cycles)
+    row("fps allowed by off-chip bandwidth", report.throughput.fps_bandwidth_limit, "{:,.1f}")
     for k, f in report.overflow.items():
         row(f"OVER: {k}", f)
     if report.verification is not None:

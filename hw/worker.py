@@ -18,11 +18,13 @@ from . import finn_compat
 def run_job(job: dict) -> int:
     out = Path(job["out_dir"])
     progress = out / "progress.jsonl"
+    _log_step(progress, "start", "startup_import_finn")
     finn_compat.activate()
     from .build_steps import estimate_steps
     from .verify import execute_dataflow
 
     fb = finn_compat.builder()
+    _log_step(progress, "end", "startup_import_finn")
     verify = [fb.VerificationStepType.QONNX_TO_FINN_PYTHON, fb.VerificationStepType.TIDY_UP_PYTHON,
               fb.VerificationStepType.STREAMLINED_PYTHON] if job["verify_steps"] else None
     cfg = fb.DataflowBuildConfig(
@@ -34,10 +36,10 @@ def run_job(job: dict) -> int:
         steps=estimate_steps(progress), verify_steps=verify,
         verify_input_npy=job["verify_input_npy"],
         verify_expected_output_npy=job["verify_expected_npy"],
-        save_intermediate_models=True)
+        save_intermediate_models=True, start_step=job.get("start_step"))
     cfg._fpgaslim = {"weights": job["weights"], "board": job["board"]}
     t0 = time.time()
-    rc = fb.build_dataflow_cfg(job["onnx"], cfg)
+    rc = fb.build_dataflow_cfg("" if cfg.start_step else job["onnx"], cfg)
     build_s = time.time() - t0
     if rc != 0:
         return 1

@@ -1,0 +1,183 @@
+"""Folding search: the highest frame rate whose FINN estimate still fits a resource budget.
+
+FINN folds a network for one `target_fps`; whether that fits a board is only known after the
+estimate. The achievable rate is also capped by `mvau_wwidth_max` (SIMD x weight bits per
+MVAU, 36 by default), which FINN_NOTES measured as the real limit on Pynq-Z1: so the search
+runs over both. For each `mvau_wwidth_max` it walks a geometric grid of targets
+(t_i = t_0 * step_factor^i): doubling steps until the estimate stops fitting (or the folding
+saturates: the estimated fps stops growing), then bisection on the grid, so the answer is a
+grid point that fits and whose next grid point does not. Every probe is a real estimate build
+(the board-independent streamlined prefix is reused, so a probe costs the folding and estimate
+steps only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fpgaslim.atomic import atomic_write_json
+from fpgaslim.compress.data import load_dataset
+from fpgaslim.compress.variants import RunDir
+
+from .boards import get_board
+from .build import BuildSettings, build_estimate
+from .figure import Figure
+from .qonnx_export import export_qonnx
+from .report import HardwareReport
+
+BUDGET_RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+
+
+class FoldingSearch(BaseModel):
+    """Search settings: resource budget in % of the board, knobs and grid."""
+
+    model_config = ConfigDict(extra="ignore")  # the sweep passes its own fields through
+    budget: dict[str, float] = Field(default_factory=lambda: {
+        "LUT": 85.0, "BRAM_18K": 100.0, "URAM": 100.0, "DSP": 100.0})
+    mvau_wwidth_max: list[int] = Field(default_factory=lambda: [36, 1024])
+    step_factor: float = Field(1.25, gt=1.0)
+    max_probes: int = Field(16, ge=2)  # per knob value
+
+
+class Probe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mvau_wwidth_max: int
+    grid_index: int
+    target_fps: float
+    fps: float
+    fits_budget: bool
+    percent: dict[str, float]  # resource -> % of the board
+
+
+class MaxFit(BaseModel):
+    """The answer, with the probes that justify it."""
+
+    model_config = ConfigDict(extra="forbid")
+    variant: str
+    board: str
+    fps: Figure | None  # None: nothing fits even at the lowest target
+    target_fps: float | None
+    mvau_wwidth_max: int | None
+    percent: dict[str, float]
+    next_step: Probe | None  # the same knob one grid step faster (does not fit), if probed
+    saturated: bool  # the folding reached full parallelism before the budget ran out
+    budget: dict[str, float]
+    probes: list[Probe]
+    source: str
+
+
+def within_budget(report: HardwareReport, budget: dict[str, float]) -> tuple[bool, dict]:
+    pct = {k: float(report.resources[k].percent or 0.0) for k in BUDGET_RESOURCES
+           if k in report.resources}
+    return all(pct.get(k, 0.0) <= limit for k, limit in budget.items()), pct
+
+
+def maxfit_path(run: RunDir, variant_id: str, board: str, build: dict[str, Any]) -> Path:
+    key = hashlib.sha256(json.dumps(build, sort_keys=True).encode()).hexdigest()[:8]
+    return run.variant_dir(variant_id) / "builds" / f"{get_board(board).name}-maxfit-{key}" \
+        / "maxfit.json"
+
+
+def search_variant(run: RunDir, variant_id: str, board: str, build: dict[str, Any] | None = None,
+                   search: FoldingSearch | None = None) -> Path:
+    """Run (or return the saved) folding search of one variant on one board."""
+    build = dict(build or {})
+    search = search or FoldingSearch()
+    out = maxfit_path(run, variant_id, board, build)
+    if out.is_file():
+        return out
+    record = run.record(variant_id)
+    vdir = run.variant_dir(variant_id)
+    if record.qonnx is None or not (vdir / record.qonnx).is_file():
+        export_qonnx(run.load_model(variant_id), vdir / "model.qonnx.onnx")
+        record = run.update(record.model_copy(update={"qonnx": "model.qonnx.onnx"}))
+    images = load_dataset(record.dataset, limit_train=1).test.tensors[0][:1]
+    work = out.parent / "probes"
+    cache: dict[tuple[int, int], Probe] = {}
+    b = get_board(board)
+    base = BuildSettings(board=board, **build).resolved()
+
+    def probe(wmax: int, i: int) -> Probe:
+        if (wmax, i) not in cache:
+            target = base.target_fps * search.step_factor ** i
+            settings = base.model_copy(update={"target_fps": max(1, int(round(target))),
+                                               "mvau_wwidth_max": wmax})
+            pdir = work / f"w{wmax}-i{i}"
+            report = build_estimate(vdir / record.qonnx, pdir, settings, images=images,
+                                    variant=variant_id, prefix_cache=vdir / "builds" / ".prefix")
+            shutil.rmtree(pdir, ignore_errors=True)  # keep the answer, not 100s of MB of graphs
+            ok, pct = within_budget(report, search.budget)
+            cache[(wmax, i)] = Probe(mvau_wwidth_max=wmax, grid_index=i,
+                                     target_fps=settings.target_fps,
+                                     fps=report.throughput.fps.value, fits_budget=ok, percent=pct)
+        return cache[(wmax, i)]
+
+    best: tuple[Probe, Probe | None, bool] | None = None
+    for wmax in search.mvau_wwidth_max:
+        found = _search_knob(lambda i: probe(wmax, i), search.max_probes)
+        if found is not None and (best is None or found[0].fps > best[0].fps):
+            best = found
+    shutil.rmtree(work, ignore_errors=True)
+    source = (f"FINN estimate (finn-plus, clock {base.clock_ns:g} ns), folding search over "
+              f"target_fps x mvau_wwidth_max, budget % of {b.display}")
+    if best is None:
+        result = MaxFit(variant=variant_id, board=b.name, fps=None, target_fps=None,
+                        mvau_wwidth_max=None, percent={}, next_step=None, saturated=False,
+                        budget=search.budget, probes=list(cache.values()), source=source)
+    else:
+        hit, nxt, saturated = best
+        result = MaxFit(variant=variant_id, board=b.name,
+                        fps=Figure.of(hit.fps, "frames/s", source), target_fps=hit.target_fps,
+                        mvau_wwidth_max=hit.mvau_wwidth_max, percent=hit.percent,
+                        next_step=nxt, saturated=saturated, budget=search.budget,
+                        probes=sorted(cache.values(), key=lambda p: (p.mvau_wwidth_max,
+                                                                     p.grid_index)),
+                        source=source)
+    atomic_write_json(out, result.model_dump(mode="json"))
+    return out
+
+
+def _search_knob(probe, max_probes: int) -> tuple[Probe, Probe | None, bool] | None:
+    """Highest fitting grid index: gallop (+1, +2, +4, ...) then bisect. Returns (fitting probe,
+    the next grid probe, saturated) or None when even index -8 (t0 / factor^8) does not fit."""
+    lo = 0
+    p = probe(0)
+    if not p.fits_budget:  # gallop downwards to a fitting point
+        step = 1
+        while not p.fits_budget:
+            lo -= step
+            step *= 2
+            if lo < -8:
+                return None
+            p = probe(lo)
+    hi, step, last_fps, probes = None, 1, p.fps, 1
+    while hi is None:
+        cand = lo + step
+        q = probe(cand)
+        probes += 1
+        if not q.fits_budget:
+            hi = cand
+        elif q.fps <= last_fps * 1.0001:  # more target, no more fps: folding saturated
+            return q, None, True
+        else:
+            lo, last_fps, step = cand, q.fps, step * 2
+        if probes >= max_probes:
+            return probe(lo), None, False
+    while hi - lo > 1 and probes < max_probes:
+        mid = (lo + hi) // 2
+        probes += 1
+        if probe(mid).fits_budget:
+            lo = mid
+        else:
+            hi = mid
+    return probe(lo), probe(lo + 1), False
+
+
+def load_maxfit(path: str | Path) -> MaxFit:
+    return MaxFit.model_validate_json(Path(path).read_text(encoding="utf-8"))
