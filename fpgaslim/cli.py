@@ -255,11 +255,11 @@ def build(run: Path, variant_id: str, board: str, verify_images: int, bitfile: b
     """FINN build of a variant for a board: estimates, bit-exact verification, report."""
     from fpgaslim.pipeline import build_job
 
+    from fpgaslim.hw.report import render
+
     report = build_job(run, variant_id, board, {k: v for k, v in opts.items() if v is not None},
                        verify_images=verify_images, bitfile=bitfile)
-    from fpgaslim.hw.report import render_report
-
-    _console().print(render_report(report))
+    _console().print(render(report))
 
 
 @main.command()
@@ -269,6 +269,77 @@ def doctor() -> None:
     from fpgaslim.deploy.doctor import doctor as run_doctor, render_doctor
 
     click.echo(render_doctor(run_doctor()))
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--variant", "variant_id", default="baseline", show_default=True)
+@click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--budget-lut", default=85.0, show_default=True, help="% of the board's LUTs")
+@click.option("--step-factor", default=1.25, show_default=True, help="target fps grid ratio")
+@_handle_errors
+def maxfit(run: Path, variant_id: str, board: str, budget_lut: float, step_factor: float) -> None:
+    """Folding search: the highest estimated fps that still fits the board's budget."""
+    from fpgaslim.compress.variants import RunDir
+    from fpgaslim.hw.folding_search import FoldingSearch, load_maxfit, search_variant
+
+    search = FoldingSearch(step_factor=step_factor)
+    search.budget["LUT"] = budget_lut
+    m = load_maxfit(search_variant(RunDir(run), variant_id, board, {}, search))
+    if m.fps is None:
+        click.echo(f"{variant_id} on {m.board}: nothing fits the budget {m.budget}")
+        return
+    click.echo(f"{variant_id} on {m.board}: max-fit {m.fps.value:,.0f} fps at target "
+               f"{m.target_fps:,.0f}, mvau_wwidth_max {m.mvau_wwidth_max}"
+               f"{' (folding saturated)' if m.saturated else ''}; uses "
+               + ", ".join(f"{k} {v:.1f}%" for k, v in m.percent.items())
+               + f" [{m.fps.source}]")
+
+
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--workers", type=int, help="parallel builds (local process pool)")
+@click.option("--dask", "dask_scheduler", help="run builds on this Dask scheduler address")
+@_handle_errors
+def sweep(config: Path, workers: int | None, dask_scheduler: str | None) -> None:
+    """Baseline, compression methods, FINN builds per board, report: resumable."""
+    from fpgaslim.sweep import load_sweep, run_sweep
+
+    cfg = load_sweep(config)
+    if workers:
+        cfg.parallel.workers = workers
+    if dask_scheduler:
+        cfg.parallel.dask_scheduler = dask_scheduler
+    _print_sweep(run_sweep(cfg))
+
+
+def _print_sweep(result) -> None:
+    done = ", ".join(f"{k} {v}" for k, v in result.work_done.items())
+    click.echo(f"sweep finished: {len(result.variants)} variants, {len(result.builds)} builds "
+               f"in {result.run_dir} (work done this time: {done})")
+    for name, path in result.report.items():
+        click.echo(f"  {name}: {path}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs/demo"), show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@_handle_errors
+def demo(out: Path, workers: int) -> None:
+    """The whole pipeline on the embedded digits data (needs nothing else), ~10 min on 2 cores."""
+    from fpgaslim.demo import demo_config
+    from fpgaslim.sweep import run_sweep
+
+    cfg = demo_config(out)
+    cfg.parallel.workers = workers
+    click.echo(f"fpgaslim demo: ResNet-8 w4a4 on digits -> dynamic pruning + layer fusion, "
+               f"ResConv -> FINN estimates on {', '.join(cfg.boards)} -> report in {out}")
+    result = run_sweep(cfg)
+    _print_sweep(result)
+    html = result.report.get("html")
+    if html:
+        click.echo(f"open the report: file://{Path(html).resolve()}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -164,7 +164,7 @@ def _search_knob(probe, max_probes: int) -> tuple[Probe, Probe | None, bool] | N
         if not q.fits_budget:
             hi = cand
         elif q.fps <= last_fps * 1.0001:  # more target, no more fps: folding saturated
-            return q, None, True
+            return probe(lo), None, True
         else:
             lo, last_fps, step = cand, q.fps, step * 2
         if probes >= max_probes:

@@ -1,0 +1,401 @@
+"""Compare variants across runs and boards from saved records only (no rebuilding).
+
+One row per (run, variant, board): the variant record (accuracy measured in PyTorch, params,
+MACs, depth counted on the model) joined with the hardware report of its build for that board
+(FINN estimates plus fpgaslim's off-chip and fit figures) and, when the folding search left a
+`maxfit.json` beside the report, its fps. Every column names where its numbers come from: the
+hardware columns take their source from the report's own Figures, so the legend cannot drift
+from what was built.
+
+`compare_runs` writes CSV, Markdown, JSON, PNG plots and one self-contained HTML page, and
+returns a `ComparisonResult` whose `table()` is a rich Table (library code never prints).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from fpgaslim.atomic import atomic_write, atomic_write_json, atomic_write_text
+from fpgaslim.compress.variants import RunDir, Variant
+from fpgaslim.errors import CheckpointError, ConfigError, UnknownNameError
+from fpgaslim.hw.figure import Figure
+from fpgaslim.hw.report import HardwareReport, load_report
+
+MAXFIT_FILE = "maxfit.json"
+_HASHED = re.compile(r"^(.+)-[0-9a-f]{10}$")  # builds/<board>-<settings hash> (hw/api.py)
+URAM_IN_BRAM_18K = 16  # 288 Kib / 18 Kib: URAM expressed as BRAM_18K-equivalents
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: attribute of ComparisonRow, header, number format, unit."""
+
+    key: str
+    header: str
+    fmt: str = "{:,.0f}"
+    unit: str = ""
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("variant", "variant", "{}"), Column("board", "board", "{}"),
+    Column("method", "method", "{}"), Column("bits", "bits", "{}"),
+    Column("accuracy", "acc. %", "{:.2f}", "%"), Column("params", "params"),
+    Column("macs", "MACs"), Column("depth", "depth"),
+    Column("BRAM_18K", "BRAM_18K"), Column("URAM", "URAM"), Column("LUT", "LUT"),
+    Column("DSP", "DSP"), Column("offchip_bytes", "off-chip B/frame", unit="B"),
+    Column("bandwidth_gbps", "GB/s", "{:.3f}", "GB/s"),
+    Column("fps", "fps", "{:,.1f}", "frames/s"), Column("latency_us", "latency us", "{:,.1f}", "us"),
+    Column("fits", "fits", "{}"), Column("maxfit_fps", "max-fit fps", "{:,.1f}", "frames/s"),
+)
+# columns whose source is the record (measured/counted on the PyTorch model), not a report
+RECORD_SOURCES = {
+    "accuracy": "measured in PyTorch: the Brevitas QAT model on the dataset's test split "
+                "(variant record)",
+    "params": "counted on the PyTorch model (compress/stats.py, variant record)",
+    "macs": "counted on the PyTorch model per conv/linear layer (compress/stats.py)",
+    "depth": "counted on the PyTorch model: conv + linear layers (compress/stats.py)",
+}
+
+
+class ComparisonRow(BaseModel):
+    """One variant on one board; None where a figure does not exist (e.g. no max-fit run)."""
+
+    model_config = ConfigDict(extra="forbid")
+    run: str
+    variant: str
+    parent: str | None
+    method: str
+    dataset: str
+    bits: str
+    board: str
+    board_display: str
+    build: str  # build folder name: <board> or <board>-<settings hash>
+    accuracy: float | None
+    test_images: int
+    params: int
+    macs: int
+    depth: int
+    BRAM_18K: float
+    URAM: float
+    LUT: float
+    DSP: float
+    percent: dict[str, float]  # LUT/DSP/BRAM_18K/URAM as % of the board
+    onchip_bram18k_equiv: float  # BRAM_18K + 16 x URAM
+    weight_bits_onchip: float
+    offchip_bytes: float
+    bandwidth_gbps: float
+    bandwidth_percent: float | None
+    fps: float
+    latency_us: float
+    bottleneck: str
+    fits: bool
+    status: str
+    overflow: list[str]
+    maxfit_fps: float | None = None
+    verified: str | None = None  # e.g. "bit-exact 10/10" (simulated)
+    report: str  # path of report.json
+
+    @property
+    def key(self) -> str:
+        return f"{self.run}/{self.variant}"
+
+
+class Skipped(BaseModel):
+    """Something that could not be read (e.g. a report from an older schema) and why."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    reason: str
+
+
+@dataclass
+class ComparisonResult:
+    """What `compare_runs` returns: the rows, the column sources and the files it wrote."""
+
+    rows: list[ComparisonRow]
+    legend: dict[str, str]  # column key -> where its numbers come from
+    files: dict[str, Path] = field(default_factory=dict)  # "csv"/"markdown"/"html"/... -> path
+    skipped: list[Skipped] = field(default_factory=list)
+    detail: tuple[str, str] | None = None  # (run, variant) of the per-layer plots
+
+    def table(self) -> Any:
+        """The comparison as a rich Table (caller prints it)."""
+        return rich_table(self.rows, self.legend)
+
+
+# --------------------------------------------------------------------------- reading
+def _run_labels(runs: Sequence[RunDir]) -> list[str]:
+    """Folder names, lengthened with parent folders until they are unique."""
+    parts = [r.path.resolve().parts for r in runs]
+    for n in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-n:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    raise ConfigError("the same run directory is given twice: "
+                      + ", ".join(str(r.path) for r in runs))
+
+
+def _build_folders(run: RunDir, vid: str, all_builds: bool) -> list[Path]:
+    """Build folders with a report, one per board (the default-settings folder wins, else the
+    newest), or all of them."""
+    root = run.variant_dir(vid) / "builds"
+    found = sorted((d for d in root.glob("*") if (d / "report.json").is_file()),
+                   key=lambda d: (d / "report.json").stat().st_mtime) if root.is_dir() else []
+    if all_builds:
+        return found
+    by_board: dict[str, Path] = {}
+    for d in found:  # oldest first: newer ones replace, but never replace builds/<board>
+        hashed = _HASHED.match(d.name)
+        board = hashed.group(1) if hashed else d.name
+        if by_board.get(board) is None or by_board[board].name != board:
+            by_board[board] = d
+    return list(by_board.values())
+
+
+def read_maxfit(build: Path) -> Figure | None:
+    """The `fps` figure of a folding-search result beside the report, if there is one.
+    Accepts {"fps": Figure} or {"fps": number}."""
+    path = build / MAXFIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        fps = json.loads(path.read_text(encoding="utf-8"))["fps"]
+        if isinstance(fps, dict):
+            return Figure.model_validate(fps)
+        return Figure(value=float(fps), unit="frames/s",
+                      source=f"max-fit folding search ({MAXFIT_FILE})")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} has no readable 'fps' figure: {exc}") from exc
+
+
+def make_row(label: str, record: Variant, report: HardwareReport, build: Path,
+             maxfit: Figure | None = None) -> ComparisonRow:
+    """Join a variant record and one of its hardware reports into a row."""
+    res, mem, thr = report.resources, report.memory, report.throughput
+    ver = report.verification
+    verified = None
+    if ver is not None:
+        verified = (f"{'bit-exact' if ver.integer_exact else 'MISMATCH'} "
+                    f"{ver.images - ver.mismatched_images}/{ver.images}")
+    return ComparisonRow(
+        run=label, variant=record.id, parent=record.parent, method=record.method,
+        dataset=record.dataset, bits=record.arch.bits.tag, board=report.board,
+        board_display=report.board_display, build=build.name,
+        accuracy=record.accuracy.test, test_images=record.accuracy.test_images,
+        params=record.params, macs=record.macs, depth=record.depth,
+        BRAM_18K=res["BRAM_18K"].value, URAM=res["URAM"].value, LUT=res["LUT"].value,
+        DSP=res["DSP"].value,
+        percent={k: f.percent for k, f in res.items() if f.percent is not None},
+        onchip_bram18k_equiv=res["BRAM_18K"].value + URAM_IN_BRAM_18K * res["URAM"].value,
+        weight_bits_onchip=mem.weight_bits_onchip.value,
+        offchip_bytes=report.offchip.total_bytes.value,
+        bandwidth_gbps=report.offchip.bandwidth_needed.value,
+        bandwidth_percent=report.offchip.bandwidth_needed.percent,
+        fps=thr.fps.value, latency_us=thr.latency_us.value, bottleneck=thr.bottleneck_layer,
+        fits=report.fits, status=report.status, overflow=sorted(report.overflow),
+        maxfit_fps=None if maxfit is None else maxfit.value, verified=verified,
+        report=str(build / "report.json"))
+
+
+def _legend(reports: list[HardwareReport], maxfits: list[Figure]) -> dict[str, str]:
+    """Column -> source, hardware sources read from the reports' Figures (distinct ones
+    joined, so mixed builds show every provenance)."""
+    def distinct(sources: list[str]) -> str:
+        return " | ".join(dict.fromkeys(sources))
+
+    legend = dict(RECORD_SOURCES)
+    legend["bits"] = "variant record: weight/activation bits of the Brevitas model"
+    if reports:
+        for k in ("BRAM_18K", "URAM", "LUT", "DSP"):
+            legend[k] = distinct([r.resources[k].source for r in reports])
+        legend["offchip_bytes"] = distinct([r.offchip.total_bytes.source for r in reports])
+        legend["bandwidth_gbps"] = distinct([r.offchip.bandwidth_needed.source for r in reports])
+        legend["fps"] = distinct([r.throughput.fps.source for r in reports])
+        legend["latency_us"] = distinct([r.throughput.latency_us.source for r in reports])
+        legend["fits"] = ("fpgaslim: every FINN-estimated resource within the board's capacity "
+                          "and off-chip bandwidth within the board's (hw/boards.toml)")
+        legend["onchip"] = (f"FINN estimate: BRAM_18K + {URAM_IN_BRAM_18K} x URAM "
+                            "(288 Kib / 18 Kib)")
+    legend["maxfit_fps"] = (distinct([f.source for f in maxfits]) if maxfits else
+                            f"folding search ({MAXFIT_FILE}); empty: no search was run")
+    return legend
+
+
+def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
+            ) -> tuple[list[ComparisonRow], dict[str, str], list[Skipped]]:
+    """Rows of every variant with at least one build, the legend, and what was unreadable."""
+    rundirs = [r if isinstance(r, RunDir) else RunDir(r) for r in runs]
+    if not rundirs:
+        raise ConfigError("compare needs at least one run directory")
+    for r in rundirs:
+        if not (r.path / "variants").is_dir():
+            raise ConfigError(f"{r.path} is not a run directory (no variants/ folder)")
+    rows: list[ComparisonRow] = []
+    skipped: list[Skipped] = []
+    reports: list[HardwareReport] = []
+    maxfits: list[Figure] = []
+    for label, run in zip(_run_labels(rundirs), rundirs):
+        for vid in run.ids():
+            try:
+                record = run.record(vid)
+            except CheckpointError as exc:
+                skipped.append(Skipped(path=str(run.variant_dir(vid)), reason=str(exc)))
+                continue
+            for build in _build_folders(run, vid, all_builds):
+                try:
+                    report = load_report(build)
+                    maxfit = read_maxfit(build)
+                except CheckpointError as exc:
+                    skipped.append(Skipped(path=str(build), reason=str(exc).splitlines()[0]))
+                    continue
+                reports.append(report)
+                if maxfit is not None:
+                    maxfits.append(maxfit)
+                rows.append(make_row(label, record, report, build, maxfit))
+    return rows, _legend(reports, maxfits), skipped
+
+
+# --------------------------------------------------------------------------- Pareto
+def pareto_front(points: Sequence[Sequence[float | None]],
+                 maximize: Sequence[bool]) -> list[bool]:
+    """For each point, whether no other point dominates it (at least as good in every
+    objective, strictly better in one). `maximize[i]` says the direction of objective i.
+    Points with a missing (None) objective are never on the front; equal points both are."""
+    signs = [1.0 if m else -1.0 for m in maximize]
+    if any(len(p) != len(signs) for p in points):
+        raise ConfigError(f"every point needs {len(signs)} objectives")
+    valid = [all(v is not None for v in p) for p in points]
+    scored = [[s * float(v) for s, v in zip(signs, p)] if ok else [] for p, ok in
+              zip(points, valid)]
+    front = []
+    for i, a in enumerate(scored):
+        if not valid[i]:
+            front.append(False)
+            continue
+        dominated = any(valid[j] and all(x >= y for x, y in zip(b, a)) and
+                        any(x > y for x, y in zip(b, a)) for j, b in enumerate(scored) if j != i)
+        front.append(not dominated)
+    return front
+
+
+# --------------------------------------------------------------------------- writers
+def cell(row: ComparisonRow, col: Column) -> str:
+    """Human formatting of one cell (Markdown, rich, HTML); empty when the value is None."""
+    value = getattr(row, col.key)
+    if value is None:
+        return ""
+    if col.key == "fits":
+        return "yes" if value else "NO: " + ", ".join(row.overflow)
+    text = col.fmt.format(value)
+    pct = row.percent.get(col.key)
+    return f"{text} ({pct:.1f}%)" if pct is not None else text
+
+
+CSV_EXTRA = ("run", "parent", "dataset", "board_display", "build", "test_images",
+             "onchip_bram18k_equiv", "weight_bits_onchip", "bandwidth_percent", "bottleneck",
+             "status", "verified", "report")
+
+
+def to_csv(rows: Sequence[ComparisonRow]) -> str:
+    """Raw values (no rounding), one row per (variant, board); % of board as *_pct columns."""
+    keys = [c.key for c in COLUMNS] + [f"{k}_pct" for k in ("BRAM_18K", "URAM", "LUT", "DSP")]
+    keys += list(CSV_EXTRA)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(keys)
+    for r in rows:
+        data = r.model_dump()
+        out = []
+        for k in keys:
+            v = r.percent.get(k[:-4]) if k.endswith("_pct") else data[k]
+            out.append("" if v is None else repr(v) if isinstance(v, float) else v)
+        w.writerow(out)
+    return buf.getvalue()
+
+
+def to_markdown(rows: Sequence[ComparisonRow], legend: dict[str, str]) -> str:
+    """A Markdown table plus the legend of sources."""
+    head = [c.header for c in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [cell(r, c).replace("|", "\\|") for c in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Sources:", ""]
+    lines += [f"- **{_header(k)}**: {v}" for k, v in legend.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _header(key: str) -> str:
+    return next((c.header for c in COLUMNS if c.key == key), key)
+
+
+def rich_table(rows: Sequence[ComparisonRow], legend: dict[str, str]) -> Any:
+    """A rich Table; the caption holds a short legend (full one in the files)."""
+    from rich.table import Table
+
+    t = Table(title="Variants x boards", caption="acc.: measured in PyTorch; params/MACs/depth:"
+              " counted on the model; hardware: " + legend.get("fps", "no builds"))
+    for c in COLUMNS:
+        t.add_column(c.header, justify="left" if c.fmt == "{}" else "right", overflow="fold")
+    for r in rows:
+        t.add_row(*[cell(r, c) for c in COLUMNS], style=None if r.fits else "red")
+    return t
+
+
+# --------------------------------------------------------------------------- entry point
+def _pick_detail(rows: list[ComparisonRow], detail: str | None) -> tuple[str, str] | None:
+    """(run, variant) for the per-layer plots: `detail` as "variant" or "run/variant"; by
+    default the first baseline, else the first row."""
+    if not rows:
+        return None
+    if detail is None:
+        pick = next((r for r in rows if r.method == "baseline"), rows[0])
+        return pick.run, pick.variant
+    for r in rows:
+        if detail in (r.variant, r.key):
+            return r.run, r.variant
+    raise UnknownNameError("variant (with builds)", detail,
+                           sorted({r.key for r in rows} | {r.variant for r in rows}))
+
+
+def compare_runs(runs: Sequence[Path | str | RunDir], out_dir: Path | str,
+                 detail_variant: str | None = None, all_builds: bool = False,
+                 plots: bool = True) -> ComparisonResult:
+    """Compare every built variant of `runs` and write comparison.{csv,md,json,html} (and the
+    plots as PNG) into `out_dir`. `detail_variant` ("variant" or "run/variant") picks the
+    variant of the per-layer plots. `all_builds` keeps every build folder, not one per board."""
+    rows, legend, skipped = collect(runs, all_builds)
+    if not rows:
+        hint = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
+        raise ConfigError("no variant in " + ", ".join(str(getattr(r, "path", r)) for r in runs)
+                          + " has a hardware report; build one first (fpgaslim build)"
+                          + (f" (unreadable: {hint})" if hint else ""))
+    out = Path(out_dir)
+    result = ComparisonResult(rows=rows, legend=legend, skipped=skipped,
+                              detail=_pick_detail(rows, detail_variant))
+    result.files["csv"] = atomic_write_text(out / "comparison.csv", to_csv(rows))
+    result.files["markdown"] = atomic_write_text(out / "comparison.md",
+                                                 to_markdown(rows, legend))
+    result.files["json"] = atomic_write_json(out / "comparison.json", {
+        "rows": [r.model_dump(mode="json") for r in rows], "legend": legend,
+        "skipped": [s.model_dump() for s in skipped], "detail": result.detail})
+    from .compare_html import render_html
+    from .plots import comparison_figures, png_bytes
+
+    figures = comparison_figures(result) if plots else []
+    for fig in figures:
+        path = out / "plots" / f"{fig.name}.png"
+        atomic_write(path, lambda p, f=fig: p.write_bytes(png_bytes(f)))
+        result.files[f"plot:{fig.name}"] = path
+    result.files["html"] = atomic_write_text(out / "comparison.html",
+                                             render_html(result, figures))
+    return result

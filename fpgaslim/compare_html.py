@@ -1,0 +1,122 @@
+"""The comparison as one self-contained HTML page: inline CSS, plots as base64 PNG, no
+scripts, no external resources, so it opens from file:// (or an e-mail attachment) offline."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fpgaslim.compare import ComparisonResult
+    from fpgaslim.plots import NamedFigure
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px;
+       color: #1d1d1f; background: #fff; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+p.meta { color: #555; font-size: 0.9em; margin-top: 0; }
+table.cmp { border-collapse: collapse; font-size: 12.5px; }
+table.cmp th, table.cmp td { border: 1px solid #d0d0d0; padding: 3px 7px; white-space: nowrap; }
+table.cmp th { background: #f0f2f5; position: sticky; top: 0; }
+table.cmp td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.cmp tr.nofit td { background: #fdecea; }
+table.cmp tr:hover td { background: #eef5ff; }
+.scroll { overflow-x: auto; }
+dl.legend { font-size: 12px; display: grid; grid-template-columns: max-content auto;
+            gap: 2px 12px; }
+dl.legend dt { font-weight: 600; }
+dl.legend dd { margin: 0; color: #333; }
+.figs { display: flex; flex-wrap: wrap; gap: 16px; }
+figure { margin: 0; border: 1px solid #e3e3e3; padding: 8px; background: #fff; }
+figure.half img { width: 640px; max-width: 100%; }
+figure.full img { width: 1300px; max-width: 100%; }
+figcaption { font-size: 12px; color: #444; max-width: 1300px; margin-top: 4px; }
+ul.skipped { font-size: 12px; color: #8a4b00; }
+"""
+
+# figures shown side by side (two per row); the others take the full width
+HALF_WIDTH = ("accuracy_vs_onchip", "accuracy_vs_fps", "accuracy_vs_offchip")
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _table(result: ComparisonResult) -> str:
+    from fpgaslim.compare import COLUMNS, cell
+
+    head = "".join(f'<th title="{_esc(result.legend.get(c.key, ""))}">{_esc(c.header)}</th>'
+                   for c in COLUMNS)
+    body = []
+    for r in result.rows:
+        tds = []
+        for c in COLUMNS:
+            numeric = c.fmt != "{}"
+            text = cell(r, c)
+            if c.key == "variant" and len({x.run for x in result.rows}) > 1:
+                text = f"{r.variant} ({r.run})"
+            tds.append(f'<td class="{"num" if numeric else "txt"}">{_esc(text)}</td>')
+        cls = "row" if r.fits else "row nofit"
+        body.append(f'<tr class="{cls}" data-variant="{_esc(r.key)}" '
+                    f'data-board="{_esc(r.board)}">{"".join(tds)}</tr>')
+    return (f'<div class="scroll"><table class="cmp" id="comparison"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _legend(result: ComparisonResult) -> str:
+    from fpgaslim.compare import COLUMNS
+
+    names = {c.key: c.header for c in COLUMNS}
+    items = "".join(f"<dt>{_esc(names.get(k, k))}</dt><dd>{_esc(v)}</dd>"
+                    for k, v in result.legend.items())
+    return f'<dl class="legend">{items}</dl>'
+
+
+def _figure(fig: NamedFigure) -> str:
+    from fpgaslim.plots import png_bytes
+
+    data = base64.b64encode(png_bytes(fig)).decode("ascii")
+    cls = "half" if fig.name in HALF_WIDTH else "full"
+    return (f'<figure class="{cls}" id="fig-{_esc(fig.name)}"><img class="plot" '
+            f'alt="{_esc(fig.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption><b>{_esc(fig.title)}.</b> Source: {_esc(fig.source)}</figcaption>"
+            "</figure>")
+
+
+def render_html(result: ComparisonResult, figures: Sequence[NamedFigure]) -> str:
+    """The whole page as a string."""
+    rows = result.rows
+    variants = list(dict.fromkeys(r.key for r in rows))
+    boards = list(dict.fromkeys(r.board_display for r in rows))
+    datasets = sorted({r.dataset for r in rows})
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<title>fpgaslim: variant comparison</title>", f"<style>{CSS}</style></head><body>",
+        "<h1>Variant comparison</h1>",
+        f'<p class="meta">{len(variants)} variants x {len(boards)} boards '
+        f"({_esc(', '.join(boards))}); dataset {_esc(', '.join(datasets))}; runs "
+        f"{_esc(', '.join(dict.fromkeys(r.run for r in rows)))}; generated {now} from saved "
+        "variant records and hardware reports (nothing was rebuilt). Hardware figures are "
+        "FINN estimates, not post-synthesis or on-board measurements.</p>",
+        "<h2>Table: one row per variant and board</h2>", _table(result),
+        "<h3>Where each column comes from</h3>", _legend(result),
+    ]
+    if result.skipped:
+        items = "".join(f"<li>{_esc(s.path)}: {_esc(s.reason)}</li>" for s in result.skipped)
+        parts.append(f'<h3>Not shown (unreadable)</h3><ul class="skipped">{items}</ul>')
+    tradeoffs = [f for f in figures if f.name in HALF_WIDTH]
+    others = [f for f in figures if f.name not in HALF_WIDTH]
+    if tradeoffs:
+        parts += ["<h2>Accuracy against cost</h2>", '<div class="figs">',
+                  *map(_figure, tradeoffs), "</div>"]
+    if others:
+        detail = f" (per-layer plots: {_esc('/'.join(result.detail))})" if result.detail else ""
+        parts += [f"<h2>Resources and layers{detail}</h2>", '<div class="figs">',
+                  *map(_figure, others), "</div>"]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,32 @@
+"""The main job: a small sweep on the embedded digits data that needs nothing else.
+
+ResNet-8 w4a4 baseline -> dynamic channel pruning + layer fusion (the paper's chain) and
+ResConv-Prune -> FINN estimate builds for a Zynq and an Alveo board, bit-exact verification,
+-> comparison table and HTML report. Small epoch budgets: minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fpgaslim.config import validate
+from fpgaslim.sweep import SweepConfig
+
+DEMO = {
+    "baseline": {"data": {"dataset": "digits"}, "model": "resnet8",
+                 "train": {"epochs": 8, "lr": 0.05, "batch_size": 32}},
+    "methods": [
+        {"method": "dynamic-prune+fuse", "preset": "cpu", "settings": {
+            "dynamic-prune": {"iterations": 2, "epochs": 2, "patience": 2, "tolerance": 1.0},
+            "layer-fusion": {"short_epochs": 1, "long_epochs": 2, "group_size": 2,
+                             "max_removals": 2}}},
+        {"method": "resconv", "preset": "cpu", "settings": {
+            "sparse_epochs": 4, "retrain_epochs": 1, "finetune_epochs": 2, "rate": 0.4}},
+    ],
+    "boards": ["pynq-z1", "u250"],
+    "verify_images": 20,
+}
+
+
+def demo_config(out: str | Path) -> SweepConfig:
+    return validate(SweepConfig, {**DEMO, "run_dir": str(out)}, "demo")

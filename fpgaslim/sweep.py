@@ -1,0 +1,292 @@
+"""`fpgaslim sweep sweep.yaml`: baseline -> compression methods -> FINN builds per board ->
+folding search -> comparison report, resumable at every finished unit of work.
+
+Units and their commit points (all written atomically, so a kill never leaves a half result
+that is later read as valid):
+  baseline            variants/baseline/record.json
+  a method step       sweep/steps/<key>.json (the variant ids it produced), after the method's
+                      own variants (a method interrupted half-way resumes by its own rules)
+  a build             variants/<id>/builds/<board>/report.json
+  a folding search    variants/<id>/builds/<board>/maxfit.json
+Builds are independent, so they run in a local process pool, or on a Dask cluster when a
+scheduler address is given (Vivado builds that take hours can then spread over machines).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fpgaslim.atomic import atomic_write_json
+from fpgaslim.compress.variants import RunDir
+from fpgaslim.config import validate
+from fpgaslim.errors import ConfigError
+from fpgaslim.pipeline import TrainJob, as_run, train_job
+
+CHAIN = "dynamic-prune+fuse"
+
+
+class MethodStep(BaseModel):
+    """One compression method run on one parent variant."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str
+    parent: str = "baseline"
+    preset: str = "cpu"
+    # overrides of the preset; for the chain: {"dynamic-prune": {...}, "layer-fusion": {...}}
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from fpgaslim.compress.methods import list_methods
+
+        if v != CHAIN and v not in list_methods():
+            raise ValueError(f"unknown method {v!r}; valid: {', '.join(list_methods() + [CHAIN])}")
+        return v
+
+    def resolved_settings(self) -> dict[str, BaseModel]:
+        """Settings objects per method module (validated: errors name the field)."""
+        from fpgaslim.compress.methods import get_method
+
+        names = ["dynamic-prune", "layer-fusion"] if self.method == CHAIN else [self.method]
+        out = {}
+        for name in names:
+            module = get_method(name)
+            over = self.settings.get(name, {}) if self.method == CHAIN else self.settings
+            base = module.Settings.preset(self.preset).model_dump(by_alias=True)
+            out[name] = validate(module.Settings, {**base, **over}, f"methods[{self.method}]")
+        return out
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(self.model_dump(), sort_keys=True)
+        return f"{self.method}-{self.parent}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+class FoldingSearchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    boards: list[str] | None = None  # None: every board of the sweep
+    budget: dict[str, float] = Field(default_factory=lambda: {
+        "LUT": 85.0, "BRAM_18K": 100.0, "URAM": 100.0, "DSP": 100.0})
+    mvau_wwidth_max: list[int] = Field(default_factory=lambda: [36, 1024])
+    step_factor: float = Field(1.25, gt=1.0)
+
+
+class ParallelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workers: int = Field(2, ge=1)
+    dask_scheduler: str | None = None  # e.g. tcp://10.0.0.5:8786
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_dir: str
+    baseline: TrainJob = TrainJob()
+    methods: list[MethodStep] = Field(default_factory=list)
+    boards: list[str] = Field(default_factory=lambda: ["pynq-z1"])
+    build: dict[str, Any] = Field(default_factory=dict)  # BuildSettings fields except board
+    verify_images: int = Field(20, ge=0)
+    folding_search: FoldingSearchSettings = FoldingSearchSettings(enabled=False)
+    parallel: ParallelSettings = ParallelSettings()
+    report_dir: str | None = None  # default: <run_dir>/report
+
+    @field_validator("boards")
+    @classmethod
+    def _boards(cls, v: list[str]) -> list[str]:
+        from fpgaslim.hw.boards import get_board
+
+        if not v:
+            raise ValueError("list at least one board")
+        return [get_board(b).name for b in v]
+
+    @model_validator(mode="after")
+    def _check_nested(self) -> "SweepConfig":
+        from fpgaslim.hw.build import BuildSettings
+
+        if "board" in self.build:
+            raise ValueError("build.board: list boards under `boards:` instead")
+        validate(BuildSettings, self.build, "build")
+        for step in self.methods:
+            step.resolved_settings()
+        return self
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    from fpgaslim.config import read_config_file
+
+    data = read_config_file(path)
+    base = Path(path).resolve().parent
+    if "run_dir" in data and not Path(str(data["run_dir"])).is_absolute():
+        data["run_dir"] = str(base / str(data["run_dir"]))
+    return validate(SweepConfig, data, str(path))
+
+
+class SweepResult(BaseModel):
+    run_dir: str
+    variants: list[str]
+    builds: dict[str, str]  # "<variant>@<board>" -> report.json path
+    maxfit: dict[str, str] = Field(default_factory=dict)
+    work_done: dict[str, int]  # units of work run in this call (0 everywhere: nothing to do)
+    report: dict[str, str] = Field(default_factory=dict)  # written report files
+
+
+def _build_task(run_path: str, variant_id: str, board: str, build: dict[str, Any],
+                verify_images: int) -> str:
+    """One build, in a worker process (pool or Dask): returns the report path."""
+    from fpgaslim.hw.api import build_dir_for, build_variant
+    from fpgaslim.hw.build import BuildSettings
+
+    run = RunDir(run_path)
+    settings = BuildSettings(board=board, **build)
+    build_variant(run, variant_id, board, settings=settings, verify_images=verify_images)
+    return str(build_dir_for(run, variant_id, settings) / "report.json")
+
+
+def _maxfit_task(run_path: str, variant_id: str, board: str, build: dict[str, Any],
+                 search: dict[str, Any]) -> str:
+    from fpgaslim.hw.folding_search import FoldingSearch, search_variant
+
+    return str(search_variant(RunDir(run_path), variant_id, board, build,
+                              FoldingSearch(**search)))
+
+
+class _Executor:
+    """A local process pool or a Dask client behind one submit/as_completed interface."""
+
+    def __init__(self, settings: ParallelSettings) -> None:
+        self._client = None
+        if settings.dask_scheduler:
+            try:
+                from distributed import Client
+            except ImportError as exc:
+                raise ConfigError("parallel.dask_scheduler needs the `distributed` package: "
+                                  "pip install 'fpgaslim[dask]'") from exc
+            self._client = Client(settings.dask_scheduler)
+            self._pool = None
+        else:
+            self._pool = ProcessPoolExecutor(settings.workers,
+                                             mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, fn, *args: Any):
+        if self._client is not None:
+            return self._client.submit(fn, *args, pure=False)
+        return self._pool.submit(fn, *args)
+
+    def as_completed(self, futures: Iterable):
+        if self._client is not None:
+            from distributed import as_completed as dask_completed
+
+            return dask_completed(list(futures))
+        return as_completed(list(futures))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+
+def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
+    """Run (or resume) the whole sweep; a finished sweep run again does no work."""
+    from fpgaslim.hw.api import build_dir_for
+    from fpgaslim.hw.build import BuildSettings
+    from fpgaslim.pipeline import run_method
+
+    from .sweep_progress import SweepProgress
+
+    run = as_run(config.run_dir)
+    work = {"baseline": 0, "methods": 0, "builds": 0, "maxfit": 0}
+    with SweepProgress(enabled=progress) as bar:
+        bar.stage("baseline")
+        data = config.baseline.data.load()
+        if not run.has(config.baseline.variant_id):
+            work["baseline"] += 1
+        train_job(run, config.baseline, data=data, progress=False if progress is False else None)
+        bar.advance()
+
+        variants = [config.baseline.variant_id]
+        for step in config.methods:
+            bar.stage(f"{step.method} on {step.parent}")
+            marker = run.path / "sweep" / "steps" / f"{step.key}.json"
+            if marker.is_file():
+                ids = json.loads(marker.read_text(encoding="utf-8"))["variants"]
+            else:
+                work["methods"] += 1
+                settings = step.resolved_settings()
+                if step.method == CHAIN:
+                    from fpgaslim.compress import layer_fusion
+
+                    recs = layer_fusion.run_chain(run, step.parent, data,
+                                                  settings["dynamic-prune"],
+                                                  settings["layer-fusion"], progress=False)
+                else:
+                    recs = run_method(run, step.method, step.parent, settings[step.method],
+                                      data=data, progress=False)
+                ids = [r.id for r in recs]
+                atomic_write_json(marker, {"step": step.model_dump(), "variants": ids})
+            variants += [v for v in ids if v not in variants]
+            bar.advance()
+
+        builds: dict[str, str] = {}
+        todo = []
+        for vid in variants:
+            for board in config.boards:
+                settings = BuildSettings(board=board, **config.build)
+                path = build_dir_for(run, vid, settings) / "report.json"
+                builds[f"{vid}@{settings.resolved().board}"] = str(path)
+                if not path.is_file():
+                    todo.append((vid, board))
+        maxfit: dict[str, str] = {}
+        search = config.folding_search
+        search_todo = []
+        if search.enabled:
+            for vid in variants:
+                for board in search.boards or config.boards:
+                    from fpgaslim.hw.folding_search import maxfit_path
+
+                    path = maxfit_path(run, vid, board, config.build)
+                    maxfit[f"{vid}@{board}"] = str(path)
+                    if not path.is_file():
+                        search_todo.append((vid, board))
+        bar.stage(f"FINN builds ({len(todo)} to do)", total=len(todo) + len(search_todo))
+        if todo or search_todo:
+            ex = _Executor(config.parallel)
+            try:
+                futures: list[Future] = [
+                    ex.submit(_build_task, str(run.path), vid, board, config.build,
+                              config.verify_images) for vid, board in todo]
+                for fut in ex.as_completed(futures):
+                    fut.result()  # re-raises a build's error here, with its message
+                    work["builds"] += 1
+                    bar.advance_sub()
+                futures = [ex.submit(_maxfit_task, str(run.path), vid, board, config.build,
+                                     search.model_dump()) for vid, board in search_todo]
+                for fut in ex.as_completed(futures):
+                    fut.result()
+                    work["maxfit"] += 1
+                    bar.advance_sub()
+            finally:
+                ex.close()
+        bar.advance()
+
+        bar.stage("comparison report")
+        report = {}
+        try:
+            from fpgaslim.compare import compare_runs
+        except ImportError:  # the comparison module is optional during development
+            compare_runs = None
+        if compare_runs is not None:
+            out = Path(config.report_dir) if config.report_dir else run.path / "report"
+            result = compare_runs([run.path], out)
+            report = {k: str(v) for k, v in getattr(result, "files", {}).items()}
+        bar.advance()
+    return SweepResult(run_dir=str(run.path), variants=variants, builds=builds, maxfit=maxfit,
+                       work_done=work, report=report)
