@@ -133,3 +133,18 @@ def test_post_synthesis_reports(tmp_path: Path) -> None:
     assert "Vivado post-synthesis" in post.source and "post-route" in post.timing.source
     assert parse_wns(TIMING_RPT.replace("1.234", "-0.512")) == pytest.approx(-0.512)
     assert parse_wns("no table here") is None
+
+
+def test_cli_bitfile_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fpgaslim build RUN --bitfile`: exit code of ToolMissingError and the doctor's words."""
+    from click.testing import CliRunner
+
+    from fpgaslim.cli import main
+
+    for var in ("XILINX_VIVADO", "XILINX_HLS", "XILINX_VITIS", "XILINX_XRT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    res = CliRunner().invoke(main, ["build", str(tmp_path), "--board", "pynq-z1", "--bitfile"])
+    assert res.exit_code == ToolMissingError.exit_code, res.output
+    assert "Vivado not found" in res.output and "fpgaslim doctor" in res.output
+    assert list(tmp_path.iterdir()) == []

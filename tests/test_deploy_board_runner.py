@@ -62,7 +62,8 @@ def cnv_bundle(cnv_run, digits, tmp_path_factory) -> Path:
     from fpgaslim.deploy.bundle import bundle
     from fpgaslim.hw.api import build_variant
 
-    build_variant(cnv_run, "baseline", "pynq-z1", data=digits, verify_images=4)
+    # same settings as tests/test_hw_build.py, so the session builds this once (build cache)
+    build_variant(cnv_run, "baseline", "pynq-z1", data=digits, verify_images=10)
     return bundle(cnv_run, "baseline", "pynq-z1", tmp_path_factory.mktemp("bundle") / "cnv.tar.gz")
 
 

@@ -98,3 +98,15 @@ def test_default_environment_is_read(monkeypatch: pytest.MonkeyPatch, xilinx) ->
     monkeypatch.delenv("XILINX_VIVADO")
     monkeypatch.setenv("PATH", os.defpath)
     assert not find_toolchain().vivado.found
+
+
+def test_cli_doctor(monkeypatch: pytest.MonkeyPatch, xilinx: dict[str, str]) -> None:
+    from click.testing import CliRunner
+
+    from fpgaslim.cli import main
+
+    for k, v in xilinx.items():
+        monkeypatch.setenv(k, v)
+    res = CliRunner().invoke(main, ["doctor"])
+    assert res.exit_code == 0, res.output
+    assert "Can run here: estimate, zynq-bitfile, alveo-xclbin" in res.output
