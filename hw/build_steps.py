@@ -98,17 +98,16 @@ def step_fpgaslim_streamline(model: Any, cfg: Any) -> Any:
     fb = finn_compat.builder()
     if not is_residual(model):
         return fb.step_lookup["step_streamline"](model, cfg)
-    from finn.transformation.streamline import absorb
-    from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
-    from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.general import RemoveUnusedTensors
+    from qonnx.transformation.infer_data_layouts import InferDataLayouts
 
     model = fb.resnet_streamline(model, cfg)
-    model = model.transform(MakeMaxPoolNHWC())
-    model = model.transform(absorb.AbsorbConsecutiveTransposes())
+    # the tail of FINN's stock streamline step, which the resnet step lacks
+    model = model.transform(fb.MakeMaxPoolNHWC())
+    model = model.transform(fb.AbsorbConsecutiveTransposes())
     model = model.transform(InferDataLayouts())
     model = model.transform(RemoveUnusedTensors())
-    if fb.VerificationStepType.STREAMLINED_PYTHON in cfg._resolve_verification_steps():
+    if finn_compat.verification_enabled(cfg, "STREAMLINED_PYTHON"):
         fb.verify_step(model, cfg, "streamlined_python", need_parent=False)
     return model
 
@@ -151,21 +150,20 @@ def _weight_nodes(model: Any) -> list[Any]:
     return [n for n in model.graph.node if n.op_type.split("_")[0] in _WEIGHT_OPS]
 
 
-def step_fpgaslim_place_weights(model: Any, cfg: Any) -> Any:
+def step_fpgaslim_place_weights(model: Any, cfg: Any, place: str,
+                                board: dict[str, Any]) -> Any:
     """Write the folding config for the weight placement and point the builder at it.
 
     "onchip" keeps FINN's default (internal_decoupled); "external" streams every weight layer
     from off-chip memory; "auto" moves the layers with the most weight BRAM/URAM off-chip,
     largest first, until FINN's memory estimate fits the board."""
     fb = finn_compat.builder()
-    place = cfg._fpgaslim["weights"]
-    board = cfg._fpgaslim["board"]
     nodes = _weight_nodes(model)
     external: list[str] = []
     if place == "external":
         external = [n.name for n in nodes]
     elif place == "auto":
-        part = cfg._resolve_fpga_part()
+        part = finn_compat.fpga_part(cfg)
         est = model.analysis(lambda m: fb.res_estimation(m, part))
         bram = sum(v.get("BRAM_18K", 0) for v in est.values())
         uram = sum(v.get("URAM", 0) for v in est.values())
@@ -244,13 +242,24 @@ def _log(progress: Path, entry: dict[str, Any]) -> None:
         f.flush()
 
 
-def estimate_steps(progress: Path) -> list[Callable]:
-    """finn-plus's estimate-only preset with fpgaslim's steps inserted, each tracked."""
+def estimate_steps(progress: Path, weights: str | None = None,
+                   board: dict[str, Any] | None = None) -> list[Callable]:
+    """finn-plus's estimate-only preset with fpgaslim's steps inserted, each tracked;
+    `weights` and `board` (its BRAM_18K / URAM capacities) drive the weight placement. When
+    they are None, they are read from `cfg._fpgaslim = {"weights": ..., "board": ...}` on the
+    FINN config (the contract hw/bitfile.py uses)."""
     fb = finn_compat.builder()
+
+    def place(model: Any, cfg: Any) -> Any:
+        if weights is None or board is None:
+            return step_fpgaslim_place_weights(model, cfg, cfg._fpgaslim["weights"],
+                                               cfg._fpgaslim["board"])
+        return step_fpgaslim_place_weights(model, cfg, weights, board)
+
     ours = {"step_fpgaslim_prepare": step_fpgaslim_prepare,
             "step_fpgaslim_streamline": step_fpgaslim_streamline,
             "step_fpgaslim_check_mapped": step_fpgaslim_check_mapped,
-            "step_fpgaslim_place_weights": step_fpgaslim_place_weights,
+            "step_fpgaslim_place_weights": place,
             "step_fpgaslim_layer_table": step_fpgaslim_layer_table}
     names: list[str] = ["step_fpgaslim_prepare"]
     for s in fb.estimate_only_steps:

@@ -93,10 +93,24 @@ def activate() -> None:
     bd.get_vivado_root = _vivado_root
 
 
-def check_internals() -> list[str]:
-    """What finn-plus no longer provides that this module relies on (empty list: all there).
+# DataflowBuildConfig fields and private methods the build relies on.
+CONFIG_FIELDS = ("output_dir", "synth_clk_period_ns", "target_fps", "mvau_wwidth_max", "board",
+                 "fpga_part", "shell_flow_type", "generate_outputs", "steps", "verify_steps",
+                 "verify_input_npy", "verify_expected_output_npy", "save_intermediate_models",
+                 "start_step", "folding_config_file")
+CONFIG_METHODS = ("_resolve_verification_steps", "_resolve_fpga_part",
+                  "get_intermediate_models_directory", "get_report_directory")
 
-    Imports finn-plus; run it in a child process or a test, it calls `activate()`-free code."""
+
+def check_internals() -> list[str]:
+    """What finn-plus no longer provides that fpgaslim relies on (empty list: all there).
+
+    Reads finn-plus's sources and imports only modules that are safe without the shim, so
+    it can run in the caller's process (the tests run it)."""
+    import dataclasses
+    import importlib
+    import inspect
+
     problems: list[str] = []
     version = finn_version()
     if version != EXPECTED_FINN_VERSION:
@@ -104,31 +118,59 @@ def check_internals() -> list[str]:
                         f"{EXPECTED_FINN_VERSION}")
     import finn.xsi
 
-    if "SimEngine" in vars(finn.xsi) and finn.xsi.SimEngine is not _NoSimEngine:
-        pass  # a real finn_xsi was loaded: fine
-    elif not callable(getattr(finn.xsi, "__getattr__", None)):
-        problems.append("finn.xsi no longer resolves SimEngine lazily")
-    import inspect
-
+    if "SimEngine" not in getattr(finn.xsi, "_LAZY_NAMES", ()):
+        problems.append("finn.xsi no longer resolves SimEngine lazily (_LAZY_NAMES)")
     import finn.util.settings as fs
 
-    for name in ("_initialize_from_environment", "get_settings"):
-        if not hasattr(fs, name):
-            problems.append(f"finn.util.settings.{name} is gone")
-    if hasattr(fs, "_initialize_from_environment"):
-        src = inspect.getsource(fs._initialize_from_environment)
+    init = getattr(fs, "_initialize_from_environment", None)
+    if init is None:
+        problems.append("finn.util.settings._initialize_from_environment is gone")
+    else:
         for var in ("FINN_SETTINGS", "FINN_BUILD_DIR"):
-            if var not in src:
-                problems.append(f"finn settings no longer read {var}")
-    steps_src = Path(sys.modules["finn"].__file__).parent / "builder" / "build_dataflow_steps.py"
-    if "from finn.xsi import SimEngine" not in steps_src.read_text(encoding="utf-8"):
+            if var not in inspect.getsource(init):
+                problems.append(f"finn settings are no longer read from ${var}")
+    builder_dir = Path(sys.modules["finn"].__file__).parent / "builder"
+    steps_src = (builder_dir / "build_dataflow_steps.py").read_text(encoding="utf-8")
+    if "from finn.xsi import SimEngine" not in steps_src:
         problems.append("build_dataflow_steps no longer imports SimEngine from finn.xsi "
                         "(the shim may be unnecessary or insufficient)")
-    bd_src = (steps_src.parent / "build_dataflow.py").read_text(encoding="utf-8")
+    if "def verify_step(\n    model: ModelWrapper,\n    cfg: DataflowBuildConfig,\n" \
+            "    step_name: str,\n    need_parent: bool," not in steps_src:
+        problems.append("build_dataflow_steps.verify_step(model, cfg, step_name, need_parent) "
+                        "changed its signature")
+    bd_src = (builder_dir / "build_dataflow.py").read_text(encoding="utf-8")
     if "from finn.util.basic import get_vivado_root" not in bd_src or \
-            "get_vivado_root()" not in bd_src:
+            '"tool_version": Path(get_vivado_root()).name' not in bd_src:
         problems.append("build_dataflow no longer calls get_vivado_root() in exit_buildflow")
+    if "if cfg.start_step is None:" not in bd_src:
+        problems.append("build_dataflow no longer resumes from cfg.start_step")
+    bc = importlib.import_module("finn.builder.build_dataflow_config")
+    fields = {f.name for f in dataclasses.fields(bc.DataflowBuildConfig)}
+    problems += [f"DataflowBuildConfig.{f} is gone" for f in CONFIG_FIELDS if f not in fields]
+    problems += [f"DataflowBuildConfig.{m}() is gone" for m in CONFIG_METHODS
+                 if not hasattr(bc.DataflowBuildConfig, m)]
+    for member in ("QONNX_TO_FINN_PYTHON", "TIDY_UP_PYTHON", "STREAMLINED_PYTHON"):
+        if not hasattr(bc.VerificationStepType, member):
+            problems.append(f"VerificationStepType.{member} is gone")
+    for step in ("step_streamline", "step_convert_to_hw", "step_create_dataflow_partition",
+                 "step_specialize_layers", "step_apply_folding_config"):
+        if step not in bc.estimate_only_dataflow_steps:
+            problems.append(f"{step} is no longer in estimate_only_dataflow_steps")
+    resnet = (builder_dir / "custom_step_library" / "resnet.py").read_text(encoding="utf-8")
+    if "def step_resnet_streamline(" not in resnet or "StreamlinePlus" not in resnet:
+        problems.append("custom_step_library.resnet.step_resnet_streamline (StreamlinePlus) "
+                        "is gone")
     return problems
+
+
+def verification_enabled(cfg: Any, kind: str) -> bool:
+    """Whether FINN's verification step `kind` (e.g. "STREAMLINED_PYTHON") is on in `cfg`."""
+    fb = builder()
+    return getattr(fb.VerificationStepType, kind) in cfg._resolve_verification_steps()
+
+
+def fpga_part(cfg: Any) -> str:
+    return cfg._resolve_fpga_part()
 
 
 def builder() -> Any:
@@ -140,6 +182,8 @@ def builder() -> Any:
     import finn.builder.build_dataflow_steps as bs
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
     from finn.builder.custom_step_library.resnet import step_resnet_streamline
+    from finn.transformation.streamline.absorb import AbsorbConsecutiveTransposes
+    from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
     from finn.util.basic import getHWCustomOp
 
     return SimpleNamespace(
@@ -148,13 +192,15 @@ def builder() -> Any:
         estimate_only_steps=list(bc.estimate_only_dataflow_steps),
         step_lookup=bs.build_dataflow_step_lookup, verify_step=bs.verify_step,
         build_dataflow_cfg=bd.build_dataflow_cfg, resnet_streamline=step_resnet_streamline,
-        res_estimation=res_estimation, getHWCustomOp=getHWCustomOp)
+        res_estimation=res_estimation, getHWCustomOp=getHWCustomOp,
+        MakeMaxPoolNHWC=MakeMaxPoolNHWC, AbsorbConsecutiveTransposes=AbsorbConsecutiveTransposes)
 
 
-# Attributes `check_internals` of the builder namespace must keep (tests read this list).
+# The names `builder()` provides (the tests check each is there).
 BUILDER_NAMES = ("DataflowBuildConfig", "DataflowOutputType", "VerificationStepType",
                  "ShellFlowType", "estimate_only_steps", "step_lookup", "verify_step",
-                 "build_dataflow_cfg", "resnet_streamline", "res_estimation", "getHWCustomOp")
+                 "build_dataflow_cfg", "resnet_streamline", "res_estimation", "getHWCustomOp",
+                 "MakeMaxPoolNHWC", "AbsorbConsecutiveTransposes")
 
 
 def generic_base(op_type: str, domain: str) -> tuple[str, str] | None:
