@@ -18,6 +18,7 @@ from fpgaslim.errors import CheckpointError
 from .boards import Board
 from .figure import Figure
 from .offchip import OffChipTraffic, offchip_traffic
+from .bitfile import PostSynthesis
 from .verify import Verification
 
 SCHEMA_VERSION = 1
@@ -90,6 +91,8 @@ class HardwareReport(BaseModel):
     op_counts_source: str
     finn_verification: dict[str, str]  # FINN verify step -> SUCCESS/FAIL
     verification: Verification | None = None
+    # Vivado's numbers from a --bitfile build, next to (never replacing) FINN's estimates
+    post_synthesis: PostSynthesis | None = None
     timings: dict[str, float] = Field(default_factory=dict)  # build wall times, seconds
     finn_version: str
     build_dir: str
@@ -233,6 +236,15 @@ def render(report: HardwareReport, console: Any = None) -> Any:
 
     for k, f in report.resources.items():
         row(k, f)
+    if report.post_synthesis is not None:  # only after a --bitfile build
+        ps = report.post_synthesis
+        for k in ("LUT", "FF", "DSP", "URAM"):
+            if k in ps.total:
+                t.add_row(f"{k} post-synth", f"{ps.total[k]:,}", "", "", ps.source[:57])
+        t.add_row("BRAM_18K post-synth", f"{ps.bram_18k_equivalent:,}", "", "", ps.source[:57])
+        if ps.timing is not None:
+            t.add_row("fmax post-route", f"{ps.timing.fmax_mhz:,.1f} MHz", "", "",
+                      ps.timing.source[:57])
     row("LUTRAM (weights)", report.memory.LUTRAM)
     row("weight bits on-chip", report.memory.weight_bits_onchip)
     row("weight bits off-chip", report.memory.weight_bits_offchip)

@@ -165,3 +165,27 @@ def test_deploy_over_ssh(cnv_bundle: Path, test_npz: Path, board_python: Path,
     assert result["accuracy"]["images"] == 16 and result["label"] == "simulated"
     assert json.loads((tmp_path / "fetched.json").read_text()) == result
     assert (tmp_path / "on board dir" / cnv_bundle.name).is_file()  # quoting survived spaces
+
+
+def test_post_synthesis_in_hardware_report(cnv_bundle: Path, cnv_run, tmp_path: Path) -> None:
+    """A --bitfile build's Vivado figures sit in the hardware report next to FINN's estimates,
+    labelled; reports written before (no such field) still load."""
+    from rich.console import Console
+
+    from fpgaslim.hw.api import BuildSettings, build_dir_for, load_report
+    from fpgaslim.hw.bitfile import read_post_synth
+    from fpgaslim.hw.report import render
+
+    report = load_report(build_dir_for(cnv_run, "baseline", BuildSettings().resolved()))
+    assert report.post_synthesis is None
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "post_synth_resources.json").write_text(json.dumps(
+        {"(top)": {"LUT": 12345, "FF": 20000, "BRAM_36K": 4, "BRAM_18K": 1, "DSP": 2}}))
+    post = read_post_synth(tmp_path, 10.0)
+    both = type(report).model_validate({**report.model_dump(mode="json"),
+                                        "post_synthesis": post.model_dump(mode="json")})
+    console = Console(record=True, width=200)
+    render(both, console)
+    text = console.export_text()
+    assert "LUT post-synth" in text and "12,345" in text and "Vivado post-synthesis" in text
+    assert "FINN estimate" in text  # the estimates are still there
