@@ -135,7 +135,9 @@ def finn_config(cfg: BitfileConfig, progress: Path | None = None) -> Any:
     from .build_steps import estimate_steps
 
     fb = finn_compat.builder()
-    steps: list[Any] = [*estimate_steps(progress or Path(cfg.output_dir) / "progress.jsonl"),
+    board = {"finn_board": cfg.finn_board, **cfg.board_info}
+    steps: list[Any] = [*estimate_steps(progress or Path(cfg.output_dir) / "progress.jsonl",
+                                        weights=cfg.weights, board=board),
                         *cfg.hardware_steps]
     unknown = [s for s in cfg.hardware_steps if s not in fb.step_lookup]
     if unknown:
@@ -151,17 +153,17 @@ def finn_config(cfg: BitfileConfig, progress: Path | None = None) -> Any:
         shell_flow_type=fb.ShellFlowType(cfg.shell_flow), vitis_platform=cfg.vitis_platform,
         auto_fifo_depths=cfg.auto_fifo_depths, auto_fifo_strategy=fifo_enum(cfg.auto_fifo_strategy),
         save_intermediate_models=True)
-    finn_cfg._fpgaslim = {"weights": cfg.weights,
-                          "board": {"finn_board": cfg.finn_board, **cfg.board_info}}
     return finn_cfg
 
 
 def describe_finn_config(finn_cfg: Any) -> dict[str, Any]:
     """What FINN itself resolves from the config (part, platform, driver, step names)."""
     shell = finn_cfg.shell_flow_type.value
-    return {"fpga_part": finn_cfg._resolve_fpga_part(),
-            "vitis_platform": finn_cfg._resolve_vitis_platform() if shell == ALVEO else None,
-            "driver_platform": finn_cfg._resolve_driver_platform(),
+    from . import finn_compat
+
+    return {"fpga_part": finn_compat.fpga_part(finn_cfg),
+            "vitis_platform": finn_compat.vitis_platform(finn_cfg) if shell == ALVEO else None,
+            "driver_platform": finn_compat.driver_platform(finn_cfg),
             "shell_flow_type": shell,
             "generate_outputs": [o.value for o in finn_cfg.generate_outputs],
             "steps": [s if isinstance(s, str) else s.__name__ for s in finn_cfg.steps],

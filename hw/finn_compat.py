@@ -97,9 +97,11 @@ def activate() -> None:
 CONFIG_FIELDS = ("output_dir", "synth_clk_period_ns", "target_fps", "mvau_wwidth_max", "board",
                  "fpga_part", "shell_flow_type", "generate_outputs", "steps", "verify_steps",
                  "verify_input_npy", "verify_expected_output_npy", "save_intermediate_models",
-                 "start_step", "folding_config_file")
+                 "start_step", "folding_config_file",
+                 "auto_fifo_depths", "auto_fifo_strategy", "vitis_platform")  # last 3: bitfile
 CONFIG_METHODS = ("_resolve_verification_steps", "_resolve_fpga_part",
-                  "get_intermediate_models_directory", "get_report_directory")
+                  "get_intermediate_models_directory", "get_report_directory",
+                  "_resolve_vitis_platform", "_resolve_driver_platform")  # last two: bitfile
 
 
 def check_internals() -> list[str]:
@@ -171,6 +173,16 @@ def verification_enabled(cfg: Any, kind: str) -> bool:
 
 def fpga_part(cfg: Any) -> str:
     return cfg._resolve_fpga_part()
+
+
+def vitis_platform(cfg: Any) -> str:
+    """The Vitis platform FINN links an Alveo build against (hw/bitfile.py)."""
+    return cfg._resolve_vitis_platform()
+
+
+def driver_platform(cfg: Any) -> str:
+    """FINN's driver platform for the shell flow: "zynq-iodma" or "alveo" (hw/bitfile.py)."""
+    return cfg._resolve_driver_platform()
 
 
 def builder() -> Any:
