@@ -1,6 +1,7 @@
-"""Layer fusion (Li, Li & Meng 2023, section 3.3): remove thin residual blocks one by one and let
-a neighbouring block (the carrier) take over their function, with distillation and short/long
-fine-tuning.
+"""Layer fusion: remove thin residual blocks; a neighbouring carrier block takes over their work.
+
+Li, Li & Meng 2023, section 3.3: blocks go one by one, each followed by distillation-driven
+fine-tuning of the carrier only (short), and of the whole network every few removals (long).
 
 Selection rules (METHODS.md section 2, with the choices the paper leaves open):
   * material = the present, removable block (equal input/output shape) with the smallest inner
@@ -10,7 +11,10 @@ Selection rules (METHODS.md section 2, with the choices the paper leaves open):
     the material's, else the nearest present block after it under the same condition. A block
     with no such neighbour cannot be fused (no other block of its size could absorb it) and is
     skipped in favour of the next thinnest, so the method never fuses across a change of
-    feature-map size. Hence a ResNet-8 (one block per stage) has nothing to fuse.
+    feature-map size. In this ResNet family a removable block keeps its input size, so the
+    block before always qualifies when there is one; "the block after" applies to the first
+    present block after the stem. Hence a ResNet-8 (one block per stage, the second one
+    downsampling) has nothing to fuse; a ResNet-14 has three blocks.
 Every `group_size` removals the whole network is fine-tuned ("long") and saved as a variant;
 the method stops after the first variant whose validation accuracy is more than `stop_drop`
 points below the teacher (that variant is still saved: the user chooses from the trade-off).
@@ -39,6 +43,12 @@ from .variants import (CHECKPOINT_FORMAT, Accuracy, RunDir, Timer, Variant, desc
 
 TAG = "lf"
 METHOD = "layer-fusion"
+
+
+def tag_for(settings: "Settings") -> str:
+    """Variant-id tag; ablations get their own ("ce": no distillation, "ns": no short
+    fine-tuning), so they sit beside the full method in one run without colliding."""
+    return TAG + ("" if settings.kd else "ce") + ("" if settings.short_finetune else "ns")
 
 
 class Settings(BaseModel):
@@ -202,7 +212,8 @@ def _group(run: RunDir, vid: str, model: nn.Module, teacher: nn.Module | None,
 def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
         progress: bool | None = None) -> list[Variant]:
     """Fuse blocks of variant `parent` group by group; returns every saved variant
-    (ids f"{parent}.lf1", ".lf2", ...). Finished variants are reused, so a rerun resumes."""
+    (ids f"{parent}.lf1", ".lf2", ...; see `tag_for` for ablations). Finished variants are
+    reused, so a rerun resumes."""
     parent_rec = run.record(parent)
     teacher = run.load_model(parent)
     resnet_arch_of(teacher)  # a clear error for plain networks, before any work
@@ -213,9 +224,10 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     variants: list[Variant] = []
     removals = 0
     n = 0
+    tag = tag_for(settings)
     while True:
         n += 1
-        vid = f"{parent}.{TAG}{n}"
+        vid = f"{parent}.{tag}{n}"
         if run.has(vid):
             rec = run.record(vid)
             model = run.load_model(vid)
@@ -236,7 +248,7 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
             summary = describe(model)
             drop = teacher_val - val
             rec = Variant(
-                id=vid, parent=parent if n == 1 else f"{parent}.{TAG}{n - 1}", method=METHOD,
+                id=vid, parent=parent if n == 1 else f"{parent}.{tag}{n - 1}", method=METHOD,
                 settings=settings.model_dump(mode="json"), dataset=data.name, **summary,
                 accuracy=Accuracy(val=val, test=evaluate(model, data.test),
                                   test_images=len(data.test)),

@@ -1,6 +1,8 @@
-"""Learned layer importance with recursive reduction (Ling et al. 2021, RETRACTED; METHODS.md
-section 4). The paper's claims are treated as hypotheses: every step records what it costs and
-what it keeps, so the benchmark can check them rather than quote them.
+"""Learned layer importance: drop the residual units with the smallest learned |omega|, recursively.
+
+Ling et al. 2021 (RETRACTED; METHODS.md section 4). The paper's claims are treated as
+hypotheses: every step records what it costs and what it keeps, so the benchmark can check
+them rather than quote them.
 
 Method: every residual unit except the first of each stage computes x + omega * F(x) with a
 trainable scalar omega (the first unit after a downsampling/width change keeps x + F(x) and is
