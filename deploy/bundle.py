@@ -68,21 +68,28 @@ def _host_ops(parent: Any) -> tuple[list[int] | None, list[dict[str, Any]]]:
     return transpose, post
 
 
-def driver_io(model: Any) -> dict[str, Any]:
+def driver_io(model: Any, io: dict[str, Any] | None = None) -> dict[str, Any]:
     """finn-plus-driver's io_shape_dict for a folded dataflow graph without IODMAs, computed
-    as FINN's get_driver_shapes does: folded shapes from the first/last layer, packed shapes
-    by packing the folded innermost dimension into whole bytes."""
-    from qonnx.custom_op.registry import getCustomOp
+    as FINN's get_driver_shapes does: folded shapes of the first/last layer, packed shapes by
+    packing the folded innermost dimension into whole bytes.
 
-    first, last = getCustomOp(model.graph.node[0]), getCustomOp(model.graph.node[-1])
+    The folded shapes come from the build's report/fpgaslim_layers.json ("io") when it has
+    them; otherwise from the layers' own get_folded_*_shape()."""
     iname, oname = model.graph.input[0].name, model.graph.output[0].name
     idt, odt = model.get_tensor_datatype(iname), model.get_tensor_datatype(oname)
+    io = io or {}
+    if "input_folded_shape" in io and "output_folded_shape" in io:
+        ifold, ofold = tuple(io["input_folded_shape"]), tuple(io["output_folded_shape"])
+    else:
+        from qonnx.custom_op.registry import getCustomOp
+
+        ifold = tuple(getCustomOp(model.graph.node[0]).get_folded_input_shape())
+        ofold = tuple(getCustomOp(model.graph.node[-1]).get_folded_output_shape())
+    ifold, ofold = tuple(int(d) for d in ifold), tuple(int(d) for d in ofold)
 
     def packed(folded: tuple[int, ...], bits: int) -> list[int]:
         return [*folded[:-1], math.ceil(folded[-1] * bits / 8)]
 
-    ifold = tuple(int(d) for d in first.get_folded_input_shape())
-    ofold = tuple(int(d) for d in last.get_folded_output_shape())
     return {"idt": [f"DataType['{idt.name}']"], "odt": [f"DataType['{odt.name}']"],
             "ishape_normal": [list(model.get_tensor_shape(iname))],
             "oshape_normal": [list(model.get_tensor_shape(oname))],
@@ -99,8 +106,10 @@ def _driver_settings(finn_out: Path, graph: Any, platform: str, clock_ns: float)
         settings = json.loads(own.read_text(encoding="utf-8"))
         settings["fpgaslim_source"] = "finn-plus MakePYNQDriver (full flow)"
         return settings
+    layers = finn_out / "report" / "fpgaslim_layers.json"
+    io = json.loads(layers.read_text(encoding="utf-8")).get("io") if layers.is_file() else None
     return {"driver_information": {"driver_type": "FINNDMAOverlay", "platform": platform,
-                                   "io_shape_dict": driver_io(graph),
+                                   "io_shape_dict": driver_io(graph, io),
                                    "external_weights": False, "runtime_weights": False,
                                    "fclk_mhz": 1000.0 / clock_ns},
             "experiment_information": {},
