@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import select
 import shutil
 import subprocess
 import sys
@@ -177,7 +178,9 @@ class SimulatedBackend:
 
     label = SIMULATED
 
-    def __init__(self, bundle: Bundle, sim_python: str | None = None) -> None:
+    def __init__(self, bundle: Bundle, sim_python: str | None = None,
+                 start_timeout_s: float = 600.0, image_timeout_s: float = 10.0) -> None:
+        self.image_timeout_s = image_timeout_s
         self.dir = Path(tempfile.mkdtemp(prefix="fpgaslim-sim-"))
         self.log_path = self.dir / "worker.log"
         python = sim_python or sys.executable
@@ -187,14 +190,28 @@ class SimulatedBackend:
                 [python, "-m", "fpgaslim.deploy.simulate", "--serve", str(bundle.root)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True)
         except OSError as exc:
+            self._log.close()
             raise ToolMissingError(f"cannot start the simulator with {python} ({exc}); pass "
                                    "--sim-python with fpgaslim's compiler environment") from exc
-        hello = self._read()
-        self.detail = hello.get("detail", "dataflow graph, python execution on CPU")
         self.n = 0
+        try:
+            hello = self._read(start_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+        self.detail = hello.get("detail", "dataflow graph, python execution on CPU")
 
-    def _read(self) -> dict[str, Any]:
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
+    def _read(self, timeout_s: float) -> dict[str, Any]:
+        """One reply line. Each request gets exactly one reply, so the pipe's buffer is empty
+        here and select() on its descriptor tells whether the reply came in time."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        if not ready:
+            self.proc.kill()
+            tail = self.log_path.read_text(errors="replace")[-1000:]
+            raise FpgaslimError(f"the simulator gave no answer within {timeout_s:.0f} s and "
+                                f"was stopped; its log ends:\n{tail}")
+        line = self.proc.stdout.readline()
         if not line:
             self.proc.wait(timeout=30)
             tail = self.log_path.read_text(errors="replace")[-2000:]
@@ -203,7 +220,9 @@ class SimulatedBackend:
                                    f"compiler environment? Its log:\n{tail}")
         msg = json.loads(line)
         if msg.get("error"):
-            raise FpgaslimError(f"simulator: {msg['error']}")
+            hint = ("; is --sim-python the python of fpgaslim's compiler environment?"
+                    if "ModuleNotFoundError" in msg["error"] else "")
+            raise FpgaslimError(f"simulator: {msg['error']}{hint}")
         return msg
 
     def execute(self, x: np.ndarray) -> np.ndarray:
@@ -213,7 +232,7 @@ class SimulatedBackend:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"input": str(src), "output": str(dst)}) + "\n")
         self.proc.stdin.flush()
-        self._read()
+        self._read(60.0 + self.image_timeout_s * len(x))
         y = np.load(dst)
         src.unlink()
         dst.unlink()

@@ -189,3 +189,11 @@ def test_post_synthesis_in_hardware_report(cnv_bundle: Path, cnv_run, tmp_path: 
     text = console.export_text()
     assert "LUT post-synth" in text and "12,345" in text and "Vivado post-synthesis" in text
     assert "FINN estimate" in text  # the estimates are still there
+
+
+def test_wrong_sim_python_explains(cnv_bundle: Path, test_npz: Path, board_python: Path,
+                                   tmp_path: Path) -> None:
+    """--sim-python must be the compiler environment; the board venv has no qonnx/finn."""
+    proc = _board(board_python, cnv_bundle, "--data", test_npz, "--simulate", "--sim-python",
+                  board_python, "--out", tmp_path / "r.json")
+    assert proc.returncode == 2 and "simulator: ModuleNotFoundError" in proc.stderr, proc.stderr
