@@ -14,7 +14,6 @@ Every number is labelled: "measured (this CPU)" for wall times of fpgaslim's own
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -127,7 +127,8 @@ def load_npz(path: str | Path, limit: int | None = None) -> tuple[np.ndarray, np
         with np.load(path, allow_pickle=False) as data:
             images, labels = data["images"], data["labels"]
     except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"{path}: need an .npz with arrays 'images' and 'labels' ({exc})") from exc
+        raise ConfigError(f"{path}: need an .npz with arrays 'images' and 'labels' "
+                          f"({exc})") from exc
     if len(images) != len(labels):
         raise ConfigError(f"{path}: {len(images)} images but {len(labels)} labels")
     if limit is not None:

@@ -153,7 +153,8 @@ def pack(root: str | Path, archive: str | Path) -> Path:
         return info
 
     tmp = archive.with_name(archive.name + ".part")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+    with open(tmp, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w") as tar:
         for rel in [MANIFEST, *_files(root)]:
             tar.add(root / rel, arcname=rel, filter=clean, recursive=False)

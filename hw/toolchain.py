@@ -156,9 +156,8 @@ def find_toolchain(env: Mapping[str, str] | None = None, probe: bool = False) ->
     """All four tools. `env` defaults to os.environ (tests pass their own mapping)."""
     env = os.environ if env is None else env
     repo = [p for p in env.get("PLATFORM_REPO_PATHS", "").split(":") if p]
-    return Toolchain(vivado=find_tool("vivado", env, probe), vitis_hls=find_tool("vitis_hls", env, probe),
-                     vitis=find_tool("vitis", env, probe), xrt=find_tool("xrt", env, probe),
-                     platform_repo_paths=repo)
+    tools = {name: find_tool(name, env, probe) for name in _SPECS}
+    return Toolchain(**tools, platform_repo_paths=repo)
 
 
 def _missing(tool: ToolInfo) -> str:
