@@ -1,5 +1,6 @@
-"""ResConv-Prune (papers/resconv-prune.txt; METHODS.md section 3): layer pruning that ends in a
-network with no residual connections at all.
+"""ResConv-Prune: layer pruning with fusible residual convs, ending in a residual-free network.
+
+Paper: papers/resconv-prune.txt; spec: METHODS.md section 3.
 
 Steps, each recorded in the variant: convert the parent's Conv-BN-ReLU layers to float ResConv
 blocks (`resconv_net`), sparse-train with task loss + lambda * sum|m_i|, prune the layers with the
@@ -43,12 +44,12 @@ class Settings(BaseModel):
     lr: float = Field(0.02, gt=0, description="learning rate of sparse training and retraining")
     retrain_epochs: int = Field(0, ge=0, description="retraining after pruning (0: none)")
     finetune_epochs: int = Field(3, ge=0, description="QAT fine-tuning of the fused network")
-    finetune_lr: float = Field(0.005, gt=0)
-    batch_size: int = Field(64, ge=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    finetune_lr: float = Field(0.005, gt=0, description="learning rate of the QAT fine-tune")
+    batch_size: int = Field(64, ge=1, description="batch size of every training step")
+    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay")
     calibration_images: int = Field(256, ge=0,
                                     description="images for activation-scale calibration")
-    seed: int = 0
+    seed: int = Field(0, description="seed of training and of the new shortcut convs")
 
     @classmethod
     def preset(cls, name: str) -> "Settings":
@@ -92,9 +93,9 @@ def sparse_train(run: RunDir, parent: str, data: DataSplits, settings: Settings,
     """The parent converted to ResConv and sparse-trained; cached per (parent, lambda,
     training settings) under run/work/resconv, so several rates share one training and an
     interrupted training resumes from its per-epoch checkpoint."""
-    key = {"parent": parent, "lambda": settings.lambda_, "epochs": settings.sparse_epochs,
-           "lr": settings.lr, "batch": settings.batch_size, "wd": settings.weight_decay,
-           "seed": settings.seed, "n": len(data.train)}
+    key = {"parent": parent, "dataset": data.name, "lambda": settings.lambda_,
+           "epochs": settings.sparse_epochs, "lr": settings.lr, "batch": settings.batch_size,
+           "wd": settings.weight_decay, "seed": settings.seed, "n": len(data.train)}
     work = run.path / "work" / "resconv" / f"{parent}-{_fingerprint(key)}"
     done, info = work / "sparse.pt", work / "sparse.json"
     if done.is_file() and info.is_file():

@@ -228,7 +228,8 @@ def test_fused_resnet_builds_in_finn_without_skip_layers(resnet8_run, digits):
     assert rows["residual adds in the model"].residual == 3
     assert rows["residual adds in the model"].fused == 0
     depth = rows["weight layers (conv + linear)"]
-    gone = sum(1 for r in v.details["resconv_layers"] if r["pruned"] and r["shortcut"] == "identity")
+    gone = sum(1 for r in v.details["resconv_layers"]
+               if r["pruned"] and r["shortcut"] == "identity")
     assert depth.fused == depth.residual - gone  # a pruned 1x1-shortcut layer stays a 1x1 conv
     assert rows["HW layers"].fused < rows["HW layers"].residual
     assert rows["LUT total"].fused == fused_hw.resources["LUT"].value
