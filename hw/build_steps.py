@@ -1,6 +1,6 @@
 """The estimate build as FINN builder steps, run inside the build child process (hw/build.py).
 
-The step list is finn-plus's estimate-only preset with four fpgaslim steps slotted in, all with
+The step list is finn-plus's estimate-only preset with five fpgaslim steps slotted in, all with
 FINN's `step_x(model, cfg) -> model` contract:
   * `step_fpgaslim_prepare`: the models quantize x/255 with a UINT8 quantizer of scale
     exactly 1/255, so the accelerator's input really is UINT8 pixels (FINN needs to know);
@@ -9,7 +9,8 @@ FINN's `step_x(model, cfg) -> model` contract:
     StreamlinePlus-based resnet step (the stock one leaves Transpose/Im2Col/MatMul unmapped);
   * `step_fpgaslim_check_mapped`: any node left outside FINN's HW layers, except the host-side
     output scaling, becomes an UnsupportedLayerError naming it (instead of a partition error);
-  * `step_fpgaslim_place_weights`: on-chip/external weight placement as a folding config.
+  * `step_fpgaslim_place_weights`: on-chip/external weight placement as a folding config;
+  * `step_fpgaslim_layer_table`: per-layer facts FINN's reports lack (weight streams, modes).
 Each step is wrapped so that its start, end or failure is appended to a progress file: the
 parent names the running step when it kills a build at its time limit.
 """

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from pydantic import BaseModel, ConfigDict
 
 
@@ -20,7 +18,9 @@ class Figure(BaseModel):
     @classmethod
     def of(cls, value: float, unit: str, source: str, capacity: float | None = None,
            cap_source: str | None = None) -> "Figure":
-        pct = 100.0 * value / capacity if capacity else (None if capacity is None else
-                                                        (0.0 if value == 0 else math.inf))
+        # a board without the resource (URAM on a Zynq-7000): 0 % if unused, else no
+        # percentage (the report's overflow entry says by how much it is over)
+        pct = 100.0 * value / capacity if capacity else (
+            0.0 if capacity == 0 and value == 0 else None)
         src = source if cap_source is None else f"{source}; capacity: {cap_source}"
         return cls(value=value, unit=unit, source=src, capacity=capacity, percent=pct)

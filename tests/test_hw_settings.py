@@ -1,0 +1,65 @@
+"""Build settings, build folders and report records: no FINN build needed."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from fpgaslim.errors import CheckpointError, UnknownNameError
+from fpgaslim.hw.api import BuildSettings, build_dir_for, load_report
+from fpgaslim.hw.boards import get_board
+from fpgaslim.hw.figure import Figure
+from fpgaslim.hw.offchip import stream_bytes
+
+
+def test_settings_forbid_typos_and_resolve_board_defaults():
+    with pytest.raises(ValidationError):
+        BuildSettings(target_fsp=100)
+    with pytest.raises(ValidationError):
+        BuildSettings(weights="sometimes")
+    assert BuildSettings(board="Pynq_Z1").resolved().target_fps == 10_000
+    s = BuildSettings(board="Alveo U250").resolved()
+    assert (s.board, s.target_fps) == ("u250", 100_000)
+    assert BuildSettings(board="u250", target_fps=123).resolved().target_fps == 123
+    with pytest.raises(UnknownNameError):
+        BuildSettings(board="nexys").resolved()
+
+
+def test_build_dir_names_default_settings_by_board_only(tmp_path):
+    from fpgaslim.compress.variants import RunDir
+
+    run = RunDir(tmp_path)
+    assert build_dir_for(run, "v", BuildSettings(board="pynq-z1")).name == "pynq-z1"
+    # explicit defaults and spelling variants are the same build
+    assert build_dir_for(run, "v", BuildSettings(board="PYNQ_Z1", target_fps=10_000,
+                                                 timeout_s=5)).name == "pynq-z1"
+    a = build_dir_for(run, "v", BuildSettings(board="pynq-z1", weights="external"))
+    b = build_dir_for(run, "v", BuildSettings(board="pynq-z1", mvau_wwidth_max=1024))
+    assert a.name.startswith("pynq-z1-") and b.name.startswith("pynq-z1-") and a != b
+
+
+def test_figure_percent_of_capacity():
+    assert Figure.of(14, "count", "x", 280).percent == pytest.approx(5.0)
+    assert Figure.of(0, "count", "x", 0).percent == 0.0
+    assert Figure.of(3, "count", "x", 0).percent is None  # the board has none
+    assert Figure.of(3, "B", "x").percent is None
+    assert "capacity: DS190" in Figure.of(1, "count", "FINN", 2, "DS190").source
+
+
+def test_stream_bytes():
+    assert stream_bytes([1, 8, 8, 1], 8) == 64
+    assert stream_bytes([1, 10], 32) == 40
+    assert stream_bytes([1, 10], 20) == 25
+
+
+def test_load_report_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no hardware report"):
+        load_report(tmp_path)
+    (tmp_path / "report.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="not a valid hardware report"):
+        load_report(tmp_path)
+
+
+def test_board_capacities_feed_percentages():
+    b = get_board("kv260")
+    assert b.capacity("URAM") == 64 and b.capacity("BRAM_18K") == 288
