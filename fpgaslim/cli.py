@@ -342,5 +342,67 @@ def demo(out: Path, workers: int) -> None:
         click.echo(f"open the report: file://{Path(html).resolve()}")
 
 
+@main.group()
+def deploy() -> None:
+    """Deployment bundles, and running them on a board over ssh."""
+
+
+@deploy.command("bundle")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--variant", "variant_id", default="baseline", show_default=True)
+@click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="archive path (default: <variant>-<board>.tar.gz)")
+@_handle_errors
+def deploy_bundle(run: Path, variant_id: str, board: str, out: Path | None) -> None:
+    """One archive with bitfile (when built), driver settings, graph, labels, manifest."""
+    from fpgaslim.deploy.bundle import bundle
+
+    path = bundle(run, variant_id, board, out or Path(f"{variant_id}-{board}.tar.gz"))
+    click.echo(f"{path} ({path.stat().st_size / 1e3:,.0f} kB); run it with: fpgaslim-board "
+               f"{path.name} --data DATA.npz [--simulate]")
+
+
+@deploy.command("unpack")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@_handle_errors
+def deploy_unpack(archive: Path, target: Path) -> None:
+    """Extract safely and verify every file against the manifest."""
+    from fpgaslim.deploy.manifest import unpack
+
+    manifest = unpack(archive, target)
+    click.echo(f"{target}: {len(manifest.get('files', {}))} files verified (sha256)")
+
+
+@deploy.command("push")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--host", required=True, help="user@board")
+@click.option("--remote-dir", default="fpgaslim-deploy", show_default=True)
+@_handle_errors
+def deploy_push(files: tuple[Path, ...], host: str, remote_dir: str) -> None:
+    """Copy bundles / dataset files to the board (scp)."""
+    from fpgaslim.deploy.remote import Remote
+
+    for dest in Remote(host, remote_dir).push(*files):
+        click.echo(f"copied to {host}:{dest}")
+
+
+@deploy.command("run")
+@click.argument("bundle_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--host", required=True, help="user@board")
+@click.option("--out", default="board-result.json", show_default=True)
+@click.option("--remote-dir", default="fpgaslim-deploy", show_default=True)
+@_handle_errors
+def deploy_run(bundle_path: Path, data: Path, host: str, out: str, remote_dir: str) -> None:
+    """Push a bundle and data to the board, run fpgaslim-board there, fetch the result."""
+    from fpgaslim.deploy.remote import Remote
+
+    result = Remote(host, remote_dir).run(bundle_path, data, out)
+    click.echo(f"{out}: {result.get('label', 'result')} accuracy {result.get('accuracy')}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

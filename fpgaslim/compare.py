@@ -32,6 +32,7 @@ from fpgaslim.hw.report import HardwareReport, load_report
 
 MAXFIT_FILE = "maxfit.json"
 _HASHED = re.compile(r"^(.+)-[0-9a-f]{10}$")  # builds/<board>-<settings hash> (hw/api.py)
+CAPACITY_SEP = "; capacity: "  # how Figure.of appends the capacity's datasheet
 URAM_IN_BRAM_18K = 16  # 288 Kib / 18 Kib: URAM expressed as BRAM_18K-equivalents
 
 
@@ -210,7 +211,7 @@ def _legend(reports: list[HardwareReport], maxfits: list[Figure]) -> dict[str, s
     """Column -> source, hardware sources read from the reports' Figures (distinct ones
     joined, so mixed builds show every provenance)."""
     def distinct(sources: list[str]) -> str:
-        return " | ".join(dict.fromkeys(sources))
+        return " | ".join(dict.fromkeys(s.split(CAPACITY_SEP)[0] for s in sources))
 
     legend = dict(RECORD_SOURCES)
     legend["bits"] = "variant record: weight/activation bits of the Brevitas model"
@@ -225,9 +226,19 @@ def _legend(reports: list[HardwareReport], maxfits: list[Figure]) -> dict[str, s
                           "and off-chip bandwidth within the board's (hw/boards.toml)")
         legend["onchip"] = (f"FINN estimate: BRAM_18K + {URAM_IN_BRAM_18K} x URAM "
                             "(288 Kib / 18 Kib)")
+        capacity = {f"{r.board_display}: {f.source.split(CAPACITY_SEP, 1)[1]}"
+                    for r in reports for f in r.resources.values() if CAPACITY_SEP in f.source}
+        legend["percent"] = ("% of board = value / board capacity; capacities from "
+                             + " | ".join(sorted(capacity)))
     legend["maxfit_fps"] = (distinct([f.source for f in maxfits]) if maxfits else
                             f"folding search ({MAXFIT_FILE}); empty: no search was run")
     return legend
+
+
+def _reason(exc: Exception, build: Path) -> str:
+    """One line: the error without the path (shown beside it) and pydantic's input dump."""
+    lines = [ln.split(" [type=")[0].strip() for ln in str(exc).splitlines()[:3]]
+    return ": ".join(ln for ln in lines if ln).replace(f"{build / 'report.json'} ", "")
 
 
 def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
@@ -255,7 +266,7 @@ def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
                     report = load_report(build)
                     maxfit = read_maxfit(build)
                 except CheckpointError as exc:
-                    skipped.append(Skipped(path=str(build), reason=str(exc).splitlines()[0]))
+                    skipped.append(Skipped(path=str(build), reason=_reason(exc, build)))
                     continue
                 reports.append(report)
                 if maxfit is not None:
@@ -330,12 +341,15 @@ def to_markdown(rows: Sequence[ComparisonRow], legend: dict[str, str]) -> str:
         cells = [cell(r, c).replace("|", "\\|") for c in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Sources:", ""]
-    lines += [f"- **{_header(k)}**: {v}" for k, v in legend.items()]
+    lines += [f"- **{legend_name(k)}**: {v}" for k, v in legend.items()]
     return "\n".join(lines) + "\n"
 
 
-def _header(key: str) -> str:
-    return next((c.header for c in COLUMNS if c.key == key), key)
+LEGEND_NAMES = {"onchip": "on-chip memory (plots)", "percent": "(%) of board"}
+
+
+def legend_name(key: str) -> str:
+    return next((c.header for c in COLUMNS if c.key == key), LEGEND_NAMES.get(key, key))
 
 
 def rich_table(rows: Sequence[ComparisonRow], legend: dict[str, str]) -> Any:

@@ -32,9 +32,10 @@ dl.legend dt { font-weight: 600; }
 dl.legend dd { margin: 0; color: #333; }
 .figs { display: flex; flex-wrap: wrap; gap: 16px; }
 figure { margin: 0; border: 1px solid #e3e3e3; padding: 8px; background: #fff; }
-figure.half img { width: 640px; max-width: 100%; }
-figure.full img { width: 1300px; max-width: 100%; }
-figcaption { font-size: 12px; color: #444; max-width: 1300px; margin-top: 4px; }
+figure.half { flex: 0 0 640px; }
+figure.full { flex: 0 0 1300px; }
+figure img { width: 100%; display: block; }
+figcaption { font-size: 12px; color: #444; margin-top: 4px; }
 ul.skipped { font-size: 12px; color: #8a4b00; }
 """
 
@@ -68,10 +69,9 @@ def _table(result: ComparisonResult) -> str:
 
 
 def _legend(result: ComparisonResult) -> str:
-    from fpgaslim.compare import COLUMNS
+    from fpgaslim.compare import legend_name
 
-    names = {c.key: c.header for c in COLUMNS}
-    items = "".join(f"<dt>{_esc(names.get(k, k))}</dt><dd>{_esc(v)}</dd>"
+    items = "".join(f"<dt>{_esc(legend_name(k))}</dt><dd>{_esc(v)}</dd>"
                     for k, v in result.legend.items())
     return f'<dl class="legend">{items}</dl>'
 

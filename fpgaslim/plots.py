@@ -106,8 +106,15 @@ def tradeoff(rows: Sequence[ComparisonRow], name: str, x: Callable[[ComparisonRo
     return NamedFigure(name, title, full, fig)
 
 
+ABBREVIATIONS = {"ConvolutionInputGenerator": "SWG", "DuplicateStreams": "DupStreams",
+                 "ElementwiseAdd": "EltAdd", "ElementwiseMul": "EltMul",
+                 "StreamingDataWidthConverter": "DWC", "StreamingMaxPool": "MaxPool"}
+
+
 def _short(name: str) -> str:
-    """'MVAU_hls_3' stays; long FINN names are shortened for axis labels."""
+    """Axis label of a FINN layer name: long op names abbreviated, the index kept."""
+    for long, short in ABBREVIATIONS.items():
+        name = name.replace(long, short)
     return name if len(name) <= 28 else name[:25] + "..."
 
 
@@ -130,7 +137,8 @@ def layer_resources(reports: Sequence[HardwareReport], variant: str) -> NamedFig
             ax.set_title(f"{variant} on {rep.board_display}: {what} per layer", fontsize=9)
             ax.set_xticks(list(pos), names, rotation=90, fontsize=6)
             ax.grid(axis="y", alpha=0.3)
-    source = f"{FINN}: estimate_layer_resources.json per HW layer of the folded dataflow graph"
+    source = (f"{FINN}: estimate_layer_resources.json per HW layer of the folded dataflow "
+              "graph (SWG = ConvolutionInputGenerator)")
     _footnote(fig, source)
     return NamedFigure("layer_resources", f"Per-layer resources of {variant}", source, fig)
 
@@ -146,21 +154,26 @@ def layer_cycles(reports: Sequence[HardwareReport], variant: str) -> NamedFigure
         cyc = {la.name: la.cycles for la in rep.layers}
         xs = [p + (i - (len(reports) - 1) / 2) * width for p in range(len(names))]
         bars = ax.bar(xs, [cyc.get(n, 0) for n in names], width=width, color=f"C{i}",
-                      label=f"{rep.board_display} (bottleneck {rep.throughput.bottleneck_layer}"
-                            f", {rep.throughput.fps.value:,.0f} fps)")
+                      label=f"{rep.board_display}:\nbottleneck "
+                            f"{_short(rep.throughput.bottleneck_layer)},\n"
+                            f"{rep.throughput.fps.value:,.0f} fps")
         if rep.throughput.bottleneck_layer in names:
             bars[names.index(rep.throughput.bottleneck_layer)].set_edgecolor("red")
             bars[names.index(rep.throughput.bottleneck_layer)].set_linewidth(1.5)
     ax.set_yscale("log")
     ax.set_ylabel("cycles per frame (log)")
     ax.set_xticks(range(len(names)), [_short(n) for n in names], rotation=90, fontsize=6)
-    ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     title = f"Per-layer cycles of {variant} (red edge: bottleneck layer)"
     ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     source = f"{FINN}: estimate_layer_cycles.json (expected cycles per frame, per HW layer)"
     _footnote(fig, source)
     return NamedFigure("layer_cycles", title, source, fig)
+
+
+def _pct_label(v: float) -> str:
+    return "" if v == 0 else "<0.1" if v < 0.1 else f"{v:.1f}" if v < 10 else f"{v:.0f}"
 
 
 def board_utilisation(rows: Sequence[ComparisonRow]) -> NamedFigure:
@@ -175,16 +188,16 @@ def board_utilisation(rows: Sequence[ComparisonRow]) -> NamedFigure:
             xs = [p + (i - (len(FIT_RESOURCES) - 1) / 2) * width for p in range(len(mine))]
             vals = [r.percent.get(k, 0.0) for r in mine]
             bars = ax.bar(xs, vals, width=width, color=f"C{i}", label=k)
-            ax.bar_label(bars, [f"{v:.0f}" if v >= 0.5 else "" for v in vals], fontsize=6,
-                         padding=1)
+            ax.bar_label(bars, [_pct_label(v) for v in vals], fontsize=6, padding=1)
         ax.axhline(100, color="red", linewidth=1.2, linestyle="--", label="board capacity")
         ax.set_xticks(range(len(mine)), [f"{r.variant}\n({r.run})" if len({x.run for x in rows})
                                           > 1 else r.variant for r in mine], fontsize=8)
+        ax.set_xlim(-0.6, max(len(mine), 2) - 0.4)  # one variant: keep its bars narrow
         ax.set_ylabel("% of board")
         top = max([100.0] + [v for r in mine for v in r.percent.values()])
         ax.set_ylim(0, top * 1.15)
         ax.set_title(f"{board}: resources as % of the board", fontsize=10)
-        ax.legend(fontsize=7, ncols=5, loc="upper right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(axis="y", alpha=0.3)
     source = (f"{FINN} totals over HW layers; capacities from the board catalogue "
               "(hw/boards.toml, vendor datasheets)")

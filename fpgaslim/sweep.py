@@ -47,7 +47,7 @@ class MethodStep(BaseModel):
     def _known(cls, v: str) -> str:
         from fpgaslim.compress.methods import list_methods
 
-        if v != CHAIN and v not in list_methods():
+        if v != CHAIN and v not in list_methods():  # noqa: SIM102
             raise ValueError(f"unknown method {v!r}; valid: {', '.join(list_methods() + [CHAIN])}")
         return v
 
@@ -105,7 +105,10 @@ class SweepConfig(BaseModel):
 
         if not v:
             raise ValueError("list at least one board")
-        return [get_board(b).name for b in v]
+        try:
+            return [get_board(b).name for b in v]
+        except ConfigError as exc:  # re-raised as ValueError so the message names the field
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _check_nested(self) -> "SweepConfig":
@@ -141,13 +144,21 @@ class SweepResult(BaseModel):
 def _build_task(run_path: str, variant_id: str, board: str, build: dict[str, Any],
                 verify_images: int) -> str:
     """One build, in a worker process (pool or Dask): returns the report path."""
+    import fcntl
+
     from fpgaslim.hw.api import build_dir_for, build_variant
     from fpgaslim.hw.build import BuildSettings
 
     run = RunDir(run_path)
     settings = BuildSettings(board=board, **build)
-    build_variant(run, variant_id, board, settings=settings, verify_images=verify_images)
-    return str(build_dir_for(run, variant_id, settings) / "report.json")
+    bdir = build_dir_for(run, variant_id, settings)
+    bdir.mkdir(parents=True, exist_ok=True)
+    # One build per folder at a time: a build left running by a killed sweep finishes (and
+    # commits its report) before a resumed sweep looks at the folder again.
+    with open(bdir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build_variant(run, variant_id, board, settings=settings, verify_images=verify_images)
+    return str(bdir / "report.json")
 
 
 def _maxfit_task(run_path: str, variant_id: str, board: str, build: dict[str, Any],
