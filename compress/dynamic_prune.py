@@ -14,6 +14,7 @@ resumes an interrupted search from its trial log.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -49,6 +50,8 @@ class Settings(BaseModel):
     p_high: float = Field(1.0, ge=0, le=1, description="upper end of the threshold search")
     stop_gap: float = Field(0.03, gt=0, description="stop when p_high - p_low <= this")
     min_channels: int = Field(1, ge=1, description="channels every layer keeps at least")
+    channel_multiple: int = Field(1, ge=1, description="keep a multiple of this many channels "
+                                  "per layer (FINN folding; 1 = the paper)")
     thin_channels: int = Field(6, ge=1, description="a layer with fewer outputs is 'thin'")
     residual: bool = Field(False, description="also prune residual-stream channels (only where "
                            "sparse at every coupled ReLU)")
@@ -99,6 +102,7 @@ class Trial(BaseModel):
     removed: dict[str, int] = Field(default_factory=dict)
     removed_total: int = 0
     floored: list[str] = Field(default_factory=list)
+    rounded: list[str] = Field(default_factory=list)
     accuracy: float
     accepted: bool
     fine_tuned: bool = False
@@ -166,10 +170,14 @@ def prune_iteration(start: nn.Module, data: DataSplits, settings: Settings, targ
     sparsity = channel_sparsity(start, data.val, residual=settings.residual,
                                 limit=settings.calib_images)
     log_path, best_path = workdir / "trials.json", workdir / "kept.pt"
+    # a log is only replayed for the same search: settings, target and start model (whose
+    # sparsity measurement fingerprints it)
+    key = hashlib.sha256(json.dumps([settings.model_dump(mode="json"), target, iteration,
+                                     sparsity.layers]).encode()).hexdigest()
     done = {}
     if log_path.is_file():
         old = json.loads(log_path.read_text(encoding="utf-8"))
-        if old.get("settings") == settings.model_dump(mode="json"):
+        if old.get("key") == key:
             done = {t["index"]: Trial.model_validate(t) for t in old["trials"]}
     trials: list[Trial] = []
     current: dict[str, nn.Module | None] = {"model": None}
@@ -182,14 +190,18 @@ def prune_iteration(start: nn.Module, data: DataSplits, settings: Settings, targ
             trials.append(cached)
             current["model"] = None  # on disk (kept.pt) if it was accepted
             return cached.accuracy
-        sel = select_channels(sparsity, p, settings.min_channels)
+        sel = select_channels(sparsity, p, settings.min_channels, settings.channel_multiple)
         trial = Trial(iteration=iteration, index=index, threshold=p, interval=(0.0, 0.0),
                       removed=sel.counts(), removed_total=sel.total, floored=sel.floored,
+                      rounded=sel.rounded,
                       accuracy=start_accuracy, accepted=False)
         notes = []
         if sel.floored:
-            notes.append(f"P={p:.4f} selects every channel of {', '.join(sel.floored)}: kept "
-                         f"the {settings.min_channels} least sparse channel(s) there")
+            notes.append(f"P={p:.4f} would leave fewer than {settings.min_channels} "
+                         f"channel(s) in {', '.join(sel.floored)}: kept the least sparse")
+        if sel.rounded:
+            notes.append(f"kept extra channels in {', '.join(sel.rounded)} to leave a multiple "
+                         f"of {settings.channel_multiple}")
         t0 = time.perf_counter()
         if sel.total == 0:
             model = start
@@ -217,7 +229,7 @@ def prune_iteration(start: nn.Module, data: DataSplits, settings: Settings, targ
             kept_model["model"] = current["model"]
             if fresh:
                 _save_model(current["model"], best_path)
-        atomic_write_json(log_path, {"settings": settings.model_dump(mode="json"),
+        atomic_write_json(log_path, {"key": key, "target": target,
                                      "trials": [t.model_dump(mode="json") for t in trials]})
 
     _, kept = binary_search(attempt, target, settings.p_low, settings.p_high, settings.stop_gap,

@@ -39,13 +39,15 @@ class SparsityReport(BaseModel):
 
 
 class Selection(BaseModel):
-    """Channels a threshold selects. `floored`: groups where every channel was above the
-    threshold and the least sparse `min_channels` were kept so the network stays connected."""
+    """Channels a threshold selects. `floored`: groups where fewer than `min_channels` would
+    remain, so the least sparse were kept (the network stays connected); `rounded`: groups
+    where channels were kept to reach a multiple of `channel_multiple`."""
 
     model_config = ConfigDict(extra="forbid")
     threshold: float
     remove: dict[str, list[int]]
     floored: list[str] = Field(default_factory=list)
+    rounded: list[str] = Field(default_factory=list)  # groups rounded to a channel multiple
 
     @property
     def total(self) -> int:
@@ -105,20 +107,29 @@ def channel_sparsity(model: nn.Module, data: TensorDataset, *, residual: bool = 
     return SparsityReport(images=n, layers=layers, points={g.name: list(g.acts) for g in groups})
 
 
-def select_channels(report: SparsityReport, threshold: float,
-                    min_channels: int = 1) -> Selection:
+def select_channels(report: SparsityReport, threshold: float, min_channels: int = 1,
+                    channel_multiple: int = 1) -> Selection:
     """Channels with sparsity > `threshold` (strictly, as the paper), keeping at least
-    `min_channels` (the least sparse ones) in every group."""
-    remove, floored = {}, []
+    `min_channels` in every group and, with `channel_multiple` k > 1, a multiple of k
+    (FINN folds a layer by PE/SIMD factors of its channel count: a prime width such as 59
+    forces tiny factors and can cost more BRAM/LUT than the unpruned layer). Channels put
+    back are always the least sparse of those the threshold selected."""
+    remove, floored, rounded = {}, [], []
     for name, vals in report.layers.items():
+        n = len(vals)
         idx = [i for i, s in enumerate(vals) if s > threshold]
-        keep = max(1, min(min_channels, len(vals)))
-        if len(vals) - len(idx) < keep:
+        left = n - len(idx)
+        keep = max(left, min(max(1, min_channels), n))
+        if keep > left:
             floored.append(name)
+        keep = min(n, -(-keep // channel_multiple) * channel_multiple)
+        if keep > left and name not in floored:
+            rounded.append(name)
+        if keep > left:
             order = sorted(idx, key=lambda i: (vals[i], i))  # least sparse first
-            idx = sorted(order[keep - (len(vals) - len(idx)):])
+            idx = sorted(order[keep - left:])
         remove[name] = idx
-    return Selection(threshold=threshold, remove=remove, floored=floored)
+    return Selection(threshold=threshold, remove=remove, floored=floored, rounded=rounded)
 
 
 def plot_sparsity(report: SparsityReport, path: str | Path, threshold: float | None = None,

@@ -115,3 +115,11 @@ def test_bad_plans_are_refused_with_the_group_named(digits):
         remove_channels(model, {"blocks.0.mid": list(range(16))})
     with pytest.raises(ConfigError, match="out of range"):
         remove_channels(model, {"blocks.0.mid": [16]})
+
+
+def test_channel_multiple_puts_back_the_least_sparse():
+    report = SparsityReport(images=1, layers={"a": [0.9, 0.8, 0.95, 0.6, 0.99, 0.1, 0.2, 0.3]})
+    sel = select_channels(report, 0.7, channel_multiple=4)  # 4 selected, 4 left: fine
+    assert sel.remove == {"a": [0, 1, 2, 4]} and sel.rounded == []
+    sel = select_channels(report, 0.5, channel_multiple=4)  # 5 selected, 3 left -> keep 4
+    assert sel.remove == {"a": [0, 1, 2, 4]} and sel.rounded == ["a"]  # 0.6 put back
