@@ -25,7 +25,8 @@ from fpgaslim.errors import UnknownNameError
 from .data import DataSplits
 from .resconv_fuse import FloatPlainNet, float_plain, fuse, prune, requantize
 from .resconv_net import ResConvNet, load_resconv, save_resconv, sparsity_loss, to_resconv
-from .resconv_report import SkipPathComparison, plot_scales, skip_path_report
+from .resconv_report import (SKIP_OPS, SkipPathComparison, plot_scales, saved_skip_path_report,
+                             skip_path_report)
 from .train import TrainResult, TrainSettings, evaluate, predict, train
 from .variants import Accuracy, RunDir, Timer, Variant, describe
 
@@ -199,4 +200,5 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     return [record]
 
 
-__all__ = ["Settings", "SkipPathComparison", "run", "skip_path_report", "sparse_train"]
+__all__ = ["SKIP_OPS", "Settings", "SkipPathComparison", "run", "saved_skip_path_report",
+           "skip_path_report", "sparse_train"]

@@ -154,3 +154,23 @@ def _verified(hw: Any) -> str | None:
         return None
     return f"{'bit-exact' if v.integer_exact else 'MISMATCH'} {v.images - v.mismatched_images}" \
            f"/{v.images}"
+
+
+def saved_skip_path_report(run: Any, fused_id: str, board: str = "pynq-z1",
+                           settings: Any = None) -> SkipPathComparison:
+    """The side-by-side of `fused_id` and its parent from their saved records and hardware
+    reports (no rebuilding), also written as skip_paths-<board>.md into the variant's folder."""
+    from fpgaslim.atomic import atomic_write_text
+    from fpgaslim.errors import ConfigError
+    from fpgaslim.hw.api import BuildSettings, build_dir_for, load_report
+
+    fused = run.record(fused_id)
+    if fused.parent is None:
+        raise ConfigError(f"variant {fused_id!r} has no parent to compare with")
+    parent = run.record(fused.parent)
+    settings = (settings or BuildSettings()).model_copy(update={"board": board})
+    reports = [load_report(build_dir_for(run, v.id, settings)) for v in (parent, fused)]
+    cmp = skip_path_report(parent, fused, *reports)
+    atomic_write_text(run.variant_dir(fused_id) / f"skip_paths-{reports[1].board}.md",
+                      cmp.markdown())
+    return cmp

@@ -235,3 +235,7 @@ def test_fused_resnet_builds_in_finn_without_skip_layers(resnet8_run, digits):
     assert rows["LUT total"].fused == fused_hw.resources["LUT"].value
     md = cmp.markdown()
     assert "DuplicateStreams layers" in md and "FINN estimate" in md
+    # regenerated from the saved records and reports alone, and written as Markdown
+    again = resconv.saved_skip_path_report(resnet8_run, v.id, "pynq-z1")
+    assert again == cmp
+    assert (resnet8_run.variant_dir(v.id) / "skip_paths-pynq-z1.md").read_text() == md
