@@ -2,10 +2,10 @@
 
 One row per (run, variant, board): the variant record (accuracy measured in PyTorch, params,
 MACs, depth counted on the model) joined with the hardware report of its build for that board
-(FINN estimates plus fpgaslim's off-chip and fit figures) and, when the folding search left a
-`maxfit.json` beside the report, its fps. Every column names where its numbers come from: the
-hardware columns take their source from the report's own Figures, so the legend cannot drift
-from what was built.
+(FINN estimates plus fpgaslim's off-chip and fit figures) and, when a folding search left a
+`maxfit.json` (beside the report or in builds/<board>-maxfit-<key>/), its fps. Every column
+names where its numbers come from: the hardware columns take their source from the report's
+own Figures, so the legend cannot drift from what was built.
 
 `compare_runs` writes CSV, Markdown, JSON, PNG plots and one self-contained HTML page, and
 returns a `ComparisonResult` whose `table()` is a rich Table (library code never prints).
@@ -102,6 +102,7 @@ class ComparisonRow(BaseModel):
     status: str
     overflow: list[str]
     maxfit_fps: float | None = None
+    maxfit_none_fits: bool = False  # a folding search ran and nothing fitted the budget
     verified: str | None = None  # e.g. "bit-exact 10/10" (simulated)
     report: str  # path of report.json
 
@@ -162,16 +163,24 @@ def _build_folders(run: RunDir, vid: str, all_builds: bool) -> list[Path]:
     return list(by_board.values())
 
 
-def read_maxfit(build: Path) -> Figure | None:
-    """The `fps` figure of a folding-search result beside the report, if there is one.
-    Accepts {"fps": Figure} or {"fps": number}."""
-    path = build / MAXFIT_FILE
-    if not path.is_file():
-        return None
+def find_maxfit(build: Path, board: str) -> Path | None:
+    """The folding-search result for this build's board: `maxfit.json` in the build folder,
+    else the newest `builds/<board>-maxfit-<key>/maxfit.json` (hw/folding_search.py)."""
+    own = build / MAXFIT_FILE
+    if own.is_file():
+        return own
+    pattern = re.compile(rf"^{re.escape(board)}-maxfit-[0-9a-f]+$")
+    found = [p for p in build.parent.glob(f"*/{MAXFIT_FILE}") if pattern.match(p.parent.name)]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def read_maxfit(path: Path) -> Figure | None:
+    """The `fps` figure of a folding-search result ({"fps": Figure | number | null}); None
+    when the search found nothing that fits."""
     try:
         fps = json.loads(path.read_text(encoding="utf-8"))["fps"]
-        if isinstance(fps, dict):
-            return Figure.model_validate(fps)
+        if fps is None or isinstance(fps, dict):
+            return None if fps is None else Figure.model_validate(fps)
         return Figure(value=float(fps), unit="frames/s",
                       source=f"max-fit folding search ({MAXFIT_FILE})")
     except (ValueError, KeyError, TypeError) as exc:
@@ -179,7 +188,7 @@ def read_maxfit(build: Path) -> Figure | None:
 
 
 def make_row(label: str, record: Variant, report: HardwareReport, build: Path,
-             maxfit: Figure | None = None) -> ComparisonRow:
+             maxfit: Figure | None = None, maxfit_searched: bool = False) -> ComparisonRow:
     """Join a variant record and one of its hardware reports into a row."""
     res, mem, thr = report.resources, report.memory, report.throughput
     ver = report.verification
@@ -203,7 +212,8 @@ def make_row(label: str, record: Variant, report: HardwareReport, build: Path,
         bandwidth_percent=report.offchip.bandwidth_needed.percent,
         fps=thr.fps.value, latency_us=thr.latency_us.value, bottleneck=thr.bottleneck_layer,
         fits=report.fits, status=report.status, overflow=sorted(report.overflow),
-        maxfit_fps=None if maxfit is None else maxfit.value, verified=verified,
+        maxfit_fps=None if maxfit is None else maxfit.value,
+        maxfit_none_fits=maxfit_searched and maxfit is None, verified=verified,
         report=str(build / "report.json"))
 
 
@@ -264,14 +274,16 @@ def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
             for build in _build_folders(run, vid, all_builds):
                 try:
                     report = load_report(build)
-                    maxfit = read_maxfit(build)
+                    maxfit_path = find_maxfit(build, report.board)
+                    maxfit = None if maxfit_path is None else read_maxfit(maxfit_path)
                 except CheckpointError as exc:
                     skipped.append(Skipped(path=str(build), reason=_reason(exc, build)))
                     continue
                 reports.append(report)
                 if maxfit is not None:
                     maxfits.append(maxfit)
-                rows.append(make_row(label, record, report, build, maxfit))
+                rows.append(make_row(label, record, report, build, maxfit,
+                                     maxfit_path is not None))
     return rows, _legend(reports, maxfits), skipped
 
 
@@ -299,9 +311,14 @@ def pareto_front(points: Sequence[Sequence[float | None]],
 
 
 # --------------------------------------------------------------------------- writers
-def cell(row: ComparisonRow, col: Column) -> str:
-    """Human formatting of one cell (Markdown, rich, HTML); empty when the value is None."""
+def cell(row: ComparisonRow, col: Column, multi_run: bool = False) -> str:
+    """Human formatting of one cell (Markdown, rich, HTML); empty when the value is None.
+    With rows from several runs the variant shows as run/variant (ids repeat across runs)."""
     value = getattr(row, col.key)
+    if col.key == "variant" and multi_run:
+        return row.key
+    if col.key == "maxfit_fps" and row.maxfit_none_fits:
+        return "none fits"
     if value is None:
         return ""
     if col.key == "fits":
@@ -311,9 +328,13 @@ def cell(row: ComparisonRow, col: Column) -> str:
     return f"{text} ({pct:.1f}%)" if pct is not None else text
 
 
+def _multi_run(rows: Sequence[ComparisonRow]) -> bool:
+    return len({r.run for r in rows}) > 1
+
+
 CSV_EXTRA = ("run", "parent", "dataset", "board_display", "build", "test_images",
              "onchip_bram18k_equiv", "weight_bits_onchip", "bandwidth_percent", "bottleneck",
-             "status", "verified", "report")
+             "status", "maxfit_none_fits", "verified", "report")
 
 
 def to_csv(rows: Sequence[ComparisonRow]) -> str:
@@ -337,8 +358,9 @@ def to_markdown(rows: Sequence[ComparisonRow], legend: dict[str, str]) -> str:
     """A Markdown table plus the legend of sources."""
     head = [c.header for c in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    multi = _multi_run(rows)
     for r in rows:
-        cells = [cell(r, c).replace("|", "\\|") for c in COLUMNS]
+        cells = [cell(r, c, multi).replace("|", "\\|") for c in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Sources:", ""]
     lines += [f"- **{legend_name(k)}**: {v}" for k, v in legend.items()]
@@ -360,8 +382,9 @@ def rich_table(rows: Sequence[ComparisonRow], legend: dict[str, str]) -> Any:
               " counted on the model; hardware: " + legend.get("fps", "no builds"))
     for c in COLUMNS:
         t.add_column(c.header, justify="left" if c.fmt == "{}" else "right", overflow="fold")
+    multi = _multi_run(rows)
     for r in rows:
-        t.add_row(*[cell(r, c) for c in COLUMNS], style=None if r.fits else "red")
+        t.add_row(*[cell(r, c, multi) for c in COLUMNS], style=None if r.fits else "red")
     return t
 
 

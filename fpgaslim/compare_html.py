@@ -19,8 +19,9 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
 h1 { font-size: 1.5em; margin-bottom: 0.2em; }
 h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 p.meta { color: #555; font-size: 0.9em; margin-top: 0; }
-table.cmp { border-collapse: collapse; font-size: 12.5px; }
-table.cmp th, table.cmp td { border: 1px solid #d0d0d0; padding: 3px 7px; white-space: nowrap; }
+table.cmp { border-collapse: collapse; font-size: 12px; }
+table.cmp th, table.cmp td { border: 1px solid #d0d0d0; padding: 3px 6px; white-space: nowrap; }
+table.cmp th { white-space: normal; vertical-align: bottom; }
 table.cmp th { background: #f0f2f5; position: sticky; top: 0; }
 table.cmp td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.cmp tr.nofit td { background: #fdecea; }
@@ -50,6 +51,8 @@ def _esc(text: object) -> str:
 def _table(result: ComparisonResult) -> str:
     from fpgaslim.compare import COLUMNS, cell
 
+    multi = len({r.run for r in result.rows}) > 1
+
     head = "".join(f'<th title="{_esc(result.legend.get(c.key, ""))}">{_esc(c.header)}</th>'
                    for c in COLUMNS)
     body = []
@@ -57,9 +60,7 @@ def _table(result: ComparisonResult) -> str:
         tds = []
         for c in COLUMNS:
             numeric = c.fmt != "{}"
-            text = cell(r, c)
-            if c.key == "variant" and len({x.run for x in result.rows}) > 1:
-                text = f"{r.variant} ({r.run})"
+            text = cell(r, c, multi)
             tds.append(f'<td class="{"num" if numeric else "txt"}">{_esc(text)}</td>')
         cls = "row" if r.fits else "row nofit"
         body.append(f'<tr class="{cls}" data-variant="{_esc(r.key)}" '

@@ -8,6 +8,7 @@ method, shape = board; Pareto-optimal points (per board) are ringed and joined b
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -62,6 +63,30 @@ def _styles(rows: Sequence[ComparisonRow]) -> tuple[dict[str, str], dict[str, st
     return colours, markers
 
 
+def _label_groups(points: Sequence[tuple[float, float, str]], log_x: bool,
+                  near: tuple[float, float] = (0.08, 0.05),
+                  ) -> list[tuple[tuple[float, float], list[str]]]:
+    """Points that would overlap on the plot (within `near` of the axis spans) share one
+    stacked label, so coincident variants stay readable."""
+    def fx(v: float) -> float:
+        return math.log10(v) if log_x and v > 0 else v
+
+    if not points:
+        return []
+    xs, ys = [fx(p[0]) for p in points], [p[1] for p in points]
+    sx, sy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    groups: list[tuple[tuple[float, float], list[str]]] = []
+    for (px, py, label), nx, ny in zip(points, xs, ys):
+        for (gx, gy), labels in groups:
+            if abs(fx(gx) - nx) / sx < near[0] and abs(gy - ny) / sy < near[1]:
+                if label not in labels:
+                    labels.append(label)
+                break
+        else:
+            groups.append(((px, py), [label]))
+    return groups
+
+
 def tradeoff(rows: Sequence[ComparisonRow], name: str, x: Callable[[ComparisonRow], float],
              xlabel: str, maximize_x: bool, source: str, log_x: bool = False) -> NamedFigure:
     """Accuracy against one cost/benefit, with the Pareto front of every board marked."""
@@ -70,13 +95,12 @@ def tradeoff(rows: Sequence[ComparisonRow], name: str, x: Callable[[ComparisonRo
     fig = _figure(7.0, 4.6)
     ax = fig.add_subplot()
     colours, markers = _styles(rows)
+    multi = len({r.run for r in rows}) > 1
     for board, marker in markers.items():
         mine = [r for r in rows if r.board_display == board and r.accuracy is not None]
         for r in mine:
             ax.scatter(x(r), r.accuracy, marker=marker, s=60, color=colours[r.method],
                        edgecolors="black" if r.fits else "red", linewidths=0.6, zorder=3)
-            ax.annotate(r.variant, (x(r), r.accuracy), textcoords="offset points",
-                        xytext=(6, 4), fontsize=7, color="#333333")
         front = [r for r, on in zip(mine, pareto_front([(r.accuracy, x(r)) for r in mine],
                                                         (True, maximize_x))) if on]
         front.sort(key=x, reverse=maximize_x)
@@ -85,6 +109,11 @@ def tradeoff(rows: Sequence[ComparisonRow], name: str, x: Callable[[ComparisonRo
                        facecolors="none", edgecolors="#555555", linewidths=1.0, zorder=2)
             ax.step([x(r) for r in front], [r.accuracy for r in front], where="post",
                     color="#777777", linestyle="--", linewidth=0.9, zorder=1)
+    points = [(x(r), r.accuracy, r.key if multi else r.variant) for r in rows
+              if r.accuracy is not None]
+    for (px, py), labels in _label_groups(points, log_x):
+        ax.annotate("\n".join(labels), (px, py), textcoords="offset points", xytext=(7, 3),
+                    fontsize=7, color="#333333", va="top" if len(labels) > 1 else "baseline")
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
