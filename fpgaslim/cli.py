@@ -297,6 +297,23 @@ def maxfit(run: Path, variant_id: str, board: str, budget_lut: float, step_facto
 
 
 @main.command()
+@click.argument("runs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="report folder (default: <first run>/report)")
+@click.option("--detail", help="variant (or run/variant) of the per-layer plots")
+@_handle_errors
+def compare(runs: tuple[Path, ...], out: Path | None, detail: str | None) -> None:
+    """Compare the built variants of one or more runs: table, CSV, Markdown, HTML + plots."""
+    from fpgaslim.compare import compare_runs
+
+    result = compare_runs(list(runs), out or runs[0] / "report", detail_variant=detail)
+    _console().print(result.table())
+    for name in ("csv", "markdown", "html"):
+        click.echo(f"{name}: {result.files[name]}")
+
+
+@main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--workers", type=int, help="parallel builds (local process pool)")
 @click.option("--dask", "dask_scheduler", help="run builds on this Dask scheduler address")

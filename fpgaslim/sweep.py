@@ -289,15 +289,11 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
         bar.advance()
 
         bar.stage("comparison report")
-        report = {}
-        try:
-            from fpgaslim.compare import compare_runs
-        except ImportError:  # the comparison module is optional during development
-            compare_runs = None
-        if compare_runs is not None:
-            out = Path(config.report_dir) if config.report_dir else run.path / "report"
-            result = compare_runs([run.path], out)
-            report = {k: str(v) for k, v in getattr(result, "files", {}).items()}
+        from fpgaslim.compare import compare_runs
+
+        out = Path(config.report_dir) if config.report_dir else run.path / "report"
+        report = {k: str(v) for k, v in compare_runs([run.path], out).files.items()
+                  if not k.startswith("plot:")}
         bar.advance()
     return SweepResult(run_dir=str(run.path), variants=variants, builds=builds, maxfit=maxfit,
                        work_done=work, report=report)
