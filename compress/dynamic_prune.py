@@ -1,5 +1,7 @@
-"""Dynamic channel pruning (Li et al., dynamic pruning and layer fusion, section 3.2), as
-specified in METHODS.md section 1.
+"""Dynamic channel pruning: drop channels that are mostly zero, binary-searching the threshold.
+
+The method of Li et al. (dynamic pruning and layer fusion, section 3.2), as specified in
+METHODS.md section 1.
 
 Per iteration: measure channel sparsity of the iteration's start model on the validation set;
 binary-search the threshold P in [p_low, p_high] (channels with sparsity > P are removed,
@@ -58,7 +60,7 @@ class Settings(BaseModel):
     calib_images: int | None = Field(None, ge=1, description="validation images for sparsity "
                                      "(default: all)")
     epochs: int = Field(4, ge=0, description="fine-tuning epoch budget per trial")
-    lr: float = Field(0.01, gt=0)
+    lr: float = Field(0.01, gt=0, description="fine-tuning learning rate (SGD)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     batch_size: int = Field(64, ge=1)
