@@ -13,8 +13,6 @@ returns a `ComparisonResult` whose `table()` is a rich Table (library code never
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from collections.abc import Sequence
@@ -131,6 +129,8 @@ class ComparisonResult:
 
     def table(self) -> Any:
         """The comparison as a rich Table (caller prints it)."""
+        from .compare_writers import rich_table
+
         return rich_table(self.rows, self.legend)
 
 
@@ -310,84 +310,6 @@ def pareto_front(points: Sequence[Sequence[float | None]],
     return front
 
 
-# --------------------------------------------------------------------------- writers
-def cell(row: ComparisonRow, col: Column, multi_run: bool = False) -> str:
-    """Human formatting of one cell (Markdown, rich, HTML); empty when the value is None.
-    With rows from several runs the variant shows as run/variant (ids repeat across runs)."""
-    value = getattr(row, col.key)
-    if col.key == "variant" and multi_run:
-        return row.key
-    if col.key == "maxfit_fps" and row.maxfit_none_fits:
-        return "none fits"
-    if value is None:
-        return ""
-    if col.key == "fits":
-        return "yes" if value else "NO: " + ", ".join(row.overflow)
-    text = col.fmt.format(value)
-    pct = row.percent.get(col.key)
-    return f"{text} ({pct:.1f}%)" if pct is not None else text
-
-
-def _multi_run(rows: Sequence[ComparisonRow]) -> bool:
-    return len({r.run for r in rows}) > 1
-
-
-CSV_EXTRA = ("run", "parent", "dataset", "board_display", "build", "test_images",
-             "onchip_bram18k_equiv", "weight_bits_onchip", "bandwidth_percent", "bottleneck",
-             "status", "maxfit_none_fits", "verified", "report")
-
-
-def to_csv(rows: Sequence[ComparisonRow]) -> str:
-    """Raw values (no rounding), one row per (variant, board); % of board as *_pct columns."""
-    keys = [c.key for c in COLUMNS] + [f"{k}_pct" for k in ("BRAM_18K", "URAM", "LUT", "DSP")]
-    keys += list(CSV_EXTRA)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(keys)
-    for r in rows:
-        data = r.model_dump()
-        out = []
-        for k in keys:
-            v = r.percent.get(k[:-4]) if k.endswith("_pct") else data[k]
-            out.append("" if v is None else repr(v) if isinstance(v, float) else v)
-        w.writerow(out)
-    return buf.getvalue()
-
-
-def to_markdown(rows: Sequence[ComparisonRow], legend: dict[str, str]) -> str:
-    """A Markdown table plus the legend of sources."""
-    head = [c.header for c in COLUMNS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    multi = _multi_run(rows)
-    for r in rows:
-        cells = [cell(r, c, multi).replace("|", "\\|") for c in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Sources:", ""]
-    lines += [f"- **{legend_name(k)}**: {v}" for k, v in legend.items()]
-    return "\n".join(lines) + "\n"
-
-
-LEGEND_NAMES = {"onchip": "on-chip memory (plots)", "percent": "(%) of board"}
-
-
-def legend_name(key: str) -> str:
-    return next((c.header for c in COLUMNS if c.key == key), LEGEND_NAMES.get(key, key))
-
-
-def rich_table(rows: Sequence[ComparisonRow], legend: dict[str, str]) -> Any:
-    """A rich Table; the caption holds a short legend (full one in the files)."""
-    from rich.table import Table
-
-    t = Table(title="Variants x boards", caption="acc.: measured in PyTorch; params/MACs/depth:"
-              " counted on the model; hardware: " + legend.get("fps", "no builds"))
-    for c in COLUMNS:
-        t.add_column(c.header, justify="left" if c.fmt == "{}" else "right", overflow="fold")
-    multi = _multi_run(rows)
-    for r in rows:
-        t.add_row(*[cell(r, c, multi) for c in COLUMNS], style=None if r.fits else "red")
-    return t
-
-
 # --------------------------------------------------------------------------- entry point
 def _pick_detail(rows: list[ComparisonRow], detail: str | None) -> tuple[str, str] | None:
     """(run, variant) for the per-layer plots: `detail` as "variant" or "run/variant"; by
@@ -416,6 +338,9 @@ def compare_runs(runs: Sequence[Path | str | RunDir], out_dir: Path | str,
         raise ConfigError("no variant in " + ", ".join(str(getattr(r, "path", r)) for r in runs)
                           + " has a hardware report; build one first (fpgaslim build)"
                           + (f" (unreadable: {hint})" if hint else ""))
+    from .compare_writers import render_html, to_csv, to_markdown
+    from .plots import comparison_figures, png_bytes
+
     out = Path(out_dir)
     result = ComparisonResult(rows=rows, legend=legend, skipped=skipped,
                               detail=_pick_detail(rows, detail_variant))
@@ -425,9 +350,6 @@ def compare_runs(runs: Sequence[Path | str | RunDir], out_dir: Path | str,
     result.files["json"] = atomic_write_json(out / "comparison.json", {
         "rows": [r.model_dump(mode="json") for r in rows], "legend": legend,
         "skipped": [s.model_dump() for s in skipped], "detail": result.detail})
-    from .compare_html import render_html
-    from .plots import comparison_figures, png_bytes
-
     figures = comparison_figures(result) if plots else []
     for fig in figures:
         path = out / "plots" / f"{fig.name}.png"

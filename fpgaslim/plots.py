@@ -111,9 +111,16 @@ def tradeoff(rows: Sequence[ComparisonRow], name: str, x: Callable[[ComparisonRo
                     color="#777777", linestyle="--", linewidth=0.9, zorder=1)
     points = [(x(r), r.accuracy, r.key if multi else r.variant) for r in rows
               if r.accuracy is not None]
+    board_index = {b: i for i, b in enumerate(markers)}
+    first_board = {(x(r), r.accuracy): board_index[r.board_display] for r in reversed(rows)
+                   if r.accuracy is not None}
     for (px, py), labels in _label_groups(points, log_x):
-        ax.annotate("\n".join(labels), (px, py), textcoords="offset points", xytext=(7, 3),
-                    fontsize=7, color="#333333", va="top" if len(labels) > 1 else "baseline")
+        # labels of the second board go below their point, so equal-accuracy rows of two
+        # boards do not print over each other
+        below = first_board[px, py] % 2 == 1
+        ax.annotate("\n".join(labels), (px, py), textcoords="offset points",
+                    xytext=(7, -5 if below else 3), fontsize=7, color="#333333",
+                    va="top" if below or len(labels) > 1 else "baseline")
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
@@ -253,5 +260,6 @@ def comparison_figures(result: ComparisonResult) -> list[NamedFigure]:
     if result.detail is not None:
         run, variant = result.detail
         reports = [load_report(r.report) for r in rows if (r.run, r.variant) == (run, variant)]
-        figs += [layer_resources(reports, variant), layer_cycles(reports, variant)]
+        name = f"{run}/{variant}" if len({r.run for r in rows}) > 1 else variant
+        figs += [layer_resources(reports, name), layer_cycles(reports, name)]
     return figs

@@ -1,18 +1,101 @@
-"""The comparison as one self-contained HTML page: inline CSS, plots as base64 PNG, no
+"""Writers of a comparison: CSV (raw values), Markdown and a rich Table (formatted, with the
+legend of sources), and one self-contained HTML page: inline CSS, plots as base64 PNG, no
 scripts, no external resources, so it opens from file:// (or an e-mail attachment) offline."""
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from .compare import COLUMNS, Column, ComparisonRow
 
 if TYPE_CHECKING:
-    from fpgaslim.compare import ComparisonResult
-    from fpgaslim.plots import NamedFigure
+    from .compare import ComparisonResult
+    from .plots import NamedFigure
 
+def cell(row: ComparisonRow, col: Column, multi_run: bool = False) -> str:
+    """Human formatting of one cell (Markdown, rich, HTML); empty when the value is None.
+    With rows from several runs the variant shows as run/variant (ids repeat across runs)."""
+    value = getattr(row, col.key)
+    if col.key == "variant" and multi_run:
+        return row.key
+    if col.key == "maxfit_fps" and row.maxfit_none_fits:
+        return "none fits"
+    if value is None:
+        return ""
+    if col.key == "fits":
+        return "yes" if value else "NO: " + ", ".join(row.overflow)
+    text = col.fmt.format(value)
+    pct = row.percent.get(col.key)
+    return f"{text} ({pct:.1f}%)" if pct is not None else text
+
+
+def _multi_run(rows: Sequence[ComparisonRow]) -> bool:
+    return len({r.run for r in rows}) > 1
+
+
+CSV_EXTRA = ("run", "parent", "dataset", "board_display", "build", "test_images",
+             "onchip_bram18k_equiv", "weight_bits_onchip", "bandwidth_percent", "bottleneck",
+             "status", "maxfit_none_fits", "verified", "report")
+
+
+def to_csv(rows: Sequence[ComparisonRow]) -> str:
+    """Raw values (no rounding), one row per (variant, board); % of board as *_pct columns."""
+    keys = [c.key for c in COLUMNS] + [f"{k}_pct" for k in ("BRAM_18K", "URAM", "LUT", "DSP")]
+    keys += list(CSV_EXTRA)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(keys)
+    for r in rows:
+        data = r.model_dump()
+        out = []
+        for k in keys:
+            v = r.percent.get(k[:-4]) if k.endswith("_pct") else data[k]
+            out.append("" if v is None else repr(v) if isinstance(v, float) else v)
+        w.writerow(out)
+    return buf.getvalue()
+
+
+def to_markdown(rows: Sequence[ComparisonRow], legend: dict[str, str]) -> str:
+    """A Markdown table plus the legend of sources."""
+    head = [c.header for c in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    multi = _multi_run(rows)
+    for r in rows:
+        cells = [cell(r, c, multi).replace("|", "\\|") for c in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Sources:", ""]
+    lines += [f"- **{legend_name(k)}**: {v}" for k, v in legend.items()]
+    return "\n".join(lines) + "\n"
+
+
+LEGEND_NAMES = {"onchip": "on-chip memory (plots)", "percent": "(%) of board"}
+
+
+def legend_name(key: str) -> str:
+    return next((c.header for c in COLUMNS if c.key == key), LEGEND_NAMES.get(key, key))
+
+
+def rich_table(rows: Sequence[ComparisonRow], legend: dict[str, str]) -> Any:
+    """A rich Table; the caption holds a short legend (full one in the files)."""
+    from rich.table import Table
+
+    t = Table(title="Variants x boards", caption="acc.: measured in PyTorch; params/MACs/depth:"
+              " counted on the model; hardware: " + legend.get("fps", "no builds"))
+    for c in COLUMNS:
+        t.add_column(c.header, justify="left" if c.fmt == "{}" else "right", overflow="fold")
+    multi = _multi_run(rows)
+    for r in rows:
+        t.add_row(*[cell(r, c, multi) for c in COLUMNS], style=None if r.fits else "red")
+    return t
+
+
+# --------------------------------------------------------------------------- HTML
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px;
        color: #1d1d1f; background: #fff; }
@@ -49,8 +132,6 @@ def _esc(text: object) -> str:
 
 
 def _table(result: ComparisonResult) -> str:
-    from fpgaslim.compare import COLUMNS, cell
-
     multi = len({r.run for r in result.rows}) > 1
 
     head = "".join(f'<th title="{_esc(result.legend.get(c.key, ""))}">{_esc(c.header)}</th>'
@@ -70,15 +151,13 @@ def _table(result: ComparisonResult) -> str:
 
 
 def _legend(result: ComparisonResult) -> str:
-    from fpgaslim.compare import legend_name
-
     items = "".join(f"<dt>{_esc(legend_name(k))}</dt><dd>{_esc(v)}</dd>"
                     for k, v in result.legend.items())
     return f'<dl class="legend">{items}</dl>'
 
 
 def _figure(fig: NamedFigure) -> str:
-    from fpgaslim.plots import png_bytes
+    from .plots import png_bytes
 
     data = base64.b64encode(png_bytes(fig)).decode("ascii")
     cls = "half" if fig.name in HALF_WIDTH else "full"
