@@ -228,3 +228,25 @@ def test_timeout_kills_the_build_and_names_the_step(digits, tmp_path):
     job = str(tmp_path / "b" / "job.json")
     alive = [p for p in psutil.process_iter(["cmdline"]) if job in (p.info["cmdline"] or [])]
     assert not alive
+
+
+def test_verification_detects_a_one_lsb_difference(builds, resnet8_run, digits, tmp_path):
+    """Tamper with one accumulator of a real build's hardware outputs (and its logit, so the
+    graph's output map stays consistent): strict mode raises, lenient mode counts it."""
+    import numpy as np
+
+    from fpgaslim.errors import VerificationError
+    from fpgaslim.hw.verify import compare, output_map
+
+    r = builds["resnet8", "pynq-z1"]
+    data = dict(np.load(f"{r.build_dir}/hw_outputs.npz"))
+    scale, bias = output_map(data["hw_int"], data["hw_out"], "x")
+    data["hw_int"][3, 2] += 1
+    data["hw_out"][3, 2] += scale
+    np.savez(tmp_path / "t.npz", **data)
+    model = resnet8_run.load_model("baseline")
+    x, y = digits.test.tensors[0][:N_IMAGES], digits.test.tensors[1][:N_IMAGES]
+    with pytest.raises(VerificationError, match="1/10 images"):
+        compare(tmp_path / "t.npz", model, x, y, 1.0, "MVAU_rtl_0")
+    v = compare(tmp_path / "t.npz", model, x, y, 1.0, "MVAU_rtl_0", strict=False)
+    assert not v.integer_exact and v.mismatched_images == 1 and v.max_abs_int_diff == 1

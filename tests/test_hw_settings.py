@@ -63,3 +63,18 @@ def test_load_report_errors(tmp_path):
 def test_board_capacities_feed_percentages():
     b = get_board("kv260")
     assert b.capacity("URAM") == 64 and b.capacity("BRAM_18K") == 288
+
+
+def test_output_map_recovers_scale_and_bias_and_rejects_non_affine():
+    import numpy as np
+
+    from fpgaslim.errors import VerificationError
+    from fpgaslim.hw.verify import output_map
+
+    rng = np.random.default_rng(0)
+    ints = rng.integers(-500, 500, size=(6, 10)).astype(np.float64)
+    b = rng.normal(size=10)
+    scale, bias = output_map(ints, 0.0123 * ints + b, "L")
+    assert scale == pytest.approx(0.0123) and np.allclose(bias, b)
+    with pytest.raises(VerificationError, match="not an affine map"):
+        output_map(ints, 0.0123 * ints ** 2, "L")
