@@ -83,12 +83,23 @@ def _last_step(progress: Path) -> tuple[str | None, dict | None]:
     return running, error
 
 
+def _die_with_parent() -> None:
+    """Linux: the build child gets SIGKILL when the process that started it dies, so a killed
+    sweep leaves no orphan build writing into a folder that the resumed sweep reuses."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the build folder lock in the sweep still serialises reuse
+
+
 def _run_child(job_path: Path, out: Path, env: dict[str, str], timeout_s: float) -> None:
     log = out / "child.log"
     with open(log, "w", encoding="utf-8") as f:
         proc = subprocess.Popen([sys.executable, "-m", "fpgaslim.hw.worker", str(job_path)],
                                 env=env, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         try:
             rc = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
