@@ -215,7 +215,7 @@ def _save(run: RunDir, vid: str, parent: str, model: nn.Module, data: DataSplits
                  "removed_units": row["removed_units"],
                  "removed_blocks": [b.index for b in list_blocks(model) if b.removed],
                  "omegas": row["omegas"], "residual_norms": row["residual_norms"],
-                 "steps": table, "accuracy_source": "measured in PyTorch (val: decisions, "
+                 "steps": list(table), "accuracy_source": "measured in PyTorch (val: decisions, "
                  "test: report)", "timing_source": "measured on this machine's CPU, "
                  f"{row['timing_threads']} threads, batch {row['timing_batch']}"})
     run.save(model.cpu(), rec)
