@@ -136,12 +136,13 @@ def test_pruned_variants_build_and_verify_in_finn_with_less_memory(pruned, digit
     run, _, variants, _, _ = pruned
     # verify_images=10: the baseline build test_hw_build makes, reused from disk in a full run
     ref = build_variant(run, "baseline", "pynq-z1", data=digits, verify_images=10)
-    last = variants[-1]
-    hw = build_variant(run, last.id, "pynq-z1", data=digits, verify_images=6)
-    assert hw.verification is not None and hw.verification.integer_exact
-    assert hw.verification.images == 6 and hw.verification.argmax_agreement == 1.0
-    assert all(v == "SUCCESS" for v in hw.finn_verification.values())
-    assert hw.memory.weight_bits_onchip.value < ref.memory.weight_bits_onchip.value
+    for v in variants:  # every accepted iteration: export, build, verify
+        hw = build_variant(run, v.id, "pynq-z1", data=digits, verify_images=6)
+        assert hw.verification is not None and hw.verification.integer_exact
+        assert hw.verification.images == 6 and hw.verification.argmax_agreement == 1.0
+        assert all(r == "SUCCESS" for r in hw.finn_verification.values())
+        assert hw.memory.weight_bits_onchip.value < ref.memory.weight_bits_onchip.value
+        assert run.record(v.id).qonnx == "model.qonnx.onnx"
     # BRAM_18K is not asserted: FINN packs each layer's weights by its folding, so a pruned
     # layer can take more blocks (measured: 44 input channels -> SIMD 11, 9 BRAM_18K for
     # 101 kbit vs 8 for the unpruned 147 kbit); it is reported by the benchmark.
