@@ -151,7 +151,7 @@ from fpgaslim.compress.train import TrainSettings
 
 WORK = Path(os.environ.get("FPGASLIM_NB_DIR", tempfile.mkdtemp()))
 RUN = fpgaslim.RunDir(WORK / "compare")
-data = fpgaslim.DataSettings(dataset="fashion-mnist", limit_train=3000, limit_test=300).load()
+data = fpgaslim.DataSettings(dataset="fashion-mnist", limit_train=2000, limit_test=300).load()
 job = fpgaslim.TrainJob(model="resnet8", width=0.5, train=TrainSettings(epochs=3, batch_size=64))
 base = fpgaslim.train_job(RUN, job, data=data, progress=False)
 print(f"baseline: {base.accuracy.test:.1f}% test (PyTorch, {base.accuracy.test_images} images), "
@@ -167,7 +167,7 @@ which saves FINN the stream duplication and skip-path buffers of residual blocks
 dp = fpgaslim.get_method("dynamic-prune")
 pruned = fpgaslim.run_method(RUN, "dynamic-prune", base.id,
                              dp.Settings.preset("cpu", iterations=1, epochs=1, patience=1,
-                                                tolerance=2.0), data=data, progress=False)
+                                                tolerance=2.0, stop_gap=0.1), data=data, progress=False)
 rc = fpgaslim.get_method("resconv")
 rc_settings = rc.Settings.preset("cpu").model_copy(update={"sparse_epochs": 2,
                                                             "retrain_epochs": 0,

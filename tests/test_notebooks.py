@@ -11,6 +11,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.timeout(1500)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -20,7 +21,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
         "commit notebooks without outputs"
     monkeypatch.setenv("FPGASLIM_NB_DIR", str(tmp_path))
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=1200, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
