@@ -11,15 +11,20 @@ the comparison itself (FINN estimates and PyTorch-measured accuracy, as labelled
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from fpgaslim.atomic import atomic_write_json
-from fpgaslim.compare import collect, compare_runs
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py)
 
-HERE = Path(__file__).resolve().parent
+from fpgaslim.compare import collect, compare_runs  # noqa: E402
+
+HERE = common.HERE
+METRICS = ("rows", "skipped", "read_records_and_reports_s", "compare_with_plots_s",
+           "compare_tables_only_s", "html_bytes")
 
 
 def main() -> None:
@@ -30,6 +35,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path, default=HERE / "results" / "compare.json")
     args = ap.parse_args()
+    common.machine()  # snapshot (load average) at the start
 
     t0 = time.perf_counter()
     rows, _, skipped = collect(args.runs)
@@ -55,11 +61,17 @@ def main() -> None:
         "html_bytes": result.files["html"].stat().st_size,
         "files": {k: str(v) for k, v in result.files.items()},
     }
-    atomic_write_json(args.json, out)
-    for k in ("rows", "skipped", "read_records_and_reports_s", "compare_with_plots_s",
-              "compare_tables_only_s", "html_bytes"):
+    md = "\n".join(["# Comparison regeneration time", "",
+                     f"Runs: {', '.join(out['runs'])}. {out['source']}.", "",
+                     common.markdown_table([out], [(k, k, ".3f" if k.endswith("_s") else ",")
+                                                   for k in METRICS])])
+    js, _ = common.save_results(args.json.stem, {"source": out["source"],
+                                                      "sources": {"*_s": out["source"]}},
+                                [out], md,
+                                results_dir=args.json.parent)
+    for k in METRICS:
         console.print(f"{k}: {out[k]:.3f}" if isinstance(out[k], float) else f"{k}: {out[k]}")
-    console.print(f"saved {args.json}; report: {result.files['html']}")
+    console.print(f"saved {js}; report: {result.files['html']}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 For each model: train a baseline on real data (digits by default), FINN estimate build for a
 board, bundle it, then run the board runner with --simulate over the whole test split and
-compare its predictions with the QAT (Brevitas) model's. Prints a table and saves JSON.
+compare its predictions with the QAT (Brevitas) model's. Prints a table and saves JSON +
+Markdown (--out and the same name with .md).
 
 Every number is labelled: "measured (this CPU)" for wall times of fpgaslim's own steps,
 "simulated" for the runner's CPU execution of the dataflow graph (not FPGA speed), and
@@ -21,17 +22,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fpgaslim.atomic import atomic_write_json
-from fpgaslim.compress.baseline import BaselineSettings, train_baseline
-from fpgaslim.compress.data import load_dataset
-from fpgaslim.compress.train import TrainSettings
-from fpgaslim.compress.variants import RunDir
-from fpgaslim.deploy.board_runner import run as run_board
-from fpgaslim.deploy.bundle import bundle
-from fpgaslim.deploy.manifest import unpack
-from fpgaslim.hw.api import build_variant
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py)
 
-HERE = Path(__file__).resolve().parent
+from fpgaslim.compress.baseline import BaselineSettings, train_baseline  # noqa: E402
+from fpgaslim.compress.data import load_dataset  # noqa: E402
+from fpgaslim.compress.train import TrainSettings  # noqa: E402
+from fpgaslim.compress.variants import RunDir  # noqa: E402
+from fpgaslim.deploy.board_runner import run as run_board  # noqa: E402
+from fpgaslim.deploy.bundle import bundle  # noqa: E402
+from fpgaslim.deploy.manifest import unpack  # noqa: E402
+from fpgaslim.hw.api import build_variant  # noqa: E402
+
+HERE = common.HERE
+COLUMNS = [("model", "model"), ("width", "width", "g"), ("params", "params", ","),
+           ("QAT test acc %", "qat_test_accuracy_percent", ".2f"),
+           ("simulated acc %", "simulated_accuracy_percent", ".2f"),
+           ("simulated vs QAT agreement", "simulated_vs_qat_agreement", ".3f"),
+           ("bundle bytes", "bundle_bytes", ","),
+           ("simulated fps, batch 1 (CPU)", "simulated_fps_batch1", ",.1f"),
+           ("FINN est. fps", "finn_estimate_fps", ",.0f"), ("bit-exact", "bit_exact"),
+           ("bundle s", "bundle_s", ".2f")]
 
 
 def bench_model(model: str, width: float, data, board: str, epochs: int, work: Path,
@@ -62,6 +73,7 @@ def bench_model(model: str, width: float, data, board: str, epochs: int, work: P
         qat = run.load_model("baseline")(x).argmax(1).numpy()
     pred = np.asarray(result["accuracy"]["predictions"])
     return {
+        **common.variant_row(rec, report),
         "model": model, "width": width, "board": board, "params": rec.params,
         "qat_test_accuracy_percent": float((qat == y.numpy()).mean() * 100),
         "simulated_accuracy_percent": result["accuracy"]["accuracy_percent"],
@@ -82,6 +94,7 @@ def bench_model(model: str, width: float, data, board: str, epochs: int, work: P
 
 
 def main(argv: list[str] | None = None) -> int:
+    common.machine()  # snapshot (load average) at the start
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="cnv,resnet8")
     p.add_argument("--dataset", default="digits")
@@ -108,9 +121,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['simulated_vs_qat_agreement']:.3f}  bundle {row['bundle_bytes']:,} B  "
               f"sim batch {b1['batch_size']}: {b1['fps']:.1f} fps (CPU)  FINN est. "
               f"{row['finn_estimate_fps']:,.0f} fps  bundle {row['timings_s']['bundle']:.2f} s")
-    atomic_write_json(args.out, {"dataset": args.dataset, "board": args.board,
-                                 "python": sys.version.split()[0], "results": rows})
-    print(f"saved {args.out}")
+    for row in rows:  # flat copies of two nested figures for the table
+        row["simulated_fps_batch1"] = row["simulated_throughput"][0]["fps"]
+        row["bundle_s"] = row["timings_s"]["bundle"]
+    out = Path(args.out)
+    md = "\n".join([
+        f"# Deployment on {args.dataset}, board {args.board}", "",
+        "Accuracy: QAT measured (CPU, Brevitas); simulated = the board runner's CPU execution "
+        "of the bundle's dataflow graph (not FPGA speed); FINN est. fps: FINN estimate; "
+        "bundle s: measured (this CPU, wall clock).", "",
+        common.markdown_table(rows, COLUMNS)])
+    paths = common.save_results(out.stem, {"dataset": args.dataset, "board": args.board,
+                                           "python": sys.version.split()[0]},
+                                rows, md, results_dir=out.parent)
+    print("saved " + " and ".join(map(str, paths)))
     return 0
 
 

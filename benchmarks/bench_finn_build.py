@@ -7,43 +7,27 @@ Without --run it trains ResNet-8 and quarter-width CNV baselines on digits into 
 run (training is not timed). Each variant is built cold on the first board (full flow,
 including streamlining) and warm on the others (board-independent prefix reused), then
 verified bit-exactly on real test images. Prints a table and writes
-benchmarks/results/finn_build-<timestamp>.json with a machine description: these are
-measured wall times on this machine, not FINN estimates.
+benchmarks/results/finn_build-<timestamp>.json and .md with a machine description: the wall
+times are measured on this machine; est_fps, LUT, BRAM_18K are FINN estimates.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py)
 
-
-def machine() -> dict:
-    import psutil
-    import torch
-
-    from fpgaslim.hw.finn_compat import finn_version
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical_cores": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "load_avg_1m_at_start": os.getloadavg()[0], "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "finn_plus": finn_version()}
+COLUMNS = [("variant", "variant"), ("board", "board"), ("prefix_reused", "prefix_reused"),
+           ("build_wall_s", "build_wall_s", ".2f"), ("finn_steps_s", "finn_steps_s", ".2f"),
+           ("streamline_s", "streamline_s", ".2f"),
+           ("verify_images_per_s", "verify_images_per_s", ".2f"), ("bit_exact", "bit_exact"),
+           ("est_fps", "est_fps", ",.1f"), ("fits", "fits")]
 
 
 def trained_run(root: Path, epochs: int):
@@ -74,7 +58,7 @@ def main() -> None:
     from fpgaslim.compress.variants import RunDir
     from fpgaslim.hw.api import build_variant
 
-    info = machine()
+    info = common.machine()  # snapshot (load average) at the start
     tmp = tempfile.TemporaryDirectory(prefix="bench-finn-")
     if args.run:
         jobs = [(f"{p.name}/{vid}", RunDir(p), vid) for p in args.run for vid in RunDir(p).ids()]
@@ -91,37 +75,29 @@ def main() -> None:
             wall = time.perf_counter() - t
             v = r.verification
             rows.append({
-                "variant": label, "board": board, "cold": i == 0,
-                "prefix_reused": bool(r.timings.get("prefix_reused")),
+                **common.variant_row(run.record(vid), r), "variant": label, "board": board,
+                "cold": i == 0, "prefix_reused": bool(r.timings.get("prefix_reused")),
                 "api_wall_s": round(wall, 2), "build_wall_s": r.timings["build_wall_s"],
                 "finn_steps_s": r.timings["finn_build_s"],
                 "streamline_s": r.timings.get("step_fpgaslim_streamline_s"),
                 "verify_images": v.images, "verify_images_per_s": round(v.images_per_s, 2),
-                "bit_exact": v.integer_exact, "hw_accuracy": v.hw_accuracy,
-                "est_fps": round(r.throughput.fps.value, 1), "fits": r.fits,
-                "LUT": r.resources["LUT"].value, "BRAM_18K": r.resources["BRAM_18K"].value})
+                "hw_accuracy": v.hw_accuracy})
     tmp.cleanup()
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="FINN estimate builds (measured wall times on this machine)",
-              caption=f"{info['cpu']}, {info['logical_cores']} cores, finn-plus "
-                      f"{info['finn_plus']}; est_fps/LUT/BRAM: FINN estimates")
-    cols = ("variant", "board", "prefix_reused", "build_wall_s", "finn_steps_s", "streamline_s",
-            "verify_images_per_s", "bit_exact", "est_fps", "fits")
-    for k in cols:
-        t.add_column(k)
-    for row in rows:
-        t.add_row(*(str(row[k]) for k in cols))
-    Console(width=max(160, Console().width)).print(t)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    md = "\n".join([
+        "# FINN estimate builds (measured wall times on this machine)", "",
+        f"{info['cpu']}, {info['logical_cores']} cores, finn-plus {info['finn_plus']}. "
+        "Wall times: measured (time.perf_counter); est_fps/LUT/BRAM_18K: FINN estimates; "
+        "bit_exact: simulated (Python execution of the FINN graph vs Brevitas).", "",
+        common.markdown_table(rows, COLUMNS)])
+    print(md)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"finn_build-{stamp}.json"
-    out.write_text(json.dumps({"benchmark": "finn_build", "created": stamp, "machine": info,
-                               "source": "measured wall-clock (time.perf_counter); est_fps, "
-                                         "LUT, BRAM_18K are FINN estimates",
-                               "rows": rows}, indent=2) + "\n", encoding="utf-8")
-    print(f"saved {out}")
+    meta = {"benchmark": "finn_build", "created": stamp,
+            "source": "measured wall-clock (time.perf_counter); est_fps, LUT, BRAM_18K are "
+                      "FINN estimates",
+            "sources": {**common.ROW_SOURCES,
+                        "*_s, verify_images_per_s": "measured wall-clock (time.perf_counter)"}}
+    paths = common.save_results(f"finn_build-{stamp}", meta, rows, md)
+    print("saved " + " and ".join(map(str, paths)))
 
 
 if __name__ == "__main__":

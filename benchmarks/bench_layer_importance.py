@@ -26,34 +26,29 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from scipy.stats import spearmanr
 
-from fpgaslim.atomic import atomic_write_json, atomic_write_text
-from fpgaslim.compress import layer_importance
-from fpgaslim.compress.baseline import BaselineSettings, train_baseline
-from fpgaslim.compress.data import load_dataset
-from fpgaslim.compress.train import TrainSettings
-from fpgaslim.compress.variants import RunDir
-from fpgaslim.hw.api import build_variant
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py)
 
-HERE = Path(__file__).resolve().parent
+from fpgaslim.compress import layer_importance  # noqa: E402
+from fpgaslim.compress.variants import RunDir  # noqa: E402
+from fpgaslim.hw.api import build_variant  # noqa: E402
+
+COLUMNS = [("variant", "variant"), ("removed", "removed_blocks"),
+           ("val %", "val_accuracy", ".2f"), ("test %", "test_accuracy", ".2f"),
+           ("depth", "depth", "d"), ("MACs", "macs", ","), ("params", "params", ","),
+           ("fwd ms", "forward_ms_per_batch", ".1f"), ("bwd ms", "backward_ms_per_batch", ".1f"),
+           ("BRAM_18K", "BRAM_18K", ".0f"), ("LUT", "LUT", ",.0f"),
+           ("est. fps", "est_fps", ",.0f"), ("est. latency us", "est_latency_us", ".1f"),
+           ("bit-exact", "bit_exact")]
 
 
 def row(record, hw) -> dict:
-    return {
-        "variant": record.id, "step": record.details.get("step"),
-        "removed_blocks": record.details.get("removed_blocks", []),
-        "test_accuracy": record.accuracy.test, "val_accuracy": record.accuracy.val,
-        "depth": record.depth, "macs": record.macs, "params": record.params,
-        "forward_ms_per_batch": record.timings.get("forward_ms_per_batch"),
-        "backward_ms_per_batch": record.timings.get("backward_ms_per_batch"),
-        "BRAM_18K": hw.resources["BRAM_18K"].value, "LUT": hw.resources["LUT"].value,
-        "offchip_bytes_per_frame": hw.offchip.total_bytes.value,
-        "est_fps": hw.throughput.fps.value, "est_latency_us": hw.throughput.latency_us.value,
-        "hw_layers": len(hw.layers), "fits": hw.fits,
-        "bit_exact": None if hw.verification is None else hw.verification.integer_exact,
-    }
+    return {**common.variant_row(record, hw), "step": record.details.get("step"),
+            "removed_blocks": record.details.get("removed_blocks", []),
+            "forward_ms_per_batch": record.timings.get("forward_ms_per_batch"),
+            "backward_ms_per_batch": record.timings.get("backward_ms_per_batch")}
 
 
 def claims(variants, log: dict) -> dict:
@@ -78,43 +73,22 @@ def claims(variants, log: dict) -> dict:
 
 
 def markdown(rows: list[dict], meta: dict, c: dict) -> str:
-    lines = [f"# Layer importance (recursive reduction) on {meta['dataset']} ({meta['recipe']})",
-             "", f"Model {meta['model']} (width {meta['width']}) w4a4, board {meta['board']}. "
-             f"Accuracy: measured on {meta['test_images']} test images (CPU, Brevitas); "
-             "fwd/bwd ms: measured on this CPU (one training batch); BRAM_18K/LUT/fps/latency: "
-             "FINN estimate; bit-exact: simulated (Python execution of the FINN graph).", "",
-             "| variant | removed | val % | test % | depth | MACs | params | fwd ms | bwd ms "
-             "| BRAM_18K | LUT | est. fps | est. latency us | bit-exact |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        fwd = "-" if r["forward_ms_per_batch"] is None else f"{r['forward_ms_per_batch']:.1f}"
-        bwd = "-" if r["backward_ms_per_batch"] is None else f"{r['backward_ms_per_batch']:.1f}"
-        lines.append(f"| {r['variant']} | {r['removed_blocks']} | {r['val_accuracy']:.2f} "
-                     f"| {r['test_accuracy']:.2f} | {r['depth']} | {r['macs']:,} "
-                     f"| {r['params']:,} | {fwd} | {bwd} | {r['BRAM_18K']:.0f} "
-                     f"| {r['LUT']:,.0f} | {r['est_fps']:,.0f} | {r['est_latency_us']:.1f} "
-                     f"| {r['bit_exact']} |")
-    lines += ["", "## The retracted paper's claims, measured", "",
-              "```json", json.dumps(c, indent=2, default=str), "```"]
-    return "\n".join(lines)
+    return "\n".join([
+        f"# Layer importance (recursive reduction) on {meta['dataset']} ({meta['recipe']})",
+        "", f"Model {meta['model']} (width {meta['width']}) w4a4, board {meta['board']}. "
+        f"Accuracy: measured on {meta['test_images']} test images (CPU, Brevitas); "
+        "fwd/bwd ms: measured on this CPU (one training batch); BRAM_18K/LUT/fps/latency: "
+        "FINN estimate; bit-exact: simulated (Python execution of the FINN graph).", "",
+        common.markdown_table(rows, COLUMNS), "",
+        "## The retracted paper's claims, measured", "",
+        "```json", json.dumps(c, indent=2, default=str), "```"])
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny data and 1 epoch: proves it runs")
-    ap.add_argument("--model", default="resnet20")
-    ap.add_argument("--width", type=float, default=1.0)
-    ap.add_argument("--board", default="pynq-z1")
-    ap.add_argument("--epochs", type=int, default=15, help="baseline training epochs")
-    ap.add_argument("--verify-images", type=int, default=20)
-    ap.add_argument("--work", type=Path, default=None, help="run folder (default under results)")
+    common.add_recipe_args(ap, "resnet20")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
-    tag = "smoke" if args.smoke else "cpu"
-    out_dir = HERE / "results"
-    work = args.work or out_dir / "tmp" / f"layer-importance-{tag}"  # git-ignored
-    data = load_dataset("fashion-mnist", **(dict(limit_train=400, limit_test=200)
-                                             if args.smoke else {}))
+    tag, data = common.start(args)  # machine snapshot, 2 torch threads, the data
     settings = layer_importance.Settings.preset("cpu")
     epochs, verify = args.epochs, args.verify_images
     if args.smoke:
@@ -122,11 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                                                    target_units=7, tolerance=100.0,
                                                    timing_repeats=2))
         epochs, verify = 1, min(verify, 4)
-    run = RunDir(work)
+    run = RunDir(common.work_dir(args, f"layer-importance-{tag}"))
     t0 = time.perf_counter()
-    base = train_baseline(run, data, BaselineSettings(
-        model=args.model, width=args.width,
-        train=TrainSettings(epochs=epochs, lr=0.05, batch_size=64)), progress=False)
+    base = common.train_recipe_baseline(run, data, args.model, args.width, epochs)
     base_hw = build_variant(run, base.id, args.board, data=data, verify_images=verify)
     base_row = row(base, base_hw)
     variants = layer_importance.run(run, base.id, data, settings, progress=False)
@@ -135,20 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     log_path = run.path / "methods" / f"{layer_importance.METHOD}-{base.id}.json"
     log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
     c = claims(variants, log)
-    recipe = "fpgaslim CPU recipe" + (" (smoke: not a result)" if args.smoke else "")
-    meta = {"dataset": data.name, "recipe": recipe, "model": args.model, "width": args.width,
-            "board": args.board, "test_images": len(data.test), "baseline_epochs": epochs,
-            "settings": settings.model_dump(mode="json"), "plots": [
-                str(run.variant_dir(variants[-1].id) / n)
-                for n in ("omega.png", "accuracy_vs_depth.png")],
-            "wall_s": time.perf_counter() - t0, "torch_threads": torch.get_num_threads()}
-    stem = out_dir / f"layer-importance-{tag}"
-    atomic_write_json(stem.with_suffix(".json"), {"meta": meta, "rows": rows, "claims": c,
-                                                  "steps": log.get("steps")})
-    md = markdown(rows, meta, c)
-    atomic_write_text(stem.with_suffix(".md"), md)
-    print(md)
-    print(f"saved {stem}.json and {stem}.md")
+    meta = common.recipe_meta(
+        args, data, epochs, t0, settings=settings.model_dump(mode="json"),
+        plots=[str(run.variant_dir(variants[-1].id) / n)
+               for n in ("omega.png", "accuracy_vs_depth.png")],
+        sources={**common.ROW_SOURCES,
+                 "forward_ms_per_batch/backward_ms_per_batch": "measured on this CPU"})
+    common.publish(f"layer-importance-{tag}", meta, rows, markdown(rows, meta, c),
+                   extra={"claims": c, "steps": log.get("steps")})
     return 0
 
 

@@ -1,0 +1,244 @@
+"""Helpers shared by the benchmark scripts: the machine description, one result row per
+variant, Markdown tables, and saving JSON + Markdown under benchmarks/results/.
+
+The scripts import this as a sibling module (they put their own folder on sys.path), so it
+stays out of the installed `fpgaslim` package.
+
+Every number keeps its source label: `ROW_SOURCES` says where each field of `variant_row`
+comes from, and `save_results` writes it into the JSON next to the machine and the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fpgaslim.atomic import atomic_write_json, atomic_write_text
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+#: where each field of `variant_row` comes from (copied into every saved result's meta)
+ROW_SOURCES: dict[str, str] = {
+    "test_accuracy/val_accuracy/accuracy_drop": "measured (CPU, Brevitas)",
+    "params/macs/depth": "counted on the model",
+    "BRAM_18K/URAM/LUT/DSP/est_fps/est_latency_us/fits": "FINN estimate (finn-plus)",
+    "offchip_bytes_per_frame": "FINN estimate (fpgaslim, from FINN's stream shapes and folding)",
+    "bit_exact": "simulated (Python execution of the folded FINN graph vs Brevitas)",
+}
+
+_MACHINE: dict[str, Any] | None = None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """The machine the benchmark runs on: CPU model, logical cores, memory, platform, the
+    versions of python/torch/finn-plus/brevitas, and the 1-minute load average.
+
+    The first call takes the snapshot (call it when the benchmark starts, so the load average
+    is the one at the start); later calls return a copy of the same snapshot."""
+    global _MACHINE
+    if _MACHINE is None:
+        try:
+            import psutil
+
+            memory_gb: float | None = round(psutil.virtual_memory().total / 2**30, 1)
+        except ImportError:
+            memory_gb = None
+        _MACHINE = {
+            "cpu": _cpu_model(), "logical_cores": os.cpu_count(), "memory_gb": memory_gb,
+            "load_avg_1m_at_start": (round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
+                                     else None),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "torch": _version("torch"), "finn_plus": _version("finn-plus"),
+            "brevitas": _version("brevitas"),
+        }
+    return dict(_MACHINE)
+
+
+def recipe(smoke: bool) -> str:
+    """The recipe label of a run: the CPU recipe, or a smoke run that is not a result."""
+    return "fpgaslim CPU recipe" + (" (smoke: not a result)" if smoke else "")
+
+
+def add_recipe_args(ap: argparse.ArgumentParser, model: str, *, width: bool = True) -> None:
+    """The options every CPU-recipe benchmark shares: --smoke, --model, --width (optional),
+    --board, --epochs (baseline training), --verify-images and --work (the run folder)."""
+    ap.add_argument("--smoke", action="store_true", help="tiny data and 1 epoch: proves it runs")
+    ap.add_argument("--model", default=model)
+    if width:
+        ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--board", default="pynq-z1")
+    ap.add_argument("--epochs", type=int, default=15, help="baseline training epochs")
+    ap.add_argument("--verify-images", type=int, default=20)
+    ap.add_argument("--work", type=Path, default=None, help="run folder (default under results)")
+
+
+def work_dir(args: argparse.Namespace, name: str) -> Path:
+    """The run folder: --work, else results/tmp/<name> (git-ignored)."""
+    return args.work or RESULTS / "tmp" / name
+
+
+def recipe_data(smoke: bool, dataset: str = "fashion-mnist") -> Any:
+    """The benchmark data set: all of it, or 400 train / 200 test images for a smoke run."""
+    from fpgaslim.compress.data import load_dataset
+
+    return load_dataset(dataset, **(dict(limit_train=400, limit_test=200) if smoke else {}))
+
+
+def start(args: argparse.Namespace) -> tuple[str, Any]:
+    """Begin a CPU-recipe benchmark: snapshot the machine (load average at the start), use 2
+    torch threads, load the data. Returns (tag: "smoke" or "cpu", data)."""
+    import torch
+
+    machine()
+    torch.set_num_threads(2)
+    return ("smoke" if args.smoke else "cpu"), recipe_data(args.smoke)
+
+
+def recipe_meta(args: argparse.Namespace, data: Any, epochs: int, t0: float,
+                **more: Any) -> dict[str, Any]:
+    """The meta every CPU-recipe result carries (data set, recipe, model, width, board, test
+    images, baseline epochs, wall time since `t0` (time.perf_counter), torch threads), plus
+    `more`."""
+    import time
+
+    import torch
+
+    meta = {"dataset": data.name, "recipe": recipe(args.smoke), "model": args.model}
+    if hasattr(args, "width"):
+        meta["width"] = args.width
+    meta.update({"board": args.board, "test_images": len(data.test),
+                 "baseline_epochs": epochs, **more,
+                 "wall_s": time.perf_counter() - t0, "torch_threads": torch.get_num_threads()})
+    return meta
+
+
+def train_recipe_baseline(run: Any, data: Any, model: str, width: float, epochs: int) -> Any:
+    """Train (or resume) the baseline with the CPU recipe's SGD settings (lr 0.05, batch 64)."""
+    from fpgaslim.compress.baseline import BaselineSettings, train_baseline
+    from fpgaslim.compress.train import TrainSettings
+
+    return train_baseline(run, data, BaselineSettings(
+        model=model, width=width, train=TrainSettings(epochs=epochs, lr=0.05, batch_size=64)),
+        progress=False)
+
+
+def _figure(hw: Any, name: str) -> float | None:
+    f = hw.resources.get(name)
+    return None if f is None else f.value
+
+
+def variant_row(record: Any, hw: Any = None, base: Any = None) -> dict[str, Any]:
+    """One result row for a variant (`fpgaslim.compress.variants.Variant`).
+
+    With `hw` (a `fpgaslim.hw.report.HardwareReport`): the FINN estimates (BRAM_18K, URAM,
+    LUT, DSP, off-chip bytes/frame, fps, latency, HW layers, fits) and the bit-exact
+    verification (None when the build did not verify). With `base` (the baseline Variant):
+    the accuracy drop (percentage points) and the MACs reduction (%) against it.
+    Sources of every field: `ROW_SOURCES`."""
+    acc = record.accuracy
+    row: dict[str, Any] = {
+        "variant": record.id, "parent": record.parent, "method": record.method,
+        "test_accuracy": acc.test, "val_accuracy": acc.val,
+        "params": record.params, "macs": record.macs, "depth": record.depth,
+    }
+    if base is not None:
+        both = acc.test is not None and base.accuracy.test is not None
+        row["accuracy_drop"] = base.accuracy.test - acc.test if both else None
+        row["macs_reduction_pct"] = (100.0 * (1 - record.macs / base.macs)
+                                     if base.macs else None)
+    if hw is not None:
+        row.update({
+            "BRAM_18K": _figure(hw, "BRAM_18K"), "URAM": _figure(hw, "URAM"),
+            "LUT": _figure(hw, "LUT"), "DSP": _figure(hw, "DSP"),
+            "weight_bits_onchip": hw.memory.weight_bits_onchip.value,
+            "offchip_bytes_per_frame": hw.offchip.total_bytes.value,
+            "est_fps": hw.throughput.fps.value,
+            "est_latency_us": hw.throughput.latency_us.value,
+            "hw_layers": len(hw.layers), "fits": hw.fits,
+            "bit_exact": None if hw.verification is None else hw.verification.integer_exact,
+        })
+    return row
+
+
+#: a table column: (header, row key) or (header, row key, format), where format is a format
+#: spec ("{:.2f}"-style without braces, e.g. ".2f", ",.0f") or a function of the value; a
+#: column with a format is right-aligned; None values print as "-"
+Column = tuple[str, str] | tuple[str, str, str | Callable[[Any], str]]
+
+
+def _cell(value: Any, fmt: str | Callable[[Any], str] | None) -> str:
+    if value is None:
+        return "-"
+    if callable(fmt):
+        return fmt(value)
+    if fmt and isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return format(value, fmt)
+        except ValueError:  # e.g. "d" given a float
+            pass
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[Column]) -> str:
+    """A GitHub Markdown table of `rows` with the given columns (see `Column`)."""
+    cols = [(c[0], c[1], c[2] if len(c) > 2 else None) for c in columns]
+    lines = ["| " + " | ".join(h for h, _, _ in cols) + " |",
+             "|" + "|".join("---:" if f else "---" for _, _, f in cols) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r.get(k), f) for _, k, f in cols) + " |")
+    return "\n".join(lines)
+
+
+def save_results(name: str, meta: dict[str, Any], rows: list[dict[str, Any]], markdown: str,
+                 *, extra: dict[str, Any] | None = None,
+                 results_dir: str | Path = RESULTS) -> tuple[Path, Path]:
+    """Write `<results_dir>/<name>.json` ({"meta", "rows", **extra}) and `<name>.md`, each
+    atomically (`fpgaslim.atomic`). `meta` gets the machine description (`machine()`), the
+    ISO date (UTC) and, unless it has its own, the row field sources (`ROW_SOURCES`); the
+    Markdown gets a footer with the machine and the date. Returns (json path, md path)."""
+    info = machine()
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta = {**meta, "machine": info, "date": date}
+    meta.setdefault("sources", ROW_SOURCES)
+    stem = Path(results_dir) / name
+    js = atomic_write_json(stem.with_name(stem.name + ".json"),
+                           {"meta": meta, "rows": rows, **(extra or {})})
+    footer = (f"\n\n_{date}; {info['cpu']}, {info['logical_cores']} logical cores, "
+              f"{info['memory_gb']} GB; python {info['python']}, torch {info['torch']}, "
+              f"finn-plus {info['finn_plus']}, brevitas {info['brevitas']}; load average "
+              f"{info['load_avg_1m_at_start']} at start._\n")
+    md = atomic_write_text(stem.with_name(stem.name + ".md"), markdown.rstrip() + footer)
+    return js, md
+
+
+def publish(name: str, meta: dict[str, Any], rows: list[dict[str, Any]], markdown: str,
+            **kwargs: Any) -> tuple[Path, Path]:
+    """`save_results`, then print the Markdown and where it was saved."""
+    paths = save_results(name, meta, rows, markdown, **kwargs)
+    print(markdown)
+    print("saved " + " and ".join(map(str, paths)))
+    return paths
