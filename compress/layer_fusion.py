@@ -35,7 +35,7 @@ from torch import nn
 from fpgaslim.atomic import atomic_write, atomic_write_json
 from fpgaslim.errors import ConfigError
 
-from .block_surgery import BlockInfo, list_blocks, present_blocks, remove_blocks, resnet_arch_of
+from .block_surgery import BlockInfo, list_blocks, remove_blocks, resnet_arch_of
 from .data import DataSplits
 from .train import KDSettings, TrainSettings, evaluate, train
 from .variants import (CHECKPOINT_FORMAT, Accuracy, RunDir, Timer, Variant, describe,
