@@ -122,7 +122,8 @@ def info(run: Path) -> None:
     from fpgaslim.compress.variants import RunDir
 
     table = Table(title=f"variants in {run}")
-    for col in ("id", "parent", "method", "model", "bits", "depth", "params", "MACs",
+    table.add_column("id", no_wrap=True)  # ids are what users copy into the next command
+    for col in ("parent", "method", "model", "bits", "depth", "params", "MACs",
                 "val %", "test %", "qonnx"):
         table.add_column(col)
     for r in RunDir(run).records():
