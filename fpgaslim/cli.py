@@ -34,7 +34,8 @@ def _handle_errors(fn: Callable) -> Callable:
 def _console():
     from rich.console import Console
 
-    return Console()
+    # a pipe or log file gets wide tables instead of rich's 80-column default
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
