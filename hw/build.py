@@ -212,7 +212,7 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
 
         expected = execute_qonnx(load_onnx(onnx_path), x[:1].numpy())
     np.save(out / "verify_input.npy", x[:1].numpy())
-    np.save(out / "verify_expected.npy", expected)
+    np.save(out / "verify_expected.npy", expected.astype(np.float32))
     exec_npy = None
     if model is not None:
         exec_npy = out / "exec_input.npy"
