@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .data import DataSplits
@@ -26,6 +27,7 @@ def train_baseline(run: RunDir, data: DataSplits, settings: BaselineSettings,
     check_id(variant_id)
     if run.has(variant_id):
         return run.record(variant_id)
+    torch.manual_seed(settings.train.seed)  # the initial weights are part of the recipe
     model = create_model(settings.model, data.input_shape, data.num_classes, settings.bits,
                          settings.width)
     ckpt: Path = run.variant_dir(variant_id) / "train-state.pt"

@@ -107,17 +107,28 @@ def load_state(path: Path) -> dict:
                               "start over, or restore it from a backup.") from exc
 
 
-def _stats_counters(model: nn.Module) -> dict[str, int]:
-    """Brevitas' activation scales collect statistics for their first steps; the step counters
-    are not in a state_dict, so without them a resume inside that phase would differ."""
-    return {n: int(m.counter) for n, m in model.named_modules()
-            if isinstance(getattr(m, "counter", None), int)}
+def _stats_state(model: nn.Module) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
+    """Brevitas' activation scales collect running statistics for their first training steps;
+    neither the step counters nor the running statistics are in a state_dict, so without them
+    a resume inside that phase would start the statistics over."""
+    counters, buffers = {}, {}
+    for n, m in model.named_modules():
+        if isinstance(getattr(m, "counter", None), int):
+            counters[n] = int(m.counter)
+            buf = getattr(m, "buffer", None)
+            if isinstance(buf, torch.Tensor):
+                buffers[n] = buf.detach().cpu().clone()
+    return counters, buffers
 
 
-def _set_stats_counters(model: nn.Module, counters: dict[str, int]) -> None:
+def _set_stats_state(model: nn.Module, counters: dict[str, int],
+                     buffers: dict[str, torch.Tensor]) -> None:
     for n, m in model.named_modules():
         if n in counters:
             m.counter = counters[n]
+        if n in buffers:
+            m.buffer = buffers[n].to(m.buffer.device if isinstance(m.buffer, torch.Tensor)
+                                     else "cpu").clone()
 
 
 def train(
@@ -166,12 +177,19 @@ def train(
     if state is not None:
         # before the optimizer exists: Brevitas may swap scale Parameters on load
         model.load_state_dict(state["model"])
-        _set_stats_counters(model, json.loads(state.get("stats_counters", "{}")))
+        _set_stats_state(model, json.loads(state.get("stats_counters", "{}")),
+                         state.get("stats_buffers", {}))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
                           weight_decay=settings.weight_decay)
     if state is not None:
-        opt.load_state_dict(state["optimizer"])
+        # momentum by parameter name, not position: Brevitas registers activation-scale
+        # Parameters when their statistics phase ends, so the order of the (scalar) scales
+        # differs between a model that trained into them and one that loaded them
+        named = dict(model.named_parameters())
+        for name, buf in state["momentum"].items():
+            if name in named and named[name].requires_grad:
+                opt.state[named[name]]["momentum_buffer"] = buf.clone()
         start, history = state["epoch"], json.loads(state["history"])
         best_acc, best_state = state["best_acc"], state["best_model"]
         since_best = state["since_best"]
@@ -225,11 +243,16 @@ def train(
         else:
             since_best += 1
         if checkpoint is not None:
+            counters, stat_buffers = _stats_state(model)
             snapshot = {"fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
-                        "optimizer": opt.state_dict(), "history": json.dumps(history),
+                        "momentum": {n: opt.state[p]["momentum_buffer"]
+                                     for n, p in model.named_parameters()
+                                     if "momentum_buffer" in opt.state.get(p, {})},
+                        "history": json.dumps(history),
                         "best_acc": best_acc, "best_model": best_state,
                         "since_best": since_best, "rng": torch.get_rng_state(),
-                        "stats_counters": json.dumps(_stats_counters(model))}
+                        "stats_counters": json.dumps(counters),
+                        "stats_buffers": stat_buffers}
             atomic_write(checkpoint, lambda p: torch.save(snapshot, p))
     if best_state is not None:
         model.load_state_dict(best_state)
