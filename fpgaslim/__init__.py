@@ -12,7 +12,12 @@ The Python API mirrors the CLI (imports are lazy so `import fpgaslim` stays chea
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
+
+# brevitas warns at import that an optional CUDA kernel package is missing; irrelevant here,
+# and it would repeat in every build worker process
+warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
 
 __version__ = "0.1.0"
 

@@ -352,7 +352,7 @@ def demo(out: Path, workers: int) -> None:
 
     cfg = demo_config(out)
     cfg.parallel.workers = workers
-    click.echo(f"fpgaslim demo: ResNet-8 w4a4 on digits -> dynamic pruning + layer fusion, "
+    click.echo(f"fpgaslim demo: ResNet-14 w4a4 on digits -> dynamic pruning + layer fusion, "
                f"ResConv -> FINN estimates on {', '.join(cfg.boards)} -> report in {out}")
     result = run_sweep(cfg)
     _print_sweep(result)

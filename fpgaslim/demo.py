@@ -1,6 +1,6 @@
 """The main job: a small sweep on the embedded digits data that needs nothing else.
 
-ResNet-8 w4a4 baseline -> dynamic channel pruning + layer fusion (the paper's chain) and
+ResNet-14 (half width, two units per stage, so layer fusion has blocks to remove) w4a4 -> dynamic channel pruning + layer fusion (the paper's chain) and
 ResConv-Prune -> FINN estimate builds for a Zynq and an Alveo board, bit-exact verification,
 -> comparison table and HTML report. Small epoch budgets: minutes on 2 CPU cores.
 """
@@ -13,7 +13,7 @@ from fpgaslim.config import validate
 from fpgaslim.sweep import SweepConfig
 
 DEMO = {
-    "baseline": {"data": {"dataset": "digits"}, "model": "resnet8",
+    "baseline": {"data": {"dataset": "digits"}, "model": "resnet14", "width": 0.5,
                  "train": {"epochs": 8, "lr": 0.05, "batch_size": 32}},
     "methods": [
         {"method": "dynamic-prune+fuse", "preset": "cpu", "settings": {
