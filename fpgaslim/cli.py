@@ -329,7 +329,10 @@ def sweep(config: Path, workers: int | None, dask_scheduler: str | None) -> None
         cfg.parallel.workers = workers
     if dask_scheduler:
         cfg.parallel.dask_scheduler = dask_scheduler
-    _print_sweep(run_sweep(cfg))
+    result = run_sweep(cfg)
+    _print_sweep(result)
+    if result.failures:
+        sys.exit(3)
 
 
 def _print_sweep(result) -> None:
@@ -338,6 +341,9 @@ def _print_sweep(result) -> None:
                f"in {result.run_dir} (work done this time: {done})")
     for name, path in result.report.items():
         click.echo(f"  {name}: {path}")
+    for key, why in result.failures.items():
+        click.secho(f"  build {key} failed (not in the report; retried next run): {why}",
+                    fg="red", err=True)
 
 
 @main.command()

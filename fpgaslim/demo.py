@@ -17,7 +17,8 @@ DEMO = {
                  "train": {"epochs": 8, "lr": 0.05, "batch_size": 32}},
     "methods": [
         {"method": "dynamic-prune+fuse", "preset": "cpu", "settings": {
-            "dynamic-prune": {"iterations": 2, "epochs": 2, "patience": 2, "tolerance": 1.0},
+            "dynamic-prune": {"iterations": 2, "epochs": 2, "patience": 2, "tolerance": 1.0,
+                              "channel_multiple": 4},
             "layer-fusion": {"short_epochs": 1, "long_epochs": 2, "group_size": 2,
                              "max_removals": 2}}},
         {"method": "resconv", "preset": "cpu", "settings": {

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from fpgaslim.atomic import atomic_write_json
 from fpgaslim.compress.variants import RunDir
 from fpgaslim.config import validate
-from fpgaslim.errors import ConfigError
+from fpgaslim.errors import ConfigError, FpgaslimError
 from fpgaslim.pipeline import TrainJob, as_run, train_job
 
 CHAIN = "dynamic-prune+fuse"
@@ -138,6 +138,7 @@ class SweepResult(BaseModel):
     builds: dict[str, str]  # "<variant>@<board>" -> report.json path
     maxfit: dict[str, str] = Field(default_factory=dict)
     work_done: dict[str, int]  # units of work run in this call (0 everywhere: nothing to do)
+    failures: dict[str, str] = Field(default_factory=dict)  # "<variant>@<board>" -> error
     report: dict[str, str] = Field(default_factory=dict)  # written report files
 
 
@@ -246,7 +247,7 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
             variants += [v for v in ids if v not in variants]
             bar.advance()
 
-        builds: dict[str, str] = {}
+        builds: dict[str, str] = {}  # planned; a failed one has no report.json
         todo = []
         for vid in variants:
             for board in config.boards:
@@ -256,6 +257,7 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
                 if not path.is_file():
                     todo.append((vid, board))
         maxfit: dict[str, str] = {}
+        failures: dict[str, str] = {}
         search = config.folding_search
         search_todo = []
         if search.enabled:
@@ -271,11 +273,16 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
         if todo or search_todo:
             ex = _Executor(config.parallel)
             try:
-                futures: list[Future] = [
-                    ex.submit(_build_task, str(run.path), vid, board, config.build,
-                              config.verify_images) for vid, board in todo]
-                for fut in ex.as_completed(futures):
-                    fut.result()  # re-raises a build's error here, with its message
+                keys = {}
+                for vid, board in todo:
+                    fut = ex.submit(_build_task, str(run.path), vid, board, config.build,
+                                    config.verify_images)
+                    keys[fut] = f"{vid}@{board}"
+                for fut in ex.as_completed(list(keys)):
+                    try:
+                        fut.result()
+                    except FpgaslimError as exc:  # one variant's failure must not sink the
+                        failures[keys[fut]] = str(exc)  # others: reported, retried next run
                     work["builds"] += 1
                     bar.advance_sub()
                 futures = [ex.submit(_maxfit_task, str(run.path), vid, board, config.build,
@@ -296,4 +303,4 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
                   if not k.startswith("plot:")}
         bar.advance()
     return SweepResult(run_dir=str(run.path), variants=variants, builds=builds, maxfit=maxfit,
-                       work_done=work, report=report)
+                       work_done=work, report=report, failures=failures)
