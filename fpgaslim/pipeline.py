@@ -63,12 +63,12 @@ def train_job(run: RunDir | str | Path, job: TrainJob, data: DataSplits | None =
 def export_variant(run: RunDir | str | Path, variant_id: str, data: DataSplits | None = None,
                    check_images: int = 20) -> Variant:
     """Export a variant to QONNX and check the ONNX file against PyTorch on real test images."""
-    from fpgaslim.hw.qonnx_export import check_export, export_qonnx
+    from fpgaslim.hw.qonnx_export import QONNX_FILE, check_export, export_qonnx
 
     run = as_run(run)
     record = run.record(variant_id)
     model = run.load_model(variant_id)
-    path = run.variant_dir(variant_id) / "model.qonnx.onnx"
+    path = run.variant_dir(variant_id) / QONNX_FILE
     with Timer() as t:
         export_qonnx(model, path)
     data = data or load_dataset(record.dataset)

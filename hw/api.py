@@ -17,7 +17,7 @@ from fpgaslim.compress.data import DataSplits, load_dataset
 from fpgaslim.compress.variants import RunDir
 
 from .build import BuildSettings, build_estimate
-from .qonnx_export import export_qonnx
+from .qonnx_export import ensure_qonnx
 from .report import HardwareReport, load_report, save_report
 
 __all__ = ["BuildSettings", "HardwareReport", "build_dir_for", "build_variant", "load_report"]
@@ -50,9 +50,7 @@ def build_variant(run: RunDir, variant_id: str, board: str = "pynq-z1",
             return report
     model = run.load_model(variant_id)
     vdir = run.variant_dir(variant_id)
-    if record.qonnx is None or not (vdir / record.qonnx).is_file():
-        export_qonnx(model, vdir / "model.qonnx.onnx")
-        record = run.update(record.model_copy(update={"qonnx": "model.qonnx.onnx"}))
+    record = ensure_qonnx(run, variant_id, model)
     if data is None:
         data = load_dataset(record.dataset, limit_train=1)
     n = max(1, verify_images)  # FINN's own verification steps need one image

@@ -28,7 +28,7 @@ from fpgaslim.compress.variants import RunDir
 from .boards import get_board
 from .build import BuildSettings, build_estimate
 from .figure import Figure
-from .qonnx_export import export_qonnx
+from .qonnx_export import ensure_qonnx
 from .report import HardwareReport
 
 BUDGET_RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
@@ -92,11 +92,8 @@ def search_variant(run: RunDir, variant_id: str, board: str, build: dict[str, An
     out = maxfit_path(run, variant_id, board, build)
     if out.is_file():
         return out
-    record = run.record(variant_id)
     vdir = run.variant_dir(variant_id)
-    if record.qonnx is None or not (vdir / record.qonnx).is_file():
-        export_qonnx(run.load_model(variant_id), vdir / "model.qonnx.onnx")
-        record = run.update(record.model_copy(update={"qonnx": "model.qonnx.onnx"}))
+    record = ensure_qonnx(run, variant_id)
     images = load_dataset(record.dataset, limit_train=1).test.tensors[0][:1]
     work = out.parent / "probes"
     cache: dict[tuple[int, int], Probe] = {}

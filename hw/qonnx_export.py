@@ -59,6 +59,20 @@ def export_qonnx(model: nn.Module, path: str | Path) -> Path:
     return atomic_write(path, write)
 
 
+QONNX_FILE = "model.qonnx.onnx"
+
+
+def ensure_qonnx(run, variant_id: str, model: nn.Module | None = None):
+    """The variant's record, exported to QONNX first if it has no export yet (one place for
+    the builds, the folding search and `fpgaslim export`)."""
+    record = run.record(variant_id)
+    vdir = run.variant_dir(variant_id)
+    if record.qonnx is None or not (vdir / record.qonnx).is_file():
+        export_qonnx(model if model is not None else run.load_model(variant_id), vdir / QONNX_FILE)
+        record = run.update(record.model_copy(update={"qonnx": QONNX_FILE}))
+    return record
+
+
 def load_onnx(path: str | Path):
     """A qonnx ModelWrapper, with a clear error for a missing or corrupt file."""
     from qonnx.core.modelwrapper import ModelWrapper
