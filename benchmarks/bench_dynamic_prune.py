@@ -58,21 +58,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_recipe_args(ap, "resnet20", width=False)
-    ap.add_argument("--tolerance", type=float, default=0.5)
-    ap.add_argument("--channel-multiple", type=int, default=4,
-                    help="keep a multiple of this many channels per layer (FINN folding)")
     ap.add_argument("--no-build", action="store_true", help="skip the FINN builds")
     args = ap.parse_args(argv)
     tag, data = common.start(args)  # machine snapshot, 2 torch threads, the data
-    settings = dp.Settings.preset("cpu", tolerance=args.tolerance,
-                                  channel_multiple=args.channel_multiple)
+    settings = common.dynamic_prune_settings(args.smoke)
     epochs, verify = args.epochs, args.verify_images
     if args.smoke:  # one short search: proves the pipeline, says nothing about quality
-        settings = settings.model_copy(update=dict(epochs=1, iterations=1, stop_gap=0.2,
-                                                   patience=None, restart_every=0,
-                                                   tolerance=max(args.tolerance, 5.0)))
         epochs, verify = 1, min(verify, 4)
-    run = RunDir(common.work_dir(args, f"dynamic_prune-{tag}"))
+    run = RunDir(common.work_dir(args))
     t0 = time.perf_counter()
     base = common.train_recipe_baseline(run, data, args.model, 1.0, epochs)
     variants = dp.run(run, base.id, data, settings, progress=False)

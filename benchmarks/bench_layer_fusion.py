@@ -59,23 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     common.add_recipe_args(ap, "resnet20")
     ap.add_argument("--no-prune", action="store_true",
                     help="fuse the baseline directly instead of the dynamically pruned model")
+    ap.add_argument("--no-ablations", action="store_true",
+                    help="skip the no-KD and no-short-fine-tuning arms")
     args = ap.parse_args(argv)
     tag, data = common.start(args)  # machine snapshot, 2 torch threads, the data
     fusion = layer_fusion.Settings.preset("cpu")
     epochs, verify = args.epochs, args.verify_images
     prune = None
     if not args.no_prune:
-        from fpgaslim.compress import dynamic_prune
-
-        prune = dynamic_prune.Settings.preset("cpu")
+        prune = common.dynamic_prune_settings(args.smoke)
     if args.smoke:
         fusion = fusion.model_copy(update=dict(short_epochs=1, long_epochs=1, max_removals=2,
                                                group_size=2))
-        if prune is not None:
-            prune = prune.model_copy(update=dict(epochs=1, iterations=1, stop_gap=0.3,
-                                                 calib_images=64))
         epochs, verify = 1, min(verify, 4)
-    run = RunDir(common.work_dir(args, f"layer-fusion-{tag}"))
+    run = RunDir(common.work_dir(args))
     t0 = time.perf_counter()
     base = common.train_recipe_baseline(run, data, args.model, args.width, epochs)
 
@@ -93,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         fused = layer_fusion.run(run, base.id, data, fusion, progress=False)
         fuse_from = base.id
     arms = [("fusion (KD + short/long)", fused)]
-    for name, update in (("ablation: no KD", {"kd": False}),
-                         ("ablation: no short FT", {"short_finetune": False})):
+    for name, update in () if args.no_ablations else (
+            ("ablation: no KD", {"kd": False}), ("ablation: no short FT", {"short_finetune": False})):
         arms.append((name, layer_fusion.run(run, fuse_from, data,
                                             fusion.model_copy(update=update), progress=False)))
     rows += [built(v, name) for name, variants in arms for v in variants]

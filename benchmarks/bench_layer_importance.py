@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    target_units=7, tolerance=100.0,
                                                    timing_repeats=2))
         epochs, verify = 1, min(verify, 4)
-    run = RunDir(common.work_dir(args, f"layer-importance-{tag}"))
+    run = RunDir(common.work_dir(args))
     t0 = time.perf_counter()
     base = common.train_recipe_baseline(run, data, args.model, args.width, epochs)
     base_hw = build_variant(run, base.id, args.board, data=data, verify_images=verify)

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update=dict(sparse_epochs=1, retrain_epochs=0,
                                                    finetune_epochs=1, calibration_images=128))
         epochs, verify = 1, min(verify, 4)
-    run = RunDir(common.work_dir(args, f"resconv-{tag}"))
+    run = RunDir(common.work_dir(args))
     t0 = time.perf_counter()
     base = common.train_recipe_baseline(run, data, args.model, args.width, epochs)
     base_hw = build_variant(run, base.id, args.board, data=data, verify_images=verify)

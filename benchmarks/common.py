@@ -91,21 +91,42 @@ def add_recipe_args(ap: argparse.ArgumentParser, model: str, *, width: bool = Tr
     if width:
         ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--board", default="pynq-z1")
-    ap.add_argument("--epochs", type=int, default=15, help="baseline training epochs")
+    ap.add_argument("--epochs", type=int, default=BASELINE_EPOCHS,
+                    help="baseline training epochs")
+    ap.add_argument("--train-images", type=int, default=TRAIN_IMAGES,
+                    help="seeded training subset (0: all 54,000); validation gets a fifth as "
+                         "many, the test set is always whole")
     ap.add_argument("--verify-images", type=int, default=20)
-    ap.add_argument("--work", type=Path, default=None, help="run folder (default under results)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="run folder (default: results/tmp/<model>-<tag>, shared by the "
+                         "method benchmarks so they start from one baseline)")
 
 
-def work_dir(args: argparse.Namespace, name: str) -> Path:
-    """The run folder: --work, else results/tmp/<name> (git-ignored)."""
-    return args.work or RESULTS / "tmp" / name
+#: the CPU recipe: a seeded 8,000-image training subset (1,600 validation) of Fashion-MNIST,
+#: the whole 10,000-image test set, 10 baseline epochs. Sized so that every method benchmark
+#: and every FINN build fits in about two hours on 2 cores; the paper-scale recipes are the
+#: methods' "full" presets (GPU).
+TRAIN_IMAGES = 8000
+BASELINE_EPOCHS = 10
 
 
-def recipe_data(smoke: bool, dataset: str = "fashion-mnist") -> Any:
-    """The benchmark data set: all of it, or 400 train / 200 test images for a smoke run."""
+def work_dir(args: argparse.Namespace, name: str | None = None) -> Path:
+    """The run folder: --work, else results/tmp/<name> (git-ignored), by default the one
+    folder per model and tag that the method benchmarks share (one baseline, dynamic-pruning
+    variants reused by the layer-fusion chain, FINN builds cached per variant and board)."""
+    tag = "smoke" if args.smoke else "cpu"
+    return args.work or RESULTS / "tmp" / (name or f"{args.model}-{tag}")
+
+
+def recipe_data(smoke: bool, dataset: str = "fashion-mnist",
+                train_images: int = TRAIN_IMAGES) -> Any:
+    """The benchmark data set: the recipe's training subset and the whole test set, or 400
+    train / 200 test images for a smoke run."""
     from fpgaslim.compress.data import load_dataset
 
-    return load_dataset(dataset, **(dict(limit_train=400, limit_test=200) if smoke else {}))
+    if smoke:
+        return load_dataset(dataset, limit_train=400, limit_test=200)
+    return load_dataset(dataset, limit_train=train_images or None)
 
 
 def start(args: argparse.Namespace) -> tuple[str, Any]:
@@ -115,7 +136,23 @@ def start(args: argparse.Namespace) -> tuple[str, Any]:
 
     machine()
     torch.set_num_threads(2)
-    return ("smoke" if args.smoke else "cpu"), recipe_data(args.smoke)
+    return ("smoke" if args.smoke else "cpu"), recipe_data(
+        args.smoke, train_images=getattr(args, "train_images", TRAIN_IMAGES))
+
+
+def dynamic_prune_settings(smoke: bool) -> Any:
+    """Dynamic pruning as the benchmarks run it (the standalone benchmark and the first half
+    of the layer-fusion chain must agree, since they share the variants): the "cpu" preset
+    with FINN-friendly multiples of 4 channels, two iterations and a coarser threshold search
+    (4 trials of at most 3 epochs per iteration) to fit the CPU budget."""
+    from fpgaslim.compress import dynamic_prune
+
+    s = dynamic_prune.Settings.preset("cpu", channel_multiple=4, iterations=2,
+                                      stop_gap=0.0625, epochs=3)
+    if smoke:
+        s = s.model_copy(update=dict(epochs=1, iterations=1, stop_gap=0.2, patience=None,
+                                     restart_every=0, tolerance=5.0, calib_images=64))
+    return s
 
 
 def recipe_meta(args: argparse.Namespace, data: Any, epochs: int, t0: float,
@@ -127,7 +164,8 @@ def recipe_meta(args: argparse.Namespace, data: Any, epochs: int, t0: float,
 
     import torch
 
-    meta = {"dataset": data.name, "recipe": recipe(args.smoke), "model": args.model}
+    meta = {"dataset": data.name, "recipe": recipe(args.smoke), "model": args.model,
+            "train_images": len(data.train), "val_images": len(data.val)}
     if hasattr(args, "width"):
         meta["width"] = args.width
     meta.update({"board": args.board, "test_images": len(data.test),

@@ -19,11 +19,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-ORDER = ("dynamic_prune", "layer_fusion", "layer_importance", "resconv", "finn_build",
-         "deploy", "compare")
-# run folders (with FINN builds) that the recipe scripts leave for bench_compare
-RUN_DIRS = ("dynamic_prune-{tag}", "layer-fusion-{tag}", "layer-importance-{tag}",
-            "resconv-{tag}")
+ORDER = ("layer_fusion", "dynamic_prune", "layer_importance", "compression", "resconv",
+         "finn_build", "deploy", "compare")
+# run folders (with FINN builds) that the recipe scripts leave for bench_compare: one per
+# model, shared by the method benchmarks (common.work_dir)
+RUN_DIRS = ("resnet20-{tag}", "resnet8-{tag}")
 
 
 def commands(smoke: bool) -> dict[str, list[str]]:
@@ -32,7 +32,8 @@ def commands(smoke: bool) -> dict[str, list[str]]:
     py = [sys.executable]
     flag = ["--smoke"] if smoke else []
     cmds = {name: [*py, str(HERE / f"bench_{name}.py"), *flag]
-            for name in ("dynamic_prune", "layer_fusion", "layer_importance", "resconv")}
+            for name in ("dynamic_prune", "layer_fusion", "layer_importance", "compression",
+                         "resconv")}
     cmds["finn_build"] = [*py, str(HERE / "bench_finn_build.py"),
                           *(["--epochs", "1", "--images", "4", "--boards", "pynq-z1"]
                             if smoke else [])]

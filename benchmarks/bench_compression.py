@@ -1,0 +1,240 @@
+"""Compression table: one row per kept variant of every method in the shared ResNet-20 run
+(Fashion-MNIST, CPU recipe), with its FINN estimates on Pynq-Z1 and U250, its max-fit fps on
+Pynq-Z1, and the wall time it took to produce; plus a w2a2 baseline row, the issue's targets
+checked against the best chained (dynamic pruning + layer fusion) variant, and the toolchain
+speed figures (seconds per FINN build, verification and training images per second).
+
+Run it after the method benchmarks (bench_layer_fusion, bench_dynamic_prune,
+bench_layer_importance), which leave their variants in the same run folder; builds and
+folding searches are cached per variant and board, so a rerun only does what is missing.
+
+    .venv/bin/python benchmarks/bench_compression.py            # the CPU recipe
+    .venv/bin/python benchmarks/bench_compression.py --smoke    # proves it runs
+
+Labels: accuracy "measured" (CPU, Brevitas, test split); params/MACs/depth counted on the
+model; BRAM_18K/URAM/LUT/DSP/fps/off-chip bytes "FINN estimate"; max-fit fps "FINN estimate,
+folding search"; wall times "measured" on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py)
+
+from fpgaslim.compress.models.arch import BitWidths  # noqa: E402
+from fpgaslim.compress.variants import RunDir, Variant  # noqa: E402
+from fpgaslim.hw.api import build_variant  # noqa: E402
+from fpgaslim.hw.folding_search import load_maxfit, search_variant  # noqa: E402
+
+BOARDS = ("pynq-z1", "u250")
+COLUMNS = [("variant", "variant"), ("method", "label"), ("bits", "bits"),
+           ("test acc %", "test_accuracy", ".2f"), ("drop", "accuracy_drop", "+.2f"),
+           ("params", "params", ","), ("MACs", "macs", ","), ("MACs -%", "macs_reduction_pct", ".1f"),
+           ("depth", "depth", "d"), ("BRAM_18K", "BRAM_18K", ".0f"), ("URAM", "URAM", ".0f"),
+           ("LUT", "LUT", ",.0f"), ("DSP", "DSP", ".0f"),
+           ("off-chip B/frame", "offchip_bytes_per_frame", ",.0f"),
+           ("fps Pynq-Z1", "fps_pynq-z1", ",.0f"), ("fps U250", "fps_u250", ",.0f"),
+           ("max-fit fps Pynq-Z1", "maxfit_fps", ",.0f"),
+           ("bit-exact", "bit_exact"), ("produce min", "produce_min", ".1f")]
+SPEED_COLUMNS = [("variant", "variant"), ("board", "board"), ("prefix reused", "prefix_reused"),
+                 ("build s", "build_wall_s", ".1f"), ("streamline s", "streamline_s", ".1f"),
+                 ("verify img/s", "verify_images_per_s", ".1f")]
+
+
+def label(run: RunDir, rec: Variant) -> str:
+    """The method chain of a variant, e.g. "dynamic-prune > layer-fusion"."""
+    chain = []
+    while rec.parent is not None:
+        chain.append(rec.method)
+        rec = run.record(rec.parent)
+    return " > ".join(reversed(chain)) or rec.method
+
+
+def produce_seconds(run: RunDir, rec: Variant) -> float:
+    """Wall time from the baseline to this variant: its own timings plus its ancestors'
+    (without the baseline's training), in seconds."""
+    total = 0.0
+    while rec.parent is not None:
+        total += sum(v for k, v in rec.timings.items() if k.endswith("_s") and k != "total_s")
+        rec = run.record(rec.parent)
+    return total
+
+
+def bits(rec: Variant) -> str:
+    b = rec.arch.bits
+    return f"w{b.weight}a{b.act}"
+
+
+def kept(run: RunDir) -> list[Variant]:
+    """Every variant of the run, parents before children."""
+    return sorted(run.records(), key=lambda r: (r.id.count("."), r.created))
+
+
+def table_row(run: RunDir, rec: Variant, base: Variant, reports: dict[str, Any],
+              maxfit: float | None) -> dict[str, Any]:
+    row = common.variant_row(rec, reports["pynq-z1"], base)
+    row.update({"label": label(run, rec), "bits": bits(rec), "maxfit_fps": maxfit,
+                "produce_min": produce_seconds(run, rec) / 60})
+    for board, rep in reports.items():
+        row[f"fps_{board}"] = rep.throughput.fps.value
+        row[f"fits_{board}"] = rep.fits
+    return row
+
+
+def speed_rows(rec: Variant, reports: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for board, rep in reports.items():
+        t = rep.timings
+        n = rep.settings.get("verify_images") or 0
+        rows.append({"variant": rec.id, "board": board,
+                     "prefix_reused": bool(t.get("prefix_reused")),
+                     "build_wall_s": t.get("build_wall_s"),
+                     "streamline_s": t.get("step_fpgaslim_streamline_s"),
+                     "verify_images_per_s": (n / t["verify_exec_s"]
+                                             if n and t.get("verify_exec_s") else None)})
+    return rows
+
+
+def targets(rows: list[dict[str, Any]], base_row: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets for the best chained variant: the dynamic pruning + layer fusion
+    variant with the most MACs removed at <= 1 point accuracy drop."""
+    chained = [r for r in rows if r["label"].startswith("dynamic-prune")
+               and "layer-fusion" in r["label"]]
+    ok = [r for r in chained if r["accuracy_drop"] is not None and r["accuracy_drop"] <= 1.0]
+    if not ok:
+        return {"best_chained": None, "why": "no chained variant within 1 point of the baseline",
+                "chained": [(r["variant"], r["accuracy_drop"]) for r in chained]}
+    best = max(ok, key=lambda r: r["macs_reduction_pct"])
+    bram = (100 * (1 - best["BRAM_18K"] / base_row["BRAM_18K"])
+            if best.get("BRAM_18K") is not None and base_row.get("BRAM_18K") else None)
+    speedup = (best["maxfit_fps"] / base_row["maxfit_fps"]
+               if best.get("maxfit_fps") and base_row.get("maxfit_fps") else None)
+    return {
+        "best_chained": best["variant"],
+        "macs_reduction_pct": best["macs_reduction_pct"], "macs_target_met":
+            best["macs_reduction_pct"] >= 65,
+        "bram_reduction_pct": bram, "bram_target_met": bram is not None and bram >= 50,
+        "accuracy_drop": best["accuracy_drop"], "accuracy_target_met": True,
+        "maxfit_speedup_pynq_z1": speedup,
+        "maxfit_target_met": speedup is not None and speedup >= 2,
+    }
+
+
+def markdown(rows, speed, tgt, meta) -> str:
+    med = lambda key, cold: statistics.median(  # noqa: E731
+        [s[key] for s in speed if s[key] is not None and s["prefix_reused"] != cold] or [0])
+    return "\n".join([
+        f"# Compression table: {meta['model']} on {meta['dataset']} ({meta['recipe']})", "",
+        f"{meta['train_images']} training / {meta['val_images']} validation images, all "
+        f"{meta['test_images']} test images. Accuracy: measured (CPU, Brevitas; decisions on "
+        "validation, test reported); params/MACs/depth: counted on the model; BRAM_18K/URAM/"
+        "LUT/DSP/off-chip bytes/fps: FINN estimate (finn-plus, default folding, Pynq-Z1 "
+        "unless named); max-fit fps: FINN estimate, folding search within 85 % LUT / 100 % "
+        "BRAM, URAM, DSP of the Pynq-Z1; bit-exact: simulated (Python execution of the "
+        "folded FINN graph vs Brevitas); produce min: measured wall time from the baseline "
+        "(fine-tuning and search), this machine.", "",
+        common.markdown_table(rows, COLUMNS), "",
+        "## Targets (best chained variant)", "",
+        "\n".join(f"- {k}: {v}" for k, v in tgt.items()), "",
+        "## Toolchain speed (measured on this machine)", "",
+        f"- FINN estimate build, full flow (streamlining included): median "
+        f"{med('build_wall_s', True):.1f} s; with the board-independent prefix reused: "
+        f"median {med('build_wall_s', False):.1f} s",
+        f"- bit-exact verification: median {med('verify_images_per_s', True):.1f} images/s",
+        f"- QAT training of the baseline (batch 64, forward + backward + SGD step): median "
+        f"{meta['train_images_per_s']:.0f} images/s ({meta['torch_threads']} torch threads)",
+        f"- all builds of this table one after another (a sweep of {len(speed)} "
+        f"variant x board builds): {meta['builds_wall_s'] / 60:.1f} min; folding searches: "
+        f"{meta['maxfit_wall_s'] / 60:.1f} min", "",
+        common.markdown_table(speed, SPEED_COLUMNS)])
+
+
+def training_images_per_s(model: Any, data: Any, steps: int = 20, repeats: int = 3) -> float:
+    """QAT training speed of `model` (SGD steps of batch 64 on the training set, forward,
+    backward and update), the median of `repeats` timed runs after one warm-up step."""
+    import copy
+
+    import torch
+    from torch.nn.functional import cross_entropy
+
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x, y = data.train.tensors
+    rates = []
+    for r in range(repeats + 1):
+        t = time.perf_counter()
+        for i in range(steps):
+            sl = slice((i * 64) % (len(y) - 64), (i * 64) % (len(y) - 64) + 64)
+            opt.zero_grad()
+            cross_entropy(model(x[sl]), y[sl]).backward()
+            opt.step()
+        if r:  # the first run is the warm-up
+            rates.append(steps * 64 / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def w2a2_baseline(run: RunDir, data: Any, model: str, epochs: int) -> Variant:
+    """The same baseline at 2-bit weights and activations (first/last layers keep 8-bit)."""
+    from fpgaslim.compress.baseline import BaselineSettings, train_baseline
+    from fpgaslim.compress.train import TrainSettings
+
+    return train_baseline(run, data, BaselineSettings(
+        model=model, bits=BitWidths(weight=2, act=2),
+        train=TrainSettings(epochs=epochs, lr=0.05, batch_size=64)),
+        variant_id="baseline-w2a2", progress=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common.add_recipe_args(ap, "resnet20", width=False)
+    ap.add_argument("--no-w2a2", action="store_true", help="skip the w2a2 baseline row")
+    ap.add_argument("--maxfit", choices=("leaves", "all", "none"), default="leaves",
+                    help="folding searches for: the baselines and each method's last variant "
+                         "(leaves), every variant, or none")
+    args = ap.parse_args(argv)
+    tag, data = common.start(args)
+    epochs, verify = (1, 4) if args.smoke else (args.epochs, args.verify_images)
+    run = RunDir(common.work_dir(args))
+    t0 = time.perf_counter()
+    base = common.train_recipe_baseline(run, data, args.model, 1.0, epochs)
+    if not args.no_w2a2:
+        w2a2_baseline(run, data, args.model, epochs)
+    records = kept(run)
+    parents = {r.parent for r in records}
+    rows, speed, builds_s, maxfit_s = [], [], 0.0, 0.0
+    for rec in records:
+        t = time.perf_counter()
+        reports = {b: build_variant(run, rec.id, b, data=data, verify_images=verify)
+                   for b in BOARDS}
+        builds_s += time.perf_counter() - t
+        maxfit = None
+        if args.maxfit == "all" or (args.maxfit == "leaves" and (
+                rec.parent is None or rec.id not in parents)):
+            t = time.perf_counter()
+            mf = load_maxfit(search_variant(run, rec.id, "pynq-z1"))
+            maxfit_s += time.perf_counter() - t
+            maxfit = None if mf.fps is None else mf.fps.value
+        rows.append(table_row(run, rec, base, reports, maxfit))  # drop vs the w4a4 baseline
+        speed += speed_rows(rec, reports)
+    base_row = next(r for r in rows if r["variant"] == base.id)
+    tgt = targets(rows, base_row)
+    meta = common.recipe_meta(
+        args, data, epochs, t0, builds_wall_s=builds_s, maxfit_wall_s=maxfit_s,
+        train_images_per_s=training_images_per_s(run.load_model(base.id), data),
+        sources={**common.ROW_SOURCES, "maxfit_fps": "FINN estimate, folding search",
+                 "produce_min/build_wall_s/verify_images_per_s/train_images_per_s":
+                     "measured on this machine"})
+    common.publish(f"compression-{tag}", meta, rows, markdown(rows, speed, tgt, meta),
+                   extra={"targets": tgt, "speed": speed})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
