@@ -50,19 +50,24 @@ SPEED_COLUMNS = [("variant", "variant"), ("board", "board"), ("prefix reused", "
 
 def label(run: RunDir, rec: Variant) -> str:
     """The method chain of a variant, e.g. "dynamic-prune > layer-fusion"."""
-    chain = []
+    chain: list[str] = []
     while rec.parent is not None:
         chain.append(rec.method)
         rec = run.record(rec.parent)
-    return " > ".join(reversed(chain)) or rec.method
+    steps = [m for i, m in enumerate(reversed(chain)) if i == 0 or m != chain[::-1][i - 1]]
+    return " > ".join(steps) or rec.method
 
 
 def produce_seconds(run: RunDir, rec: Variant) -> float:
-    """Wall time from the baseline to this variant: its own timings plus its ancestors'
-    (without the baseline's training), in seconds."""
+    """Wall time to produce a variant, in seconds: a baseline's training, or for a variant
+    the fine-tuning and search from the baseline (its own timings plus its ancestors')."""
+    own = lambda r: sum(v for k, v in r.timings.items()  # noqa: E731
+                        if k.endswith("_s") and k != "total_s")
+    if rec.parent is None:
+        return own(rec)
     total = 0.0
     while rec.parent is not None:
-        total += sum(v for k, v in rec.timings.items() if k.endswith("_s") and k != "total_s")
+        total += own(rec)
         rec = run.record(rec.parent)
     return total
 
@@ -128,8 +133,10 @@ def targets(rows: list[dict[str, Any]], base_row: dict[str, Any]) -> dict[str, A
 
 
 def markdown(rows, speed, tgt, meta) -> str:
-    med = lambda key, cold: statistics.median(  # noqa: E731
-        [s[key] for s in speed if s[key] is not None and s["prefix_reused"] != cold] or [0])
+    def med(key: str, cold: bool) -> str:
+        vals = [s[key] for s in speed if s[key] is not None and s["prefix_reused"] != cold]
+        return f"{statistics.median(vals):.1f}" if vals else "-"
+
     return "\n".join([
         f"# Compression table: {meta['model']} on {meta['dataset']} ({meta['recipe']})", "",
         f"{meta['train_images']} training / {meta['val_images']} validation images, all "
@@ -139,15 +146,15 @@ def markdown(rows, speed, tgt, meta) -> str:
         "unless named); max-fit fps: FINN estimate, folding search within 85 % LUT / 100 % "
         "BRAM, URAM, DSP of the Pynq-Z1; bit-exact: simulated (Python execution of the "
         "folded FINN graph vs Brevitas); produce min: measured wall time from the baseline "
-        "(fine-tuning and search), this machine.", "",
+        "(fine-tuning and search), a baseline's training time, this machine.", "",
         common.markdown_table(rows, COLUMNS), "",
         "## Targets (best chained variant)", "",
         "\n".join(f"- {k}: {v}" for k, v in tgt.items()), "",
         "## Toolchain speed (measured on this machine)", "",
         f"- FINN estimate build, full flow (streamlining included): median "
-        f"{med('build_wall_s', True):.1f} s; with the board-independent prefix reused: "
-        f"median {med('build_wall_s', False):.1f} s",
-        f"- bit-exact verification: median {med('verify_images_per_s', True):.1f} images/s",
+        f"{med('build_wall_s', True)} s; with the board-independent prefix reused: "
+        f"median {med('build_wall_s', False)} s",
+        f"- bit-exact verification: median {med('verify_images_per_s', True)} images/s",
         f"- QAT training of the baseline (batch 64, forward + backward + SGD step): median "
         f"{meta['train_images_per_s']:.0f} images/s ({meta['torch_threads']} torch threads)",
         f"- all builds of this table one after another (a sweep of {len(speed)} "
@@ -195,9 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_recipe_args(ap, "resnet20", width=False)
     ap.add_argument("--no-w2a2", action="store_true", help="skip the w2a2 baseline row")
-    ap.add_argument("--maxfit", choices=("leaves", "all", "none"), default="leaves",
-                    help="folding searches for: the baselines and each method's last variant "
-                         "(leaves), every variant, or none")
+    ap.add_argument("--maxfit", choices=("targets", "leaves", "all", "none"), default="leaves",
+                    help="folding searches for: the w4a4 baseline and the chained (dynamic "
+                         "pruning + layer fusion) variants the targets need (targets), the "
+                         "baselines and each method's last variant (leaves), every variant, "
+                         "or none")
     args = ap.parse_args(argv)
     tag, data = common.start(args)
     epochs, verify = (1, 4) if args.smoke else (args.epochs, args.verify_images)
@@ -216,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         builds_s += time.perf_counter() - t
         maxfit = None
         if args.maxfit == "all" or (args.maxfit == "leaves" and (
-                rec.parent is None or rec.id not in parents)):
+                rec.parent is None or rec.id not in parents)) or (
+                args.maxfit == "targets" and (rec.id == base.id or (
+                    "layer-fusion" in label(run, rec) and "dynamic-prune" in label(run, rec)))):
             t = time.perf_counter()
             mf = load_maxfit(search_variant(run, rec.id, "pynq-z1"))
             maxfit_s += time.perf_counter() - t
