@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from fpgaslim.atomic import atomic_write
-from fpgaslim.errors import CheckpointError
+from fpgaslim.errors import CheckpointError, TrainingDivergedError
 
 
 class TrainSettings(BaseModel):
@@ -226,12 +226,20 @@ def train(
                 loss = F.cross_entropy(out, y)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
+            step_loss = loss.item()
+            if not math.isfinite(step_loss):
+                # a NaN step poisons every weight; stop before it is stepped in or saved
+                raise TrainingDivergedError(
+                    f"{desc or 'training'}: the loss became {step_loss} in epoch {epoch + 1} "
+                    f"(after {total} images) at learning rate {lr_at(epoch):g}; lower the "
+                    "learning rate (low bit widths such as w2a2 need a smaller one) and run "
+                    "again: the checkpoint of the last finished epoch is kept")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += len(y)
             correct += int((out.argmax(1) == y).sum())
-            loss_sum += loss.item() * len(y)
+            loss_sum += step_loss * len(y)
             bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{100 * correct / total:.1f}")
         val_acc = evaluate(model, val_data)
         history.append({"epoch": epoch + 1, "loss": loss_sum / max(total, 1),

@@ -30,6 +30,10 @@ class CheckpointError(FpgaslimError):
     """A checkpoint, record or ONNX file is missing, truncated or not what it claims to be."""
 
 
+class TrainingDivergedError(FpgaslimError):
+    """The training loss became NaN or infinite; nothing of that epoch is saved."""
+
+
 class UnsupportedLayerError(FpgaslimError):
     """FINN could not map a node to hardware; the message names the node and what to change."""
 

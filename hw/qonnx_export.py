@@ -43,6 +43,12 @@ def export_qonnx(model: nn.Module, path: str | Path) -> Path:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"the model has non-finite (NaN/inf) values in {', '.join(bad[:5])}"
+                              f"{' and more' if len(bad) > 5 else ''}: its training diverged; "
+                              "retrain it with a lower learning rate")
     model = fold_omegas(model).cpu().eval()
     dummy = torch.zeros(1, *model.arch.in_shape)
 

@@ -9,7 +9,7 @@ from fpgaslim.compress.models import BitWidths, create_model, make_arch
 from fpgaslim.compress.models.resnet import resnet_arch
 from fpgaslim.compress.stats import count_macs
 from fpgaslim.compress.train import TrainSettings, train
-from fpgaslim.errors import UnknownNameError
+from fpgaslim.errors import CheckpointError, UnknownNameError
 from fpgaslim.hw.qonnx_export import check_export, export_qonnx
 
 
@@ -51,3 +51,12 @@ def test_export_round_trip_on_real_images(tmp_path, digits, name, bits):
 def test_w8a8_builds_and_runs():
     model = create_model("resnet8", (1, 8, 8), bits=BitWidths(weight=8, act=8)).eval()
     assert torch.isfinite(model(torch.rand(1, 1, 8, 8) * 255)).all()
+
+
+def test_export_refuses_a_diverged_model(tmp_path):
+    model = create_model("resnet8", (1, 8, 8), width=0.5)
+    with torch.no_grad():
+        model.fc.weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="non-finite .*fc.weight.*diverged"):
+        export_qonnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -10,7 +10,7 @@ import torch
 from fpgaslim.compress.models import create_model
 from fpgaslim.compress.train import KDSettings, TrainSettings, kd_loss, train
 from fpgaslim.compress.variants import RunDir, load_checkpoint
-from fpgaslim.errors import CheckpointError, ConfigError
+from fpgaslim.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 
 def test_resnet8_baseline_reaches_90_percent_on_digits(resnet8_run, digits):
@@ -45,6 +45,28 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, digits):
     assert result.resumed_from_epoch == 2 and result.epochs_run == 3
     for k, v in ref.state_dict().items():
         assert torch.allclose(v, resumed.state_dict()[k], atol=1e-5), k
+
+
+def test_diverging_training_stops_with_a_clear_error_and_keeps_the_last_epoch(tmp_path, digits):
+    """Seen in the benchmark: w2a2 ResNet-20 at lr 0.05 went NaN in epoch 1 and trained on
+    for 10 epochs at 10 %. Now the first non-finite loss stops it, naming epoch and lr, and
+    the checkpoint of the last finished epoch stays for a resume."""
+    torch.manual_seed(0)
+    model = create_model("resnet8", digits.input_shape, width=0.5)
+    epoch = {"n": 0}
+
+    def count_epochs(model):
+        epoch["n"] += 1
+
+    def nan_in_epoch_2(model):
+        return torch.tensor(float("nan") if epoch["n"] == 2 else 0.0)
+
+    ckpt = tmp_path / "state.pt"
+    with pytest.raises(TrainingDivergedError, match=r"nan in epoch 2 .*learning rate"):
+        train(model, digits.train, digits.val, TrainSettings(epochs=3, lr=0.05),
+              checkpoint=ckpt, set_train_mode=count_epochs, extra_loss=nan_in_epoch_2,
+              progress=False)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
 
 
 def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path, resnet8_run):
