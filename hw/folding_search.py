@@ -140,18 +140,23 @@ def search_variant(run: RunDir, variant_id: str, board: str, build: dict[str, An
     return out
 
 
+#: the lowest grid index the downward search probes: t0 / 1.25^24, about 0.5 % of the
+#: starting target. A ResNet-20 w4a4 on a Pynq-Z1 first fits near index -10, so the earlier
+#: floor of -8 called it "does not fit at any folding" when it only needed a slower one.
+FLOOR_INDEX = -24
+
+
 def _search_knob(probe, max_probes: int) -> tuple[Probe, Probe | None, bool] | None:
     """Highest fitting grid index: gallop (+1, +2, +4, ...) then bisect. Returns (fitting probe,
-    the next grid probe, saturated) or None when even index -8 (t0 / factor^8) does not fit."""
+    the next grid probe, saturated) or None when nothing fits down to FLOOR_INDEX."""
     lo = 0
     p = probe(0)
     if not p.fits_budget:  # gallop downwards to a fitting point
         step = 1
         while not p.fits_budget:
-            lo -= step
-            step *= 2
-            if lo < -8:
+            if lo == FLOOR_INDEX:
                 return None
+            lo, step = max(lo - step, FLOOR_INDEX), step * 2
             p = probe(lo)
     hi, step, last_fps, probes = None, 1, p.fps, 1
     while hi is None:

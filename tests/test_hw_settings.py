@@ -78,3 +78,33 @@ def test_output_map_recovers_scale_and_bias_and_rejects_non_affine():
     assert scale == pytest.approx(0.0123) and np.allclose(bias, b)
     with pytest.raises(VerificationError, match="not an affine map"):
         output_map(ints, 0.0123 * ints ** 2, "L")
+
+
+def _fake_probe(fits_at_or_below: int, calls: list[int]):
+    """A probe on a grid where index i gives fps 1000 * 1.25^i and fits iff i <= the given
+    index (a model that only fits when folded slower)."""
+    from fpgaslim.hw.folding_search import Probe
+
+    def probe(i: int) -> Probe:
+        calls.append(i)
+        return Probe(mvau_wwidth_max=36, grid_index=i, target_fps=1000 * 1.25 ** i,
+                     fps=1000 * 1.25 ** i, fits_budget=i <= fits_at_or_below, percent={})
+    return probe
+
+
+@pytest.mark.parametrize("fits_at", [-2, -10, -20, -24])
+def test_folding_search_goes_down_to_where_a_large_model_fits(fits_at):
+    from fpgaslim.hw.folding_search import _search_knob
+
+    calls: list[int] = []
+    hit, nxt, saturated = _search_knob(_fake_probe(fits_at, calls), max_probes=16)
+    assert hit.grid_index == fits_at and nxt.grid_index == fits_at + 1 and not saturated
+    assert min(calls) >= -24 and len(set(calls)) <= 16
+
+
+def test_folding_search_gives_up_below_the_floor():
+    from fpgaslim.hw.folding_search import FLOOR_INDEX, _search_knob
+
+    calls: list[int] = []
+    assert _search_knob(_fake_probe(FLOOR_INDEX - 1, calls), max_probes=16) is None
+    assert min(calls) == FLOOR_INDEX and len(calls) <= 6
