@@ -165,10 +165,13 @@ def _search_knob(probe, max_probes: int) -> tuple[Probe, Probe | None, bool] | N
         probes += 1
         if not q.fits_budget:
             hi = cand
-        elif q.fps <= last_fps * 1.0001:  # more target, no more fps: folding saturated
+        elif q.fps <= last_fps * 1.0001 and q.fps < q.target_fps:
+            # more target, no more fps, and short of the target: full parallelism reached.
+            # (Equal fps while the target is still met is only FINN's discrete folding
+            # steps: a ResNet-20 gives 443 fps at both 352 and 440 targets.)
             return probe(lo), None, True
         else:
-            lo, last_fps, step = cand, q.fps, step * 2
+            lo, last_fps, step = cand, max(q.fps, last_fps), step * 2
         if probes >= max_probes:
             return probe(lo), None, False
     while hi - lo > 1 and probes < max_probes:

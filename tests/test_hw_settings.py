@@ -108,3 +108,28 @@ def test_folding_search_gives_up_below_the_floor():
     calls: list[int] = []
     assert _search_knob(_fake_probe(FLOOR_INDEX - 1, calls), max_probes=16) is None
     assert min(calls) == FLOOR_INDEX and len(calls) <= 6
+
+
+def test_folding_search_walks_over_plateaus_of_discrete_folding():
+    """FINN's folding is discrete: neighbouring targets can give the same fps while the
+    target is still met. That is not saturation; the search must go on upwards."""
+    from fpgaslim.hw.folding_search import Probe, _search_knob
+
+    def probe(i: int) -> Probe:  # fps in steps of two grid points, fits up to index -5
+        fps = 1000 * 1.25 ** (2 * ((i + 1) // 2)) * 1.01
+        return Probe(mvau_wwidth_max=36, grid_index=i, target_fps=1000 * 1.25 ** i, fps=fps,
+                     fits_budget=i <= -5, percent={})
+
+    hit, nxt, saturated = _search_knob(probe, max_probes=16)
+    assert (hit.grid_index, nxt.grid_index, saturated) == (-5, -4, False)
+
+
+def test_folding_search_stops_when_parallelism_is_exhausted():
+    from fpgaslim.hw.folding_search import Probe, _search_knob
+
+    def probe(i: int) -> Probe:  # fits everywhere, but fps stops growing above index 2
+        return Probe(mvau_wwidth_max=36, grid_index=i, target_fps=1000 * 1.25 ** i,
+                     fps=1000 * 1.25 ** min(i, 2), fits_budget=True, percent={})
+
+    hit, nxt, saturated = _search_knob(probe, max_probes=16)
+    assert saturated and nxt is None and hit.grid_index >= 2
