@@ -27,6 +27,7 @@ import common  # noqa: E402  (benchmarks/common.py)
 from fpgaslim.compress import resconv  # noqa: E402
 from fpgaslim.compress.resconv_report import SKIP_OPS  # noqa: E402
 from fpgaslim.compress.variants import RunDir  # noqa: E402
+from fpgaslim.errors import VerificationError  # noqa: E402
 from fpgaslim.hw.api import build_variant  # noqa: E402
 
 COLUMNS = [("variant", "variant"), ("lambda", "lambda", "g"),
@@ -74,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     for lam in args.lambdas:
         s = settings.model_copy(update={"lambda_": lam, "rate": args.rate})
         (v,) = resconv.run(run, base.id, data, s, progress=False)
-        hw = build_variant(run, v.id, args.board, data=data, verify_images=verify)
+        try:
+            hw = build_variant(run, v.id, args.board, data=data, verify_images=verify)
+        except VerificationError as e:  # a result too: keep the row, say why it has no HW
+            rows.append({**common.variant_row(v), "lambda": lam, "bit_exact": f"no: {e}"})
+            continue
         rows.append(row(v, hw, lam))
         reports.append(resconv.skip_path_report(base, v, base_hw, hw).markdown())
     meta = common.recipe_meta(args, data, epochs, t0, rate=args.rate,
