@@ -13,7 +13,6 @@ elementwise adds and no skip-path FIFOs; `skip_path_report` shows what that save
 from __future__ import annotations
 
 import copy
-
 import hashlib
 import json
 import re
