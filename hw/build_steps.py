@@ -11,7 +11,8 @@ FINN's `step_x(model, cfg) -> model` contract:
     output scaling, becomes an UnsupportedLayerError naming it (instead of a partition error);
   * `step_fpgaslim_place_weights`: on-chip/external weight placement as a folding config;
   * `step_fpgaslim_layer_table`: per-layer facts FINN's reports lack (weight streams, modes).
-Each step is wrapped so that its start, end or failure is appended to a progress file: the
+FINN's own `step_qonnx_to_finn` keeps its name but runs with exact thresholds
+(hw/exact_thresholds.py). Each step is wrapped so that its start, end or failure is appended to a progress file: the
 parent names the running step when it kills a build at its time limit.
 """
 
@@ -257,7 +258,10 @@ def estimate_steps(progress: Path, weights: str | None = None,
                                                cfg._fpgaslim["board"])
         return step_fpgaslim_place_weights(model, cfg, weights, board)
 
-    ours = {"step_fpgaslim_prepare": step_fpgaslim_prepare,
+    from .exact_thresholds import step_exact_qonnx_to_finn
+
+    ours = {"step_qonnx_to_finn": step_exact_qonnx_to_finn,  # FINN's, thresholds made exact
+            "step_fpgaslim_prepare": step_fpgaslim_prepare,
             "step_fpgaslim_streamline": step_fpgaslim_streamline,
             "step_fpgaslim_check_mapped": step_fpgaslim_check_mapped,
             "step_fpgaslim_place_weights": place,

@@ -1,0 +1,171 @@
+"""Exact MultiThreshold thresholds for FINN's QONNX -> FINN conversion.
+
+FINN's ConvertQONNXtoFINN (finn/transformation/qonnx/qonnx_activation_handlers.py) replaces an
+activation `Quant` (round(x / scale), clipped) by a MultiThreshold counting `x >= T_t` with
+T_t = (t + 1/2) * scale computed in float64 and stored as float32. That is not the Quant's
+function on float32 inputs:
+  * a tie: x / scale == k + 1/2 exactly; Quant rounds half to even, `x >= T` always rounds up;
+  * float32 error: Quant divides in float32 (qonnx `int_quant`), the threshold is a rounded
+    product; an x within an ulp or two of the boundary lands on different sides of the two
+    (seen: a ResNet-8 stem element at x / scale = 5.499999 in float32, FINN_NOTES).
+`ExactQuantThresholds` replaces every threshold by the smallest float32 x whose qonnx Quant
+level reaches the next level: the boundary of the float32 function itself, found by walking
+float32 neighbours (`np.nextafter`) from FINN's value. Because x -> round(fl32(x / s)) is
+monotone, `x >= T` then equals the Quant on every float32 input: the converted graph computes
+exactly what the exported QONNX model computes, ties resolved the way qonnx/Brevitas round
+them. Hand-written (no library computes this); it is a qonnx Transformation, run by
+`step_exact_qonnx_to_finn` right after FINN's own conversion.
+
+What it does not change: streamlining later moves scales and biases into the thresholds in
+float32 and rounds them to integers (FINN's RoundAndClipThresholds); hw/verify_layers.py
+compares each hardware layer with the reference and names any difference that remains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """The parameters of one activation Quant node of the QONNX model."""
+
+    scale: np.ndarray  # float32, as the initializer (per tensor or per channel)
+    zeropt: float
+    bitwidth: int
+    signed: bool
+    narrow: bool
+    rounding_mode: str
+
+    @property
+    def levels(self) -> tuple[int, int]:
+        from qonnx.custom_op.general.intquant import max_int, min_int
+
+        return (int(min_int(self.signed, self.narrow, self.bitwidth)),
+                int(max_int(self.signed, self.narrow, self.bitwidth)))
+
+
+def quant_level(x: np.ndarray, scale: np.ndarray, p: QuantParams) -> np.ndarray:
+    """The integer level qonnx's `int_quant` gives float32 `x` (same operations, same order,
+    same dtype: divide, add zero point, clamp, round), without the re-scaling."""
+    from qonnx.custom_op.general.intquant import resolve_rounding_mode
+
+    lo, hi = p.levels
+    y = x.astype(np.float32) / scale.astype(np.float32)
+    y = y + np.float32(p.zeropt)
+    y = np.where(y > hi, np.float32(hi), y)
+    y = np.where(y < lo, np.float32(lo), y)
+    return resolve_rounding_mode(p.rounding_mode)(y)
+
+
+def activation_quants(model: Any) -> dict[str, QuantParams]:
+    """Activation Quant nodes of a QONNX model (input computed, parameters constant), keyed by
+    output tensor name: the name the conversion keeps at the end of its MultiThreshold chain."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    found = {}
+    for n in model.graph.node:
+        if n.op_type != "Quant" or model.get_initializer(n.input[0]) is not None:
+            continue
+        init = [model.get_initializer(i) for i in n.input[1:4]]
+        if any(v is None for v in init):
+            continue
+        inst = getCustomOp(n)
+        found[n.output[0]] = QuantParams(
+            scale=np.asarray(init[0], dtype=np.float32), zeropt=float(np.asarray(init[1])),
+            bitwidth=int(np.asarray(init[2])), signed=bool(inst.get_nodeattr("signed")),
+            narrow=bool(inst.get_nodeattr("narrow")),
+            rounding_mode=str(inst.get_nodeattr("rounding_mode")))
+    return found
+
+
+def exact_thresholds(thresholds: np.ndarray, p: QuantParams) -> np.ndarray | None:
+    """Thresholds (channels or 1, n) that make `x >= T` equal Quant `p` on float32 x; None
+    when the node is not the plain staircase this reasons about (threshold count differs)."""
+    lo, hi = p.levels
+    th = np.asarray(thresholds, dtype=np.float32)
+    if th.ndim != 2 or th.shape[1] != hi - lo:
+        return None
+    scale = np.abs(p.scale.astype(np.float32)).reshape(-1)
+    if scale.size not in (1, th.shape[0]) and th.shape[0] != 1:
+        return None
+    rows = max(th.shape[0], scale.size)
+    th = np.broadcast_to(th, (rows, th.shape[1])).copy()
+    s = np.broadcast_to(scale.reshape(-1, 1), th.shape).astype(np.float32)
+    target = np.arange(lo + 1, hi + 1, dtype=np.float32)[None, :] - np.float32(p.zeropt)
+    target = np.broadcast_to(target, th.shape)
+    x = th.copy()
+    for _ in range(4096):  # up: while x does not reach the level yet
+        low = quant_level(x, s, p) < target
+        if not low.any():
+            break
+        x = np.where(low, np.nextafter(x, np.float32(np.inf)), x)
+    else:
+        return None
+    for _ in range(4096):  # down: while the float32 just below reaches it as well
+        below = np.nextafter(x, np.float32(-np.inf))
+        still = quant_level(below, s, p) >= target
+        if not still.any():
+            break
+        x = np.where(still, below, x)
+    else:
+        return None
+    return x.astype(np.float32)
+
+
+def _chain_end(model: Any, node: Any) -> str:
+    """The tensor at the end of MultiThreshold -> [Add] -> [Mul] (the conversion's chain)."""
+    tensor = node.output[0]
+    for op in ("Add", "Mul"):
+        consumers = model.find_consumers(tensor) or []
+        if len(consumers) == 1 and consumers[0].op_type == op and \
+                model.get_initializer(consumers[0].input[1]) is not None:
+            tensor = consumers[0].output[0]
+    return tensor
+
+
+def make_transformation(quants: dict[str, QuantParams]) -> Any:
+    """An instance of ExactQuantThresholds (the class needs qonnx, imported lazily)."""
+    from qonnx.transformation.base import Transformation
+
+    class ExactQuantThresholds(Transformation):
+        """Replace the thresholds of every MultiThreshold that came from an activation Quant
+        (found by the Quant's output tensor name) by the float32-exact ones."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.changed: dict[str, int] = {}  # node name -> thresholds moved
+
+        def apply(self, model):  # type: ignore[override]
+            for node in model.graph.node:
+                if node.op_type != "MultiThreshold":
+                    continue
+                p = quants.get(_chain_end(model, node)) or quants.get(node.output[0])
+                old = model.get_initializer(node.input[1])
+                if p is None or old is None:
+                    continue
+                new = exact_thresholds(old, p)
+                if new is None:
+                    continue
+                moved = int((new != np.broadcast_to(old, new.shape)).sum())
+                if moved or new.shape != old.shape:
+                    model.set_initializer(node.input[1], new)
+                self.changed[node.name] = moved
+            return model, False
+
+    return ExactQuantThresholds()
+
+
+def step_exact_qonnx_to_finn(model: Any, cfg: Any) -> Any:
+    """FINN's step_qonnx_to_finn, then exact thresholds (FINN builder step contract)."""
+    from qonnx.util.cleanup import cleanup_model
+
+    from . import finn_compat
+
+    fb = finn_compat.builder()
+    quants = activation_quants(cleanup_model(model))
+    model = fb.step_lookup["step_qonnx_to_finn"](model, cfg)
+    return model.transform(make_transformation(quants))

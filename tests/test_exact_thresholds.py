@@ -1,0 +1,133 @@
+"""FINN's QONNX -> FINN conversion must compute what the exported QONNX model computes, also on
+rounding ties: activations placed exactly on (and a few float32 ulps around) every boundary
+k + 1/2, at 2, 4 and 8 bits, signed and unsigned, per-tensor and per-channel scales."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from fpgaslim.hw import exact_thresholds as et
+
+pytest.importorskip("finn")
+
+
+def quant_graph(bits: int, signed: bool, relu: bool, scale: np.ndarray, shape: tuple):
+    """x -> [Relu] -> Quant(scale, 0, bits) -> y, a QONNX model as Brevitas exports it."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    nodes, src = [], "x"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["x"], ["r"]))
+        src = "r"
+    nodes.append(helper.make_node(
+        "Quant", [src, "s", "z", "b"], ["y"], domain="qonnx.custom_op.general",
+        signed=int(signed), narrow=0, rounding_mode="ROUND"))
+    graph = helper.make_graph(
+        nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = ModelWrapper(helper.make_model(graph, producer_name="test"))
+    model.set_initializer("s", scale.astype(np.float32))
+    model.set_initializer("z", np.array(0.0, dtype=np.float32))
+    model.set_initializer("b", np.array(float(bits), dtype=np.float32))
+    return cleanup_model(model)
+
+
+def tie_inputs(bits: int, signed: bool, scale: np.ndarray, channels: int, ulps: int = 3):
+    """Every boundary (k + 1/2) * s as float32, and `ulps` float32 neighbours on each side,
+    for each channel: shape (1, C, 1, W)."""
+    lo = -(2 ** (bits - 1)) if signed else 0
+    hi = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
+    k = np.arange(lo, hi + 1, dtype=np.float64) - 0.5
+    s = np.broadcast_to(np.abs(scale).reshape(-1), (channels,)).astype(np.float64)
+    base = (k[None, :] * s[:, None]).astype(np.float32)
+    cols = [base]
+    up, down = base.copy(), base.copy()
+    for _ in range(ulps):
+        up = np.nextafter(up, np.float32(np.inf))
+        down = np.nextafter(down, np.float32(-np.inf))
+        cols += [up, down]
+    # also x / s computed the other way round: fl32(k) * fl32(s), a realistic near-tie
+    cols.append((k[None, :].astype(np.float32) * s[:, None].astype(np.float32)))
+    x = np.concatenate(cols, axis=1).astype(np.float32)
+    return x[None, :, None, :]
+
+
+def convert(model, exact: bool):
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+
+    quants = et.activation_quants(model)
+    out = model.transform(ConvertQONNXtoFINN())
+    if exact:
+        out = out.transform(et.make_transformation(quants))
+    return out
+
+
+def run(model, x):
+    from qonnx.core.onnx_exec import execute_onnx
+
+    iname, oname = model.graph.input[0].name, model.graph.output[0].name
+    return execute_onnx(model, {iname: x})[oname]
+
+
+CASES = [  # bits, signed, relu, scale
+    (2, False, True, np.array(0.4, dtype=np.float32)),
+    (4, False, True, np.array(6.0 / 15, dtype=np.float32)),
+    (4, True, False, np.array(0.1234567, dtype=np.float32)),
+    (8, False, True, np.array(1.0 / 255, dtype=np.float32)),
+    (8, True, False, np.array(0.0078125 * 3, dtype=np.float32)),
+    (4, False, True, np.array([0.1, 0.37, 1.0 / 3, 2.0 / 255], dtype=np.float32)),
+    (2, True, False, np.array([0.5, 0.3, 1.7, 0.011], dtype=np.float32)),
+]
+
+
+def _case(bits, signed, relu, scale):
+    channels = 4
+    sc = scale.reshape(1, -1, 1, 1) if scale.ndim else scale
+    x = tie_inputs(bits, signed, scale, channels)
+    model = quant_graph(bits, signed, relu, sc, x.shape)
+    return model, x
+
+
+def test_stock_conversion_differs_on_ties():
+    """The precondition: without the fix FINN's MultiThreshold disagrees with the Quant."""
+    differs = 0
+    for case in CASES:
+        model, x = _case(*case)
+        differs += int((run(convert(model, exact=False), x) != run(model, x)).sum())
+    assert differs > 0
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}b-{'s' if c[1] else 'u'}"
+                         f"-{'relu' if c[2] else 'id'}-{np.asarray(c[3]).size}ch")
+def test_exact_conversion_equals_qonnx(case):
+    model, x = _case(*case)
+    ref = run(model, x)
+    got = run(convert(model, exact=True), x)
+    scale = np.asarray(case[3]).reshape(1, -1, 1, 1) if np.asarray(case[3]).ndim else case[3]
+    assert np.array_equal(np.round(got / scale), np.round(ref / scale))
+    assert np.array_equal(got, ref)
+
+
+def test_ties_round_half_to_even():
+    """An exact tie (x / s == k + 1/2 in float32) goes to the even level, as in Brevitas."""
+    p = et.QuantParams(scale=np.array(0.5, dtype=np.float32), zeropt=0.0, bitwidth=4,
+                       signed=False, narrow=False, rounding_mode="ROUND")
+    th = et.exact_thresholds(np.arange(15, dtype=np.float32)[None] * 0.5 + 0.25, p)
+    x = np.array([0.25, 0.75, 1.25, 1.75], dtype=np.float32)  # x / s = 0.5, 1.5, 2.5, 3.5
+    levels = (x[:, None] >= th).sum(axis=1)
+    assert levels.tolist() == [0, 2, 2, 4]
+
+
+def test_quant_level_mirrors_qonnx_int_quant():
+    from qonnx.custom_op.general.intquant import int_quant
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(10_000) * 3).astype(np.float32)
+    s = np.array(0.37, dtype=np.float32)
+    p = et.QuantParams(scale=s, zeropt=0.0, bitwidth=4, signed=True, narrow=False,
+                       rounding_mode="ROUND")
+    ref = int_quant(x, s, np.float32(0), np.float32(4), True, False, "ROUND")
+    assert np.array_equal(et.quant_level(x, s, p) * s, ref)
