@@ -40,7 +40,8 @@ def train_baseline(run: RunDir, data: DataSplits, settings: BaselineSettings,
         accuracy=Accuracy(test=evaluate(model, data.test), val=result.best_val_accuracy,
                           test_images=len(data.test)),
         timings={"train_s": t.seconds},
-        details={"history": result.history, "data_source": data.source})
+        details={"history": result.history, "data_source": data.source,
+                 "data": data.origin})
     run.save(model.cpu(), record)
     ckpt.unlink(missing_ok=True)
     return record

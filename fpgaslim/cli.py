@@ -54,7 +54,8 @@ def main() -> None:
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML/TOML file with TrainJob fields; options below override it.")
 @click.option("--model", help="resnet8/14/20/32/56/110 or cnv (default resnet8)")
-@click.option("--dataset", help="digits (default), fashion-mnist, mnist, cifar10")
+@click.option("--dataset", help="digits (default), fashion-mnist, mnist, cifar10, or your own: "
+              "folder:PATH (a subfolder of PNG/JPEG per class), npz:PATH (x, y), idx:PATH")
 @click.option("--data-dir", help="folder with local dataset copies")
 @click.option("--bits", help="weight/activation bits, e.g. w4a4 (default), w2a2, w8a8")
 @click.option("--first-bits", type=int, help="weights of the first layer (default 8)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from fpgaslim.compress.baseline import BaselineSettings, train_baseline
-from fpgaslim.compress.data import DataSplits, load_dataset
+from fpgaslim.compress.data import DataSplits, load_dataset, load_for_variant
 from fpgaslim.compress.models import BitWidths
 from fpgaslim.compress.train import TrainSettings
 from fpgaslim.compress.variants import RunDir, Timer, Variant
@@ -29,8 +29,11 @@ class DataSettings(BaseModel):
     limit_test: int | None = Field(None, ge=1)
 
     def load(self) -> DataSplits:
-        return load_dataset(self.dataset, self.data_dir, download=self.download,
+        data = load_dataset(self.dataset, self.data_dir, download=self.download,
                             limit_train=self.limit_train, limit_test=self.limit_test)
+        # the run records the subset too, so later commands use the same splits
+        data.origin.update(limit_train=self.limit_train, limit_test=self.limit_test)
+        return data
 
 
 class TrainJob(BaseModel):
@@ -71,7 +74,7 @@ def export_variant(run: RunDir | str | Path, variant_id: str, data: DataSplits |
     path = run.variant_dir(variant_id) / QONNX_FILE
     with Timer() as t:
         export_qonnx(model, path)
-    data = data or load_dataset(record.dataset)
+    data = data or load_for_variant(run, variant_id)
     check = check_export(model, path, data.test.tensors[0][:check_images])
     details = {**record.details, "export_check": check.model_dump()}
     timings = {**record.timings, "export_s": t.seconds}
@@ -80,7 +83,7 @@ def export_variant(run: RunDir | str | Path, variant_id: str, data: DataSplits |
 
 
 def _data_for(run: RunDir, variant_id: str, data_dir: str | None) -> DataSplits:
-    return load_dataset(run.record(variant_id).dataset, data_dir)
+    return load_for_variant(run, variant_id, data_dir)
 
 
 def run_method(run: RunDir | str | Path, method: str, parent: str, settings: BaseModel,

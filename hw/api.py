@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from fpgaslim.compress.data import DataSplits, load_dataset
+from fpgaslim.compress.data import DataSplits, load_for_variant
 from fpgaslim.compress.variants import RunDir
 
 from .build import BuildSettings, build_estimate
@@ -52,7 +52,7 @@ def build_variant(run: RunDir, variant_id: str, board: str = "pynq-z1",
     vdir = run.variant_dir(variant_id)
     record = ensure_qonnx(run, variant_id, model)
     if data is None:
-        data = load_dataset(record.dataset, limit_train=1)
+        data = load_for_variant(run, variant_id, limit_train=1)
     n = max(1, verify_images)  # FINN's own verification steps need one image
     images, labels = data.test.tensors[0][:n], data.test.tensors[1][:n]
     work = bdir / "work"

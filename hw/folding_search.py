@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from fpgaslim.atomic import atomic_write_json
-from fpgaslim.compress.data import load_dataset
+from fpgaslim.compress.data import load_for_variant
 from fpgaslim.compress.variants import RunDir
 
 from .boards import get_board
@@ -94,7 +94,7 @@ def search_variant(run: RunDir, variant_id: str, board: str, build: dict[str, An
         return out
     vdir = run.variant_dir(variant_id)
     record = ensure_qonnx(run, variant_id)
-    images = load_dataset(record.dataset, limit_train=1).test.tensors[0][:1]
+    images = load_for_variant(run, variant_id, limit_train=1).test.tensors[0][:1]
     work = out.parent / "probes"
     cache: dict[tuple[int, int], Probe] = {}
     b = get_board(board)
