@@ -183,14 +183,20 @@ def _step_times(progress: Path) -> dict[str, float]:
 def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSettings,
                    *, model: nn.Module | None = None, images: torch.Tensor | None = None,
                    labels: torch.Tensor | None = None, variant: str | None = None,
-                   prefix_cache: Path | None = None) -> HardwareReport:
+                   prefix_cache: Path | None = None,
+                   folding_config: Path | None = None, reference=None,
+                   reference_source: str | None = None) -> HardwareReport:
     """Run finn-plus's estimate flow on a QONNX file and return its report.
 
     `images` (raw 0..255 pixels, N x C x H x W) are real test images: the first is FINN's
     verification input (expected output: `model`'s, else the QONNX graph's), and with `model`
     all are executed on the folded dataflow graph and compared integer-exactly against it.
     `prefix_cache`: a folder where the board-independent first steps' outputs are kept and
-    reused by builds of the same graph (same file, same verification data) for other boards."""
+    reused by builds of the same graph (same file, same verification data) for other boards.
+    `folding_config`: a FINN folding-config JSON applied over the weight placement's (the
+    folding optimizer's choice, hw/folding_run.py).
+    `reference` (without `model`): a function images -> logits, e.g. the QONNX file executed by
+    qonnx, that all images are compared against instead (labelled `reference_source`)."""
     settings = settings.resolved()
     board: Board = get_board(settings.board)
     out = Path(out_dir).resolve()
@@ -203,10 +209,14 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
 
         raise ConfigError("build_estimate needs real input images (verification input)")
     x = images.detach().cpu().float()
+    ref_logits = None
     if model is not None:
         from .verify import brevitas_reference
 
         expected = brevitas_reference(model, x[:1])
+    elif reference is not None:
+        ref_logits = np.asarray(reference(x.numpy()))
+        expected = ref_logits[:1]
     else:
         from .qonnx_export import execute_qonnx, load_onnx
 
@@ -214,7 +224,7 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
     np.save(out / "verify_input.npy", x[:1].numpy())
     np.save(out / "verify_expected.npy", expected.astype(np.float32))
     exec_npy = None
-    if model is not None:
+    if model is not None or ref_logits is not None:
         exec_npy = out / "exec_input.npy"
         np.save(exec_npy, x.numpy())
     job = {"onnx": str(onnx_path), "out_dir": str(out), "clock_ns": settings.clock_ns,
@@ -224,7 +234,8 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
                                               "URAM"}),
            "verify_input_npy": str(out / "verify_input.npy"),
            "verify_expected_npy": str(out / "verify_expected.npy"),
-           "exec_input_npy": str(exec_npy) if exec_npy else None, "start_step": None}
+           "exec_input_npy": str(exec_npy) if exec_npy else None, "start_step": None,
+           "folding_config": str(Path(folding_config).resolve()) if folding_config else None}
     cache = None
     if prefix_cache is not None:
         cache = Path(prefix_cache) / _prefix_key(onnx_path, out, settings)
@@ -242,9 +253,10 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
     report.timings = {"build_wall_s": round(wall, 3), "finn_build_s": round(child["build_s"], 3),
                       "prefix_reused": float(job["start_step"] is not None),
                       **_step_times(out / "progress.jsonl")}
-    if model is not None:
+    if model is not None or ref_logits is not None:
         report.verification = compare(out / "hw_outputs.npz", model, x, labels,
                                       child["exec_s"], child["last_layer"],
-                                      strict=settings.strict)
+                                      strict=settings.strict, reference=ref_logits,
+                                      reference_source=reference_source)
         report.timings["verify_exec_s"] = child["exec_s"]
     return report

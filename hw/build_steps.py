@@ -2,8 +2,9 @@
 
 The step list is finn-plus's estimate-only preset with five fpgaslim steps slotted in, all with
 FINN's `step_x(model, cfg) -> model` contract:
-  * `step_fpgaslim_prepare`: the models quantize x/255 with a UINT8 quantizer of scale
-    exactly 1/255, so the accelerator's input really is UINT8 pixels (FINN needs to know);
+  * `step_fpgaslim_prepare`: the input's datatype from the graph's input quantizer (the zoo
+    quantizes x/255 with a UINT8 quantizer of scale exactly 1/255, so the accelerator's input
+    is UINT8 pixels; a foreign QONNX file says its own: hw/onnx_input.py; FINN needs to know);
     and widening Truncs are narrowed, which FINN's avg-pool conversion gets wrong;
   * `step_fpgaslim_streamline`: stock streamlining for plain CNNs; for residual graphs finn-plus's
     StreamlinePlus-based resnet step (the stock one leaves Transpose/Im2Col/MatMul unmapped);
@@ -80,10 +81,20 @@ def _make_widening_trunc_fix() -> type:
 
 
 def step_fpgaslim_prepare(model: Any, cfg: Any) -> Any:
-    """Annotate the input as UINT8 and fix widening Truncs (see NarrowWideningTrunc)."""
+    """Annotate the input with the datatype of the graph's input quantizer (UINT8 for
+    fpgaslim's models, whatever a foreign file's quantizer says: hw/onnx_input.py) and fix
+    widening Truncs (see NarrowWideningTrunc)."""
     from qonnx.core.datatype import DataType
 
-    model.set_tensor_datatype(model.graph.input[0].name, DataType["UINT8"])
+    from .onnx_input import read_input_quant
+
+    iq = read_input_quant(model, "the model")
+    if iq.step != 1.0:
+        raise UnsupportedLayerError(
+            f"the input quantizer ({iq.found}) has step {iq.step:g} in input units, so the "
+            "accelerator's input would not be integers; build the file with `fpgaslim build "
+            "MODEL.onnx`, which puts the step in front of the graph (hw/onnx_input.py)")
+    model.set_tensor_datatype(model.graph.input[0].name, DataType[iq.dtype])
     return model.transform(_make_widening_trunc_fix()())
 
 
@@ -153,12 +164,13 @@ def _weight_nodes(model: Any) -> list[Any]:
 
 
 def step_fpgaslim_place_weights(model: Any, cfg: Any, place: str,
-                                board: dict[str, Any]) -> Any:
+                                board: dict[str, Any], folding: str | None = None) -> Any:
     """Write the folding config for the weight placement and point the builder at it.
 
     "onchip" keeps FINN's default (internal_decoupled); "external" streams every weight layer
     from off-chip memory; "auto" moves the layers with the most weight BRAM/URAM off-chip,
-    largest first, until FINN's memory estimate fits the board."""
+    largest first, until FINN's memory estimate fits the board. `folding`: a folding-config
+    JSON whose per-node entries are laid over these (the folding optimizer's choice)."""
     fb = finn_compat.builder()
     nodes = _weight_nodes(model)
     external: list[str] = []
@@ -182,6 +194,9 @@ def step_fpgaslim_place_weights(model: Any, cfg: Any, place: str,
     config: dict[str, Any] = {"Defaults": {}}
     for n in nodes:
         config[n.name] = {"mem_mode": "external" if n.name in external else "internal_decoupled"}
+    if folding:
+        for name, attrs in json.loads(Path(folding).read_text(encoding="utf-8")).items():
+            config.setdefault(name, {}).update(attrs)
     path = Path(cfg.output_dir) / "fpgaslim_folding_config.json"
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     cfg.folding_config_file = path
@@ -245,7 +260,8 @@ def _log(progress: Path, entry: dict[str, Any]) -> None:
 
 
 def estimate_steps(progress: Path, weights: str | None = None,
-                   board: dict[str, Any] | None = None) -> list[Callable]:
+                   board: dict[str, Any] | None = None,
+                   folding: str | None = None) -> list[Callable]:
     """finn-plus's estimate-only preset with fpgaslim's steps inserted, each tracked;
     `weights` and `board` (its BRAM_18K / URAM capacities) drive the weight placement. When
     they are None, they are read from `cfg._fpgaslim = {"weights": ..., "board": ...}` on the
@@ -256,7 +272,7 @@ def estimate_steps(progress: Path, weights: str | None = None,
         if weights is None or board is None:
             return step_fpgaslim_place_weights(model, cfg, cfg._fpgaslim["weights"],
                                                cfg._fpgaslim["board"])
-        return step_fpgaslim_place_weights(model, cfg, weights, board)
+        return step_fpgaslim_place_weights(model, cfg, weights, board, folding)
 
     from .exact_thresholds import step_exact_qonnx_to_finn
 

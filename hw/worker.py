@@ -33,7 +33,8 @@ def run_job(job: dict) -> int:
         board=job["board"]["finn_board"], fpga_part=job["board"]["part"],
         shell_flow_type=fb.ShellFlowType(job["board"]["shell_flow"]),
         generate_outputs=[fb.DataflowOutputType.ESTIMATE_REPORTS],
-        steps=estimate_steps(progress, job["weights"], job["board"]), verify_steps=verify,
+        steps=estimate_steps(progress, job["weights"], job["board"],
+                             folding=job.get("folding_config")), verify_steps=verify,
         verify_input_npy=job["verify_input_npy"],
         verify_expected_output_npy=job["verify_expected_npy"],
         save_intermediate_models=True, start_step=job.get("start_step"))

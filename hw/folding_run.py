@@ -1,0 +1,210 @@
+"""`maxfit --method optimal`: tabulate, solve, and confirm with a real FINN estimate build.
+
+1. The starting graph is the variant's existing estimate build for the board (its last saved
+   intermediate model: streamlined, specialized, bit widths minimized), so nothing is
+   re-streamlined; without one, an estimate build (reusing the streamlined prefix) makes it.
+2. hw/folding_table.py tabulates FINN's per-layer estimates in a child process.
+3. hw/folding_opt.py solves the table for the budget.
+4. The choice is written as a FINN folding config and a real estimate build applies it
+   (`step_apply_folding_config` reads it as `folding_config_file`); fps and resources are
+   that build's FINN estimates. Should that build miss the budget (the cost model and the
+   build disagree), the budget of the missed resource is tightened by the miss and it is
+   solved again, at most MAX_ROUNDS times.
+The result is saved under builds/<board>-optfit-<key>/maxfit.json and read back on reuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from fpgaslim.atomic import atomic_write_json
+from fpgaslim.compress.data import load_dataset
+from fpgaslim.compress.variants import RunDir
+from fpgaslim.errors import BuildTimeoutError, FpgaslimError
+
+from . import finn_compat
+from .api import build_dir_for
+from .boards import get_board
+from .build import BuildSettings, build_estimate
+from .figure import Figure
+from .folding_opt import RESOURCES, Budget, folding_config, solve
+from .qonnx_export import ensure_qonnx
+from .report import HardwareReport, load_report, save_report
+
+OPT_VERSION = "fpgaslim-optfit/1"  # bump when the cost model or the solver changes answers
+MAX_ROUNDS = 3
+#: the last saved graph of an estimate build, newest step first
+GRAPH_STEPS = ("step_generate_estimate_reports", "step_transpose_decomposition",
+               "step_minimize_bit_width")
+
+
+class OptFit(BaseModel):
+    """The optimizer's answer: the confirming build's FINN estimates, plus evidence."""
+
+    model_config = ConfigDict(extra="forbid")
+    variant: str
+    board: str
+    method: Literal["optimal"] = "optimal"
+    fps: Figure | None  # None: no folding fits the budget
+    resources: dict[str, Figure]  # LUT, BRAM_18K, URAM, DSP of the confirming build
+    percent: dict[str, float]
+    fits_budget: bool
+    budget: dict[str, float]
+    bottleneck_layer: str | None
+    bottleneck_cycles: int | None
+    dwc_LUT: Figure | None  # data-width converters the folding needs (not in the build's LUT)
+    default_fps: Figure | None  # the starting build's (FINN SetFolding at the target)
+    predicted: dict[str, float]  # the cost model's own totals (incl. DWCs): evidence only
+    rounds: int
+    folding_config: str | None  # file name beside maxfit.json
+    timings: dict[str, float]
+    source: str
+
+
+def optfit_path(run: RunDir, variant_id: str, board: str, build: dict[str, Any],
+                budget: Budget) -> Path:
+    blob = json.dumps({"v": OPT_VERSION, "build": build, "budget": budget.model_dump()},
+                      sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:8]
+    return run.variant_dir(variant_id) / "builds" / f"{get_board(board).name}-optfit-{key}" \
+        / "maxfit.json"
+
+
+def load_optfit(path: str | Path) -> OptFit:
+    return OptFit.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def _start_graph(bdir: Path) -> Path | None:
+    inter = bdir / "work" / "finn" / "intermediate_models"
+    for step in GRAPH_STEPS:
+        if (inter / f"{step}.onnx").is_file():
+            return inter / f"{step}.onnx"
+    return None
+
+
+def _tabulate(graph: Path, part: str, work: Path, timeout_s: float) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    job = atomic_write_json(work / "table_job.json", {"model": str(graph), "part": part,
+                                                      "out": str(work / "table.json")})
+    log = work / "table.log"
+    with open(log, "w", encoding="utf-8") as f:
+        try:
+            rc = subprocess.run([sys.executable, "-m", "fpgaslim.hw.folding_table", str(job)],
+                                env=finn_compat.child_environment(work), stdout=f,
+                                stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            raise BuildTimeoutError(f"folding table of {graph} ran past {timeout_s:g} s; "
+                                    f"log: {log}") from None
+    if rc != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
+        raise FpgaslimError(f"folding table of {graph} failed (exit {rc}); log {log}:\n{tail}")
+    return json.loads((work / "table.json").read_text(encoding="utf-8"))
+
+
+def optimize_variant(run: RunDir, variant_id: str, board: str,
+                     build: dict[str, Any] | None = None, budget: Budget | None = None,
+                     keep_table: bool = False) -> Path:
+    """Run (or return the saved) optimal folding of one variant on one board."""
+    build, budget = dict(build or {}), budget or Budget()
+    out = optfit_path(run, variant_id, board, build, budget)
+    if out.is_file():
+        return out
+    t0 = time.perf_counter()
+    b = get_board(board)
+    settings = BuildSettings(board=board, **build).resolved()
+    vdir = run.variant_dir(variant_id)
+    record = ensure_qonnx(run, variant_id)
+    images = load_dataset(record.dataset, limit_train=1).test.tensors[0][:1]
+    prefix = vdir / "builds" / ".prefix"
+    bdir = build_dir_for(run, variant_id, settings)
+    work = out.parent / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    timings: dict[str, float] = {}
+    graph = _start_graph(bdir)
+    default = load_report(bdir / "report.json") if (bdir / "report.json").is_file() else None
+    if graph is None:  # no earlier build to start from: make one (no Python execution)
+        default = build_estimate(vdir / record.qonnx, work / "start", settings, images=images,
+                                 variant=variant_id, prefix_cache=prefix)
+        graph = _start_graph_in(work / "start")
+        timings["start_build_s"] = round(time.perf_counter() - t0, 3)
+    t1 = time.perf_counter()
+    table = _tabulate(graph, b.part, work / "table", settings.timeout_s)
+    timings["table_s"] = round(time.perf_counter() - t1, 3)
+    caps = budget.caps(b)
+    limit = dict(caps)
+    report: HardwareReport | None = None
+    sol = None
+    ok, pct, rounds, solve_s, confirm_s = False, {}, 0, 0.0, 0.0
+    from .folding_search import within_budget
+
+    cfg_path = out.parent / "folding_config.json"
+    while rounds < MAX_ROUNDS:
+        rounds += 1
+        t1 = time.perf_counter()
+        sol = solve(table, limit)
+        solve_s += time.perf_counter() - t1
+        if sol is None:
+            break
+        atomic_write_json(cfg_path, folding_config(table, sol.choice))
+        t1 = time.perf_counter()
+        report = build_estimate(vdir / record.qonnx, work / "confirm", settings, images=images,
+                                variant=variant_id, prefix_cache=prefix, folding_config=cfg_path)
+        confirm_s += time.perf_counter() - t1
+        ok, pct = within_budget(report, budget.model_dump())
+        if ok:
+            break
+        for k in RESOURCES:  # tighten what the build says is over, by the miss
+            got = float(report.resources[k].value)
+            if got > caps[k] + 1e-9:
+                limit[k] = limit[k] * caps[k] / got - 1
+    timings.update(solve_s=round(solve_s, 3), confirm_build_s=round(confirm_s, 3),
+                   total_s=round(time.perf_counter() - t0, 3))
+    if keep_table:
+        atomic_write_json(out.parent / "table.json", table)
+    result = _result(variant_id, b, budget, report if ok else None, sol if ok else None,
+                     default, pct, rounds, cfg_path if ok else None, timings, settings)
+    if report is not None:
+        save_report(report, out.parent / "report.json")
+    shutil.rmtree(work, ignore_errors=True)  # keep the answer, not 100s of MB of graphs
+    atomic_write_json(out, result.model_dump(mode="json"))
+    return out
+
+
+def _start_graph_in(build_out: Path) -> Path:
+    inter = build_out / "finn" / "intermediate_models"
+    for step in GRAPH_STEPS:
+        if (inter / f"{step}.onnx").is_file():
+            return inter / f"{step}.onnx"
+    raise FpgaslimError(f"the estimate build in {build_out} saved no folded graph")
+
+
+def _result(variant_id: str, b: Any, budget: Budget, report: HardwareReport | None, sol: Any,
+            default: HardwareReport | None, pct: dict, rounds: int, cfg: Path | None,
+            timings: dict, settings: BuildSettings) -> OptFit:
+    src = (f"{finn_compat.provenance(settings.clock_ns)}, estimate build with the folding "
+           f"config of fpgaslim's optimal folding (exact on FINN's per-layer estimates), "
+           f"budget % of {b.display}")
+    dwc = None if sol is None else Figure.of(
+        sol.dwc_LUT, "LUT", "FINN StreamingDataWidthConverter LUT estimate on the streams whose "
+        "folded widths differ (InsertDWC's rule; the estimate build does not insert them)",
+        b.LUT, b.source.fabric)
+    return OptFit(
+        variant=variant_id, board=b.name,
+        fps=None if report is None else Figure.of(report.throughput.fps.value, "frames/s", src),
+        resources={} if report is None else {k: report.resources[k] for k in RESOURCES},
+        percent=pct, fits_budget=report is not None, budget=budget.model_dump(),
+        bottleneck_layer=None if report is None else report.throughput.bottleneck_layer,
+        bottleneck_cycles=None if report is None else int(
+            report.throughput.bottleneck_cycles.value),
+        dwc_LUT=dwc, default_fps=None if default is None else default.throughput.fps,
+        predicted={} if sol is None else sol.predicted, rounds=rounds,
+        folding_config=None if cfg is None else cfg.name, timings=timings, source=src)

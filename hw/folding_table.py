@@ -1,0 +1,250 @@
+"""The folding optimizer's cost model, tabulated with FINN's own per-layer estimate functions.
+
+Run in a child process (`python -m fpgaslim.hw.folding_table job.json`, FINN's process-wide
+state stays out of the caller, as for builds): it loads a specialized FINN dataflow graph (the
+estimate build's last intermediate model), and for every HW layer (or pair of layers FINN
+ties together) sets each legal combination of its parallelism and resource attributes on the
+node and records the op's own `get_exp_cycles()` and `node_res_estimation()` (the
+`lut/bram/uram/dsp_estimation()` methods that FINN's estimate report sums). It also records the
+folded stream width on every layer boundary, so data-width converters can be charged with the
+LUT estimate of FINN's StreamingDataWidthConverter, inserted wherever InsertDWC would insert one
+(the folded last dimensions differ). The table is plain JSON; hw/folding_opt.py solves it.
+
+Legal values follow finn/transformation/fpgadataflow/set_folding.py: PE divides the output
+channels, SIMD the input channels; a depthwise ConvolutionInputGenerator takes the SIMD of its
+VVAU/Pool consumer's PE (one unit here); a VVAU's SIMD (kernel window) grows only once its PE
+is full and then needs the RTL window generator's parallel_window; HLS streams stay within
+AP_INT_MAX_W bits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+AP_INT_MAX_W = 8191  # finn.util.basic.MAX_ALLOWED_AP_INT_W
+PE_OPS = ("DuplicateStreams", "GlobalAccPool", "Thresholding", "ReplicateStream",
+          "Elementwise", "AddStreams", "ChannelwiseOp", "Squeeze", "Unsqueeze", "Reshape")
+SIMD_OPS = ("FMPadding", "StreamingMaxPool")
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, int(n) + 1) if n % d == 0]
+
+
+def _base(op_type: str) -> str:
+    return op_type.rsplit("_", 1)[0] if op_type.endswith(("_hls", "_rtl")) else op_type
+
+
+def _channels(inst: Any, attr: str, default_in: bool) -> int:
+    try:
+        return int(inst.get_nodeattr(attr))
+    except (AttributeError, Exception):
+        shape = inst.get_normal_input_shape() if default_in else inst.get_normal_output_shape()
+        return int(shape[-1])
+
+
+def node_knobs(node: Any, inst: Any) -> list[dict[str, Any]]:
+    """Every legal attribute assignment of one (untied) HW node, as dicts."""
+    op, base = node.op_type, _base(node.op_type)
+    if base == "MVAU":
+        pes, simds = divisors(inst.get_nodeattr("MH")), divisors(inst.get_nodeattr("MW"))
+        extra: list[dict[str, Any]] = [{}]
+        if op.endswith("_hls") and inst.get_nodeattr("mem_mode") == "internal_decoupled":
+            styles = ["auto", "distributed"]
+            extra = [{"resType": r, "ram_style": s} for r in ("lut", "dsp") for s in styles]
+        elif op.endswith("_hls"):
+            extra = [{"resType": r} for r in ("lut", "dsp")]
+        return [{"PE": p, "SIMD": s, **e} for p in pes for s in simds for e in extra]
+    if base.startswith("ConvolutionInputGenerator"):
+        cands = [{"SIMD": s} for s in divisors(inst.get_nodeattr("IFMChannels"))]
+        if op.endswith("_rtl"):
+            for c in cands:
+                c["parallel_window"] = 0
+            cands.append({"SIMD": int(inst.get_nodeattr("IFMChannels")), "parallel_window": 1})
+        return cands
+    if base == "LabelSelect":
+        return [{"PE": p} for p in divisors(inst.get_nodeattr("Labels"))]
+    if base.startswith(PE_OPS):
+        return [{"PE": p} for p in divisors(_channels(inst, "NumChannels", False))]
+    if base.startswith(SIMD_OPS) and "SIMD" in inst.get_nodeattr_types():
+        return [{"SIMD": s} for s in divisors(_channels(inst, "NumChannels", True))]
+    if base in ("VVAU", "Pool"):  # a pointwise depthwise op without a window generator
+        return _depthwise_knobs(inst, base)
+    return [{}]
+
+
+def _depthwise_knobs(inst: Any, base: str) -> list[dict[str, Any]]:
+    ch = int(inst.get_nodeattr("Channels"))
+    cands = [{"PE": p} for p in divisors(ch)]
+    if base == "VVAU":
+        k = int(math.prod(inst.get_nodeattr("Kernel")))
+        cands = [{"PE": p, "SIMD": 1} for p in divisors(ch)]
+        cands += [{"PE": ch, "SIMD": s} for s in divisors(k) if s > 1]
+    return cands
+
+
+def _tied_knobs(swg: Any, consumer: Any, cons_inst: Any, swg_inst: Any) -> list[dict]:
+    """(SWG, depthwise consumer) pairs: the SWG's SIMD is the consumer's PE (SetFolding)."""
+    out = []
+    for c in _depthwise_knobs(cons_inst, _base(consumer.op_type)):
+        s = {"SIMD": c["PE"]}
+        if swg.op_type.endswith("_rtl"):
+            s["parallel_window"] = int(c.get("SIMD", 1) > 1)
+        elif c.get("SIMD", 1) > 1:
+            continue  # the HLS window generator has no parallel window
+        out.append({swg.name: s, consumer.name: c})
+    return out
+
+
+def _legal(node: Any, inst: Any) -> bool:
+    if not node.op_type.endswith("_hls"):
+        return True
+    n_in = len([i for i in node.input if i])
+    widths = [inst.get_outstream_width(0)]
+    for i in range(n_in):
+        try:
+            widths.append(inst.get_instream_width(i))
+        except Exception:
+            pass
+    return max(widths) <= AP_INT_MAX_W
+
+
+def _dwc_lut(inw: int, outw: int, part: str) -> int:
+    from onnx import helper
+    from qonnx.custom_op.registry import getCustomOp
+
+    node = helper.make_node("StreamingDataWidthConverter", ["i"], ["o"],
+                            domain="finn.custom_op.fpgadataflow", backend="fpgadataflow",
+                            inShape=[1, inw], outShape=[1, outw], inWidth=inw, outWidth=outw,
+                            dataType="UINT8")
+    return int(getCustomOp(node).lut_estimation(part))
+
+
+def tabulate(model: Any, part: str) -> dict[str, Any]:
+    """The cost-model table of a specialized FINN dataflow graph (see the module docstring)."""
+    from finn.util.basic import getHWCustomOp
+
+    hw = [n for n in model.graph.node if n.domain.startswith("finn.custom_op.fpgadataflow")]
+    inst = {n.name: getHWCustomOp(n) for n in hw}
+    unit_of: dict[str, int] = {}
+    units: list[dict[str, Any]] = []
+    tied: dict[str, Any] = {}
+    for n in hw:
+        if _base(n.op_type) in ("VVAU", "Pool"):
+            p = model.find_producer(n.input[0])
+            if p is not None and _base(p.op_type).startswith("ConvolutionInputGenerator"):
+                tied[p.name] = n
+    for n in hw:
+        if n.name in unit_of:
+            continue
+        if n.name in tied:
+            c = tied[n.name]
+            nodes, combos = [n, c], _tied_knobs(n, c, inst[c.name], inst[n.name])
+        else:
+            nodes = [n]
+            combos = [{n.name: k} for k in node_knobs(n, inst[n.name])]
+        for m in nodes:
+            unit_of[m.name] = len(units)
+        units.append({"name": "+".join(m.name for m in nodes), "nodes": [m.name for m in nodes],
+                      "combos": combos})
+    edges, internal = _edges(model, hw, unit_of)
+    start = {n.name: _attrs(inst[n.name]) for n in hw}
+    for u in units:
+        u["candidates"] = [c for c in (_evaluate(model, inst, u, combo, internal, part)
+                                       for combo in u.pop("combos")) if c is not None]
+        for name in u["nodes"]:  # leave the graph as it came
+            for k, v in start[name].items():
+                inst[name].set_nodeattr(k, v)
+    for e in edges:
+        src = {tuple(c["ports"][e["src_port"]]) for c in units[e["src"]]["candidates"]}
+        dst = {tuple(c["ports"][e["dst_port"]]) for c in units[e["dst"]]["candidates"]}
+        e["dwc"] = {f"{a[0]},{b[0]}": (0 if a[0] == b[0] else _dwc_lut(a[1], b[1], part))
+                    for a, b in itertools.product(sorted(src), sorted(dst))}
+        for u, port in ((e["src"], e["src_port"]), (e["dst"], e["dst_port"])):
+            for c in units[u]["candidates"]:
+                c["ports"][port] = c["ports"][port][0]
+    on_edge = {p for e in edges for p in (e["src_port"], e["dst_port"])}
+    for u in units:  # graph inputs/outputs need no converter
+        for c in u["candidates"]:
+            c["ports"] = {k: v for k, v in c["ports"].items() if k in on_edge}
+    return {"units": units, "edges": edges, "start": start}
+
+
+def _attrs(inst: Any) -> dict[str, Any]:
+    keys = ("PE", "SIMD", "parallel_window", "resType", "ram_style", "mem_mode")
+    types = inst.get_nodeattr_types()
+    return {k: inst.get_nodeattr(k) for k in keys if k in types}
+
+
+def _edges(model: Any, hw: list, unit_of: dict[str, int]) -> tuple[list[dict], list[tuple]]:
+    """Stream edges between HW layers: across units (charged by the solver) and inside a unit
+    (charged on the candidate)."""
+    edges, internal = [], []
+    names = {n.name for n in hw}
+    for n in hw:
+        for oi, t in enumerate(n.output):
+            for c in model.find_consumers(t) or []:
+                if c.name not in names or c.op_type.startswith("StreamingDataWidthConverter"):
+                    continue
+                ii = list(c.input).index(t)
+                if unit_of[n.name] == unit_of[c.name]:
+                    internal.append((n.name, oi, c.name, ii))
+                else:
+                    edges.append({"src": unit_of[n.name], "src_port": f"out:{n.name}:{oi}",
+                                  "dst": unit_of[c.name], "dst_port": f"in:{c.name}:{ii}"})
+    return edges, internal
+
+
+def _evaluate(model: Any, inst: dict, unit: dict, combo: dict, internal: list,
+              part: str) -> dict[str, Any] | None:
+    res = dict.fromkeys(RESOURCES, 0.0)
+    cycles = 0
+    try:
+        for name in unit["nodes"]:
+            for k, v in combo.get(name, {}).items():
+                inst[name].set_nodeattr(k, v)
+        ports: dict[str, list[int]] = {}
+        for name in unit["nodes"]:
+            i = inst[name]
+            if not _legal(i.onnx_node, i):
+                return None
+            cycles = max(cycles, int(i.get_exp_cycles()))
+            est = i.node_res_estimation(part)
+            for k in RESOURCES:
+                res[k] += float(est.get(k, 0))
+            for oi, _ in enumerate(i.onnx_node.output):
+                ports[f"out:{name}:{oi}"] = [int(i.get_folded_output_shape(oi)[-1]),
+                                             int(i.get_outstream_width(oi))]
+            for ii, t in enumerate(i.onnx_node.input):
+                if t and model.get_initializer(t) is None:
+                    ports[f"in:{name}:{ii}"] = [int(i.get_folded_input_shape(ii)[-1]),
+                                                int(i.get_instream_width(ii))]
+        for a, oi, b, ii in internal:
+            if a in unit["nodes"] and ports[f"out:{a}:{oi}"][0] != ports[f"in:{b}:{ii}"][0]:
+                res["LUT"] += _dwc_lut(ports[f"out:{a}:{oi}"][1], ports[f"in:{b}:{ii}"][1], part)
+    except Exception:  # FINN rejects this combination (e.g. an unsupported window mode)
+        return None
+    return {"attrs": combo, "cycles": cycles, "res": res, "ports": ports}
+
+
+def main() -> int:
+    """Child entry: job.json {"model": onnx path, "part": FPGA part, "out": table path}."""
+    from . import finn_compat
+
+    job = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+    finn_compat.activate()
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    table = tabulate(ModelWrapper(job["model"]), job["part"])
+    Path(job["out"]).write_text(json.dumps(table), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
