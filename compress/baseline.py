@@ -5,31 +5,42 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 from pydantic import BaseModel, ConfigDict, Field
 
 from .data import DataSplits
 from .models import BitWidths, create_model
 from .train import TrainSettings, evaluate, train
+from .user_model import create_user_model, is_factory_ref
 from .variants import Accuracy, RunDir, Timer, Variant, check_id, describe
 
 
 class BaselineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str = "resnet8"
+    model: str = "resnet8"  # a zoo name, or your own: path/to/file.py:factory, pkg.mod:factory
+    model_args: dict = Field(default_factory=dict)  # keyword arguments of your factory
     width: float = Field(1.0, gt=0)
     bits: BitWidths = BitWidths()
     train: TrainSettings = TrainSettings()
 
 
 def train_baseline(run: RunDir, data: DataSplits, settings: BaselineSettings,
-                   variant_id: str = "baseline", progress: bool | None = None) -> Variant:
-    """Train (or resume training) and save the baseline; a finished one is returned as is."""
+                   variant_id: str = "baseline", progress: bool | None = None,
+                   model: nn.Module | None = None) -> Variant:
+    """Train (or resume training) and save the baseline; a finished one is returned as is.
+
+    `model`: your own module (with an `arch` record, compress/user_model.py) instead of the
+    one `settings.model` names; with `train.epochs == 0` its weights are kept as they are."""
     check_id(variant_id)
     if run.has(variant_id):
         return run.record(variant_id)
     torch.manual_seed(settings.train.seed)  # the initial weights are part of the recipe
-    model = create_model(settings.model, data.input_shape, data.num_classes, settings.bits,
-                         settings.width)
+    if model is None and is_factory_ref(settings.model):
+        model = create_user_model(settings.model, data.input_shape, data.num_classes,
+                                  settings.model_args)
+    elif model is None:
+        model = create_model(settings.model, data.input_shape, data.num_classes, settings.bits,
+                             settings.width)
     ckpt: Path = run.variant_dir(variant_id) / "train-state.pt"
     with Timer() as t:
         result = train(model, data.train, data.val, settings.train, checkpoint=ckpt,
@@ -41,7 +52,8 @@ def train_baseline(run: RunDir, data: DataSplits, settings: BaselineSettings,
                           test_images=len(data.test)),
         timings={"train_s": t.seconds},
         details={"history": result.history, "data_source": data.source,
-                 "data": data.origin})
+                 "data": data.origin,
+                 **({"warnings": result.warnings} if result.warnings else {})})
     run.save(model.cpu(), record)
     ckpt.unlink(missing_ok=True)
     return record

@@ -302,6 +302,25 @@ def load_dataset(
                       origin=origin)
 
 
+def _recorded_inputs(origin: dict[str, Any]) -> DataSplits:
+    """The verification inputs a QONNX-file build saved (hw/api.py import_onnx): already the
+    accelerator's integers; every split is that one set (nothing is trained on it)."""
+    path = Path(origin["path"])
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path} (the build's verification inputs) is missing; run "
+                                   "`fpgaslim build MODEL.onnx` again")
+    with np.load(path, allow_pickle=False) as f:
+        x, y = f["x"], f["y"]
+    if origin.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != origin["sha256"]:
+        raise DataChangedError(f"{path} changed since the build recorded it; run `fpgaslim "
+                               "build MODEL.onnx` again")
+    ds = TensorDataset(torch.from_numpy(np.asarray(x, dtype=np.float32)),
+                       torch.from_numpy(np.asarray(y, dtype=np.int64)))
+    classes = origin.get("class_names") or []
+    return DataSplits(origin.get("label", "inputs"), ds, ds, ds, num_classes=len(classes),
+                      class_names=classes, source=str(path), origin=dict(origin))
+
+
 def recorded_origin(run: Any, variant_id: str) -> dict[str, Any]:
     """The data origin of a variant: its own record's, else the nearest ancestor's (methods
     derive variants from a parent; the baseline records where its data came from)."""
@@ -324,6 +343,8 @@ def load_for_variant(run: Any, variant_id: str, data_dir: str | Path | None = No
     hash, so a changed file is an error and never a silent new split."""
     name = run.record(variant_id).dataset
     origin = recorded_origin(run, variant_id)
+    if origin.get("spec") == "inputs":
+        return _recorded_inputs(origin)
     where = data_dir
     if where is None and origin.get("path") and parse_spec(name) is None and name != "digits":
         where = origin["path"]

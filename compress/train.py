@@ -97,14 +97,30 @@ def _fingerprint(settings: TrainSettings, tag: str) -> str:
 
 def load_state(path: Path) -> dict:
     """Load a torch file safely (tensors and plain data only)."""
+    import pickle
+    import warnings
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's pickle-protocol notice
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises many types for truncated / foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}). Delete it to "
-                              "start over, or restore it from a backup.") from exc
+        # torch's own text is not repeated: it advises weights_only=False, which is wrong
+        # advice for a damaged file and unsafe for a foreign one
+        text = str(exc)
+        if isinstance(exc, pickle.UnpicklingError) and "eights only" in text:
+            what = ("it holds Python objects besides tensors and plain data, which fpgaslim "
+                    "never writes and does not load (loading them could run code): it was not "
+                    "written by fpgaslim, or it is damaged")
+        elif "zip archive" in text or "central directory" in text or isinstance(exc, EOFError):
+            what = "it is truncated or corrupt (not a complete torch archive)"
+        else:
+            what = f"it is not a torch checkpoint ({type(exc).__name__})"
+        raise CheckpointError(f"{path} is not a readable checkpoint: {what}. Restore it from a "
+                              "backup, or delete it and run the command that wrote it again."
+                              ) from exc
 
 
 def _stats_state(model: nn.Module) -> tuple[dict[str, int], dict[str, torch.Tensor]]:

@@ -53,11 +53,14 @@ def main() -> None:
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML/TOML file with TrainJob fields; options below override it.")
-@click.option("--model", help="resnet8/14/20/32/56/110 or cnv (default resnet8)")
+@click.option("--model", help="resnet8/14/20/32/56/110, cnv, tfc, sfc, lfc (default "
+              "resnet8), or your own Brevitas model: path/to/file.py:factory or package.module:factory (keyword "
+              "arguments: model_args in --config)")
 @click.option("--dataset", help="digits (default), fashion-mnist, mnist, cifar10, or your own: "
               "folder:PATH (a subfolder of PNG/JPEG per class), npz:PATH (x, y), idx:PATH")
 @click.option("--data-dir", help="folder with local dataset copies")
-@click.option("--bits", help="weight/activation bits, e.g. w4a4 (default), w2a2, w8a8")
+@click.option("--bits", help="weight/activation bits wNaM, N and M in 1..8: w4a4 (default), "
+              "w2a2, w1a1 (bipolar: XNOR-popcount in FINN), w1a2, w8a8")
 @click.option("--first-bits", type=int, help="weights of the first layer (default 8)")
 @click.option("--last-bits", type=int, help="weights of the last layer (default 8)")
 @click.option("--width", type=float, help="width multiplier")
@@ -96,6 +99,8 @@ def train(run: Path, config: Path | None, **opts: Any) -> None:
     click.echo(f"{rec.id}: {rec.arch.name} {rec.arch.bits.tag} on {rec.dataset}: "
                f"test accuracy {rec.accuracy.test:.2f}% (measured, PyTorch), "
                f"val {rec.accuracy.val:.2f}%, {rec.params:,} params, {rec.macs:,} MACs")
+    for warning in rec.details.get("warnings", []):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
 
 
 @main.command()
@@ -243,9 +248,13 @@ def _chain_command(run: Path, variant_id: str, preset: str, data_dir: str | None
 
 # --------------------------------------------------------------------------- hw
 @main.command()
-@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
 @click.option("--variant", "variant_id", default="baseline", show_default=True)
 @click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--data", "data_spec", help="MODEL.onnx only: verification data (a --dataset "
+              "spec, e.g. npz:test.npz); default seeded random inputs in the input's range")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="MODEL.onnx only: the run folder of the build (default runs/<file stem>)")
 @click.option("--target-fps", type=float)
 @click.option("--clock-ns", type=float)
 @click.option("--weights", type=click.Choice(["auto", "onchip", "external"]))
@@ -254,12 +263,27 @@ def _chain_command(run: Path, variant_id: str, preset: str, data_dir: str | None
 @click.option("--bitfile", is_flag=True, help="full Vivado flow (needs Vivado/Vitis)")
 @_handle_errors
 def build(run: Path, variant_id: str, board: str, verify_images: int, bitfile: bool,
-          **opts: Any) -> None:
-    """FINN build of a variant for a board: estimates, bit-exact verification, report."""
+          data_spec: str | None, out_dir: Path | None, **opts: Any) -> None:
+    """FINN build of a variant (RUN) or of a QONNX / FINN-ONNX file (MODEL.onnx) for a board:
+    estimates, bit-exact verification, report."""
     from fpgaslim.pipeline import build_job
 
     from fpgaslim.hw.report import render
 
+    if run.is_file():
+        from fpgaslim.pipeline import build_onnx_job
+
+        report = build_onnx_job(run, board, out_dir, data_spec,
+                                {k: v for k, v in opts.items() if v is not None},
+                                verify_images=verify_images)
+        _console().print(render(report))
+        where = out_dir or Path("runs") / run.stem
+        click.echo(f"build of {run} kept in run folder {where} (variant baseline): use it "
+                   f"with maxfit/compare/deploy bundle {where}")
+        return
+    if data_spec or out_dir:
+        raise click.UsageError("--data and --out are for building a MODEL.onnx file; a run's "
+                               "variant uses the data its run recorded")
     report = build_job(run, variant_id, board, {k: v for k, v in opts.items() if v is not None},
                        verify_images=verify_images, bitfile=bitfile)
     _console().print(render(report))

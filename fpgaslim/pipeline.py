@@ -41,7 +41,8 @@ class TrainJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     data: DataSettings = DataSettings()
-    model: str = "resnet8"
+    model: str = "resnet8"  # a zoo name, or your own: path/to/file.py:factory, pkg.mod:factory
+    model_args: dict = Field(default_factory=dict)  # keyword arguments of your factory
     width: float = Field(1.0, gt=0)
     bits: BitWidths = BitWidths()
     train: TrainSettings = TrainSettings()
@@ -56,11 +57,42 @@ def train_job(run: RunDir | str | Path, job: TrainJob, data: DataSplits | None =
               progress: bool | None = None) -> Variant:
     """Train the baseline of a run (resumes an interrupted training; a finished one is kept)."""
     from fpgaslim.compress.models import make_arch
+    from fpgaslim.compress.user_model import is_factory_ref, resolve
 
-    make_arch(job.model, (1, 8, 8))  # fail fast on an unknown model name, before loading data
+    # fail fast on an unknown model name or a missing factory, before loading data
+    if is_factory_ref(job.model):
+        resolve(job.model)
+    else:
+        make_arch(job.model, (1, 8, 8))
     data = data or job.data.load()
-    settings = BaselineSettings(model=job.model, width=job.width, bits=job.bits, train=job.train)
+    settings = BaselineSettings(model=job.model, model_args=job.model_args, width=job.width,
+                                bits=job.bits, train=job.train)
     return train_baseline(as_run(run), data, settings, job.variant_id, progress=progress)
+
+
+def add_model(run: RunDir | str | Path, module, data: DataSplits | DataSettings | str,
+              *, train: TrainSettings | dict | None = None, variant_id: str = "baseline",
+              factory=None, kwargs: dict | None = None, progress: bool | None = None) -> Variant:
+    """Your own Brevitas module, already in memory (trained or not), as the baseline variant
+    of `run`: trained for `train.epochs` (default 0: its weights are kept) and saved with a
+    record that re-creates it (`factory`, a callable or 'file.py:name'; default the module's
+    own class, called with `kwargs`). Then it exports, builds, compares and deploys like a
+    zoo model."""
+    from fpgaslim.compress.user_model import adopt_module
+
+    run = as_run(run)
+    if run.has(variant_id):
+        return run.record(variant_id)
+    if isinstance(data, str):
+        data = DataSettings(dataset=data)
+    if isinstance(data, DataSettings):
+        data = data.load()
+    settings = TrainSettings(epochs=0) if train is None else (
+        train if isinstance(train, TrainSettings) else TrainSettings(**train))
+    module = adopt_module(module, data.input_shape, data.num_classes, factory, kwargs)
+    base = BaselineSettings(model=module.arch.factory or module.arch.name,
+                            model_args=module.arch.kwargs, train=settings)
+    return train_baseline(run, data, base, variant_id, progress=progress, model=module)
 
 
 def export_variant(run: RunDir | str | Path, variant_id: str, data: DataSplits | None = None,
@@ -126,3 +158,16 @@ def build_job(run: RunDir | str | Path, variant_id: str, board: str,
         return build_bitfile(run, variant_id, settings)
     return build_variant(run, variant_id, board, settings=settings, data=data,
                          verify_images=verify_images)
+
+
+def build_onnx_job(path: str | Path, board: str, out: str | Path | None = None,
+                   data: str | None = None, overrides: dict | None = None,
+                   verify_images: int = 20):
+    """`fpgaslim build MODEL.onnx`: FINN build of a QONNX / FINN-ONNX file (hw.api.build_onnx);
+    returns its HardwareReport."""
+    from fpgaslim.config import validate
+    from fpgaslim.hw.api import build_onnx
+    from fpgaslim.hw.build import BuildSettings
+
+    settings = validate(BuildSettings, {"board": board, **(overrides or {})}, "build options")
+    return build_onnx(path, board, out, data, settings=settings, verify_images=verify_images)

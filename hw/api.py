@@ -13,6 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from fpgaslim.compress.data import DataSplits, load_for_variant
 from fpgaslim.compress.variants import RunDir
 
@@ -20,7 +22,8 @@ from .build import BuildSettings, build_estimate
 from .qonnx_export import ensure_qonnx
 from .report import HardwareReport, load_report, save_report
 
-__all__ = ["BuildSettings", "HardwareReport", "build_dir_for", "build_variant", "load_report"]
+__all__ = ["BuildSettings", "HardwareReport", "build_dir_for", "build_onnx", "build_variant",
+           "import_onnx", "load_report"]
 
 
 def build_dir_for(run: RunDir, variant_id: str, settings: BuildSettings) -> Path:
@@ -42,6 +45,8 @@ def build_variant(run: RunDir, variant_id: str, board: str = "pynq-z1",
     `board`) and verify it bit-exactly on `verify_images` real test images."""
     settings = (settings or BuildSettings()).model_copy(update={"board": board}).resolved()
     record = run.record(variant_id)
+    if getattr(record.arch, "source", None) == "qonnx":  # an imported file: no PyTorch model
+        return _build_imported(run, record, settings, verify_images)
     bdir = build_dir_for(run, variant_id, settings)
     done = bdir / "report.json"
     if done.is_file():
@@ -63,5 +68,175 @@ def build_variant(run: RunDir, variant_id: str, board: str = "pynq-z1",
                             labels=labels, variant=variant_id,
                             prefix_cache=run.variant_dir(variant_id) / "builds" / ".prefix")
     report.settings["verify_images"] = verify_images
+    save_report(report, done)
+    return report
+
+
+# --------------------------------------------------------------------------- a QONNX file in
+ONNX_VARIANT = "baseline"  # the file is its run's baseline, so --variant can be left out
+SOURCE_FILE, INPUTS_FILE = "source.onnx", "verify_inputs.npz"
+
+
+def _graph_summary(model) -> dict:
+    """depth / widths / params / MACs of a QONNX graph, counted on its weight layers
+    (Conv, MatMul, Gemm) from qonnx's inferred shapes."""
+    depth, widths, macs, params = 0, {}, {}, 0
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "MatMul", "Gemm"):
+            continue
+        w = model.get_initializer(node.input[1])
+        producer = model.find_producer(node.input[1])
+        if w is None and producer is not None:
+            w = model.get_initializer(producer.input[0])
+        wshape = model.get_tensor_shape(node.input[1]) if w is None else list(w.shape)
+        out = model.get_tensor_shape(node.output[0]) or []
+        depth += 1
+        n_w = int(np.prod(wshape)) if wshape else 0
+        params += n_w
+        if node.op_type == "Conv":
+            widths[node.name] = int(wshape[0])
+            macs[node.name] = int(np.prod(out[2:]) * n_w) if len(out) > 2 else n_w
+        else:
+            widths[node.name] = int(wshape[-1]) if node.op_type == "MatMul" else int(wshape[0])
+            macs[node.name] = n_w
+    return {"depth": depth, "widths": widths, "params": params, "macs": sum(macs.values()),
+            "macs_by_layer": macs}
+
+
+def _bits_label(model) -> str:
+    from collections import Counter
+
+    bits = Counter()
+    for node in model.graph.node:
+        if node.op_type == "Quant":
+            b = model.get_initializer(node.input[3])
+            if b is not None:
+                bits[int(np.asarray(b).reshape(-1)[0])] += 1
+    return "qonnx " + "/".join(str(b) for b in sorted(bits)) + "-bit" if bits else "qonnx"
+
+
+def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
+                verify_images: int = 20, seed: int = 0, data_dir: str | None = None):
+    """The run folder `out` for QONNX file `path`: its record (variant 'baseline', the file's
+    sha256, the input quantizer), the prepared graph and the verification inputs. A folder
+    that already holds this file is reused; one that holds another file (or this path with
+    other contents) is an error."""
+    from fpgaslim.atomic import atomic_write_text
+    from fpgaslim.compress.data import load_dataset
+    from fpgaslim.compress.models.arch import UserArch, UserBits
+    from fpgaslim.compress.variants import Accuracy, Variant
+    from fpgaslim.errors import ConfigError
+
+    from .onnx_input import (open_onnx, prepare_onnx, random_integers, sha256_file,
+                             to_integers)
+    from .qonnx_export import QONNX_FILE, execute_qonnx, load_onnx
+
+    path = Path(path).resolve()
+    run = RunDir(out)
+    graph = open_onnx(path)
+    digest = sha256_file(path)
+    vid = ONNX_VARIANT
+    vdir = run.variant_dir(vid)
+    if run.has(vid):
+        rec = run.record(vid)
+        had = getattr(rec.arch, "file_sha256", None)
+        if had != digest:
+            raise ConfigError(
+                f"{run.path} already holds a build of {rec.settings.get('file', 'another model')}"
+                f" (sha256 {str(had)[:12]}...), not of {path} (sha256 {digest[:12]}...); give "
+                "another --out, or delete that folder to rebuild")
+        if rec.settings.get("data") == data and rec.settings.get("verify_images") == verify_images:
+            return run, rec
+        (vdir / "record.json").unlink()  # other verification data: a new record, same file
+    vdir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, vdir / SOURCE_FILE)
+    iq = prepare_onnx(vdir / SOURCE_FILE, vdir / QONNX_FILE)
+    n = max(1, verify_images)
+    labels, classes, origin_label = None, None, None
+    if data:
+        splits = load_dataset(data, data_dir, limit_test=n)
+        x = to_integers(iq, splits.test.tensors[0].numpy())
+        labels = splits.test.tensors[1].numpy()
+        classes = splits.class_names
+        origin_label = (f"{len(x)} test images of {splits.name} (through the input quantizer, "
+                        f"step {iq.step:g})")
+        dataset = splits.name
+    else:
+        x = random_integers(iq, n, seed)
+        origin_label = (f"{n} seeded random inputs (seed {seed}) on the input quantizer's "
+                        f"integer grid {iq.low}..{iq.high} ({iq.dtype}); no data given")
+        dataset = f"random {iq.dtype}"
+    np.savez(vdir / INPUTS_FILE, x=x, y=labels if labels is not None else np.zeros(len(x), int))
+    prepared = load_onnx(vdir / QONNX_FILE)
+    logits = execute_qonnx(prepared, x)
+    num_classes = int(np.prod(logits.shape[1:]))
+    acc = Accuracy()
+    if labels is not None:
+        acc = Accuracy(test=float((logits.argmax(1) == labels).mean() * 100), test_images=len(x))
+    arch = UserArch(name=path.stem, in_shape=tuple(iq.shape), num_classes=num_classes,
+                    bits=UserBits(label=_bits_label(graph)), source="qonnx",
+                    file_sha256=digest)
+    rec = Variant(
+        id=vid, method="qonnx-file", dataset=dataset, arch=arch, qonnx=QONNX_FILE,
+        settings={"file": str(path), "data": data, "verify_images": verify_images,
+                  "seed": seed},
+        accuracy=acc, **_graph_summary(prepared),
+        details={"input_quant": iq.model_dump(), "verify_data": origin_label,
+                 "accuracy_source": "measured: qonnx execution of the QONNX file on the "
+                                    "verification images" if labels is not None else None,
+                 "data": {"spec": "inputs", "path": str(vdir / INPUTS_FILE),
+                          "sha256": sha256_file(vdir / INPUTS_FILE),
+                          "class_names": classes or [str(i) for i in range(num_classes)],
+                          "label": origin_label}})
+    atomic_write_text(vdir / "record.json", rec.model_dump_json(indent=2))
+    return run, rec
+
+
+def build_onnx(path: str | Path, board: str = "pynq-z1", out: str | Path | None = None,
+               data: str | None = None, settings: BuildSettings | None = None,
+               verify_images: int = 20, data_dir: str | None = None) -> HardwareReport:
+    """`fpgaslim build MODEL.onnx`: estimate-build any QONNX / FINN-ONNX file for `board` and
+    verify the hardware graph integer-exactly against the file itself executed by qonnx, on
+    `data` (a dataset spec) or on seeded random inputs inside its input quantizer's range.
+    The build lives in run folder `out` (default runs/<file stem>) as variant 'baseline', so
+    maxfit, compare, deploy bundle and the simulated board find it like any variant's."""
+    out = Path(out) if out is not None else Path("runs") / Path(path).stem
+    run, rec = import_onnx(path, out, data, verify_images, data_dir=data_dir)
+    settings = (settings or BuildSettings()).model_copy(update={"board": board}).resolved()
+    return _build_imported(run, rec, settings, verify_images)
+
+
+def _build_imported(run: RunDir, rec, settings: BuildSettings, verify_images: int
+                    ) -> HardwareReport:
+    import torch
+
+    from .qonnx_export import execute_qonnx, load_onnx
+
+    verify_images = rec.settings.get("verify_images", verify_images)
+    bdir = build_dir_for(run, rec.id, settings)
+    done = bdir / "report.json"
+    label = rec.details["verify_data"]
+    if done.is_file():
+        report = load_report(done)
+        if (report.settings.get("verify_images") == verify_images
+                and report.settings.get("verify_data") == label):
+            return report
+    vdir = run.variant_dir(rec.id)
+    with np.load(vdir / INPUTS_FILE) as f:
+        x, y = f["x"], f["y"]
+    prepared = load_onnx(vdir / rec.qonnx)
+    work = bdir / "work"
+    if work.exists():
+        shutil.rmtree(work)
+    report = build_estimate(
+        vdir / rec.qonnx, work, settings, images=torch.from_numpy(x),
+        labels=torch.from_numpy(y) if rec.settings.get("data") else None, variant=rec.id,
+        prefix_cache=vdir / "builds" / ".prefix",
+        reference=lambda imgs: execute_qonnx(prepared, imgs),
+        reference_source=("simulated: Python execution of the folded FINN dataflow graph "
+                          "(generic base ops) vs the QONNX file executed by qonnx "
+                          f"(qonnx.core.onnx_exec), CPU, on {label}"))
+    report.settings["verify_images"] = verify_images
+    report.settings["verify_data"] = label
     save_report(report, done)
     return report

@@ -154,13 +154,17 @@ def output_map(hw_int: np.ndarray, hw_out: np.ndarray, last_layer: str
     return scale, bias
 
 
-def compare(hw_npz: Path, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
-            exec_s: float, last_layer: str, strict: bool = True) -> Verification:
-    """Compare the hardware graph's outputs to the Brevitas model's; strict -> raise on any
-    integer mismatch."""
+def compare(hw_npz: Path, model: nn.Module | None, images: torch.Tensor,
+            labels: torch.Tensor | None, exec_s: float, last_layer: str, strict: bool = True,
+            reference: np.ndarray | None = None, reference_source: str | None = None
+            ) -> Verification:
+    """Compare the hardware graph's outputs to the Brevitas model's (or, for a QONNX file
+    without a PyTorch model, to `reference`: the file's logits executed by qonnx, labelled
+    `reference_source`); strict -> raise on any integer mismatch."""
     data = np.load(hw_npz)
     hw_int, hw_out = data["hw_int"], data["hw_out"]
-    ref_float = brevitas_reference(model, images)
+    ref_float = (np.asarray(reference, dtype=np.float64).reshape(len(images), -1)
+                 if reference is not None else brevitas_reference(model, images))
     hw_int = hw_int.reshape(ref_float.shape)
     hw_out = hw_out.reshape(ref_float.shape)
     scale, bias = output_map(hw_int, hw_out, last_layer)
@@ -187,8 +191,12 @@ def compare(hw_npz: Path, model: nn.Module, images: torch.Tensor, labels: torch.
         compared=f"integer output of the dataflow partition (last layer {last_layer}) vs "
                  f"Brevitas logits mapped back through the graph's output scale {scale:.6g} "
                  "(and bias)")
+    if reference_source:
+        result.source = reference_source
+        result.compared = result.compared.replace("Brevitas logits", "QONNX model's logits")
     if strict and bad:
+        what = "the QONNX model" if reference is not None else "the Brevitas model"
         raise VerificationError(
-            f"hardware graph differs from the Brevitas model on {bad}/{n} images (max integer "
+            f"hardware graph differs from {what} on {bad}/{n} images (max integer "
             f"difference {result.max_abs_int_diff:g} at {last_layer})")
     return result

@@ -9,7 +9,8 @@ from torch import nn
 
 from fpgaslim.errors import UnknownNameError
 
-from .arch import Arch, BitWidths, BlockSpec, ConvSpec, PlainArch, PoolSpec, ResNetArch
+from .arch import (Arch, BitWidths, BlockSpec, ConvSpec, PlainArch, PoolSpec, ResNetArch,
+                   UserArch)
 from .plain import QuantPlainNet, cnv_arch
 from .resnet import QuantResNet, resnet_arch
 
@@ -45,6 +46,10 @@ def build_model(arch: ResNetArch | PlainArch | dict) -> nn.Module:
     """Instantiate the Brevitas model an architecture record describes."""
     if isinstance(arch, dict):
         arch = TypeAdapter(Arch).validate_python(arch)
+    if isinstance(arch, UserArch):  # your own model: its factory re-creates it
+        from ..user_model import build_user_model
+
+        return build_user_model(arch)
     return QuantResNet(arch) if isinstance(arch, ResNetArch) else QuantPlainNet(arch)
 
 

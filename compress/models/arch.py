@@ -102,4 +102,32 @@ class PlainArch(_Strict):
     head_bias: bool = False
 
 
-Arch = Annotated[Union[ResNetArch, PlainArch], Field(discriminator="kind")]
+class UserBits(_Strict):
+    """What a user's model says about its bits (free text: fpgaslim did not choose them)."""
+
+    label: str = "custom"
+
+    @property
+    def tag(self) -> str:
+        return self.label
+
+
+class UserArch(_Strict):
+    """A model fpgaslim did not design (compress/user_model.py): a factory reference
+    (`path/to/file.py:fn` or `package.module:fn`) with its keyword arguments, re-created before
+    loading a checkpoint's state dict; or a QONNX file imported as is (`source="qonnx"`: no
+    PyTorch model). `pruned` replays a channel pruning on the factory's fresh model."""
+
+    kind: Literal["user"] = "user"
+    name: str
+    in_shape: tuple[int, ...]
+    num_classes: int
+    bits: UserBits = UserBits()
+    source: Literal["factory", "module", "qonnx"] = "factory"
+    factory: str | None = None
+    kwargs: dict = Field(default_factory=dict)
+    file_sha256: str | None = None  # the factory's .py file, or the imported QONNX file
+    pruned: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (module name, removed out channels)
+
+
+Arch = Annotated[Union[ResNetArch, PlainArch, UserArch], Field(discriminator="kind")]

@@ -1,0 +1,236 @@
+"""Your own Brevitas model: a factory reference, or a module already in memory.
+
+A factory is `path/to/file.py:name` or `package.module:name`, a callable returning an
+`nn.Module`; its keyword arguments come from the config (`model_args`), plus `in_shape` and
+`num_classes` when its signature takes them (the data decides those). The record stores the
+reference and the arguments (`UserArch`), so a checkpoint is rebuilt by calling the factory
+again and loading the state dict with `weights_only=True`: no pickled code.
+
+What such a model must do to go through FINN: take raw 0..255 pixels (N x C x H x W) and
+quantize them at its input (e.g. `x / 255` into a UINT8 `QuantIdentity` of scale 1/255, as the
+zoo does, or any integer input quantizer), use Brevitas quantized layers throughout, and end
+in a quantized linear/conv layer (see the README's "Bring your own").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from fpgaslim.errors import ConfigError
+
+from .models.arch import UserArch, UserBits
+
+#: methods and what they need from a model (the error a user model gets says this)
+METHOD_NEEDS = {
+    "dynamic-prune": "channel groups traced by Torch-Pruning's DependencyGraph (the zoo "
+                     "ResNets and plain CNNs)",
+    "layer-fusion": "the zoo ResNets' residual blocks (resnet8..110)",
+    "dynamic-prune+fuse": "the zoo ResNets' residual blocks (resnet8..110)",
+    "layer-importance": "the zoo ResNets' residual blocks (resnet8..110)",
+    "resconv": "a zoo ResNet or plain CNN (it rebuilds the network from its architecture)",
+}
+
+
+def is_factory_ref(name: str) -> bool:
+    """'file.py:fn' or 'pkg.mod:fn' (zoo names have no colon)."""
+    mod, sep, attr = name.rpartition(":")
+    return bool(sep and mod and attr and not mod.endswith(("folder", "npz", "idx")))
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def resolve(ref: str) -> tuple[Callable[..., Any], Path | None]:
+    """The callable a factory reference names, and its .py file when given by path."""
+    target, _, attr = ref.rpartition(":")
+    if not target or not attr:
+        raise ConfigError(f"model {ref!r}: use path/to/file.py:factory or "
+                          "package.module:factory")
+    path: Path | None = None
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"model {ref!r}: file {path} does not exist")
+        name = "fpgaslim_user_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ConfigError(f"model {ref!r}: {path} is not a loadable Python file")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as exc:
+                del sys.modules[name]
+                raise ConfigError(f"model {ref!r}: importing {path} failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = sys.modules.get(target) or importlib.import_module(target)
+        except ImportError as exc:
+            raise ConfigError(f"model {ref!r}: cannot import module {target!r} ({exc}); give "
+                              "a path/to/file.py:factory or put the package on PYTHONPATH"
+                              ) from exc
+    fn: Any = module
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)
+        if fn is None:
+            found = sorted(n for n in dir(module) if not n.startswith("_")
+                           and callable(getattr(module, n)))
+            raise ConfigError(f"model {ref!r}: {target} has no {attr!r} (callables there: "
+                              f"{', '.join(found[:12]) or 'none'})")
+    if not callable(fn):
+        raise ConfigError(f"model {ref!r}: {attr!r} is not callable")
+    return fn, path
+
+
+def _bits_label(model: nn.Module) -> str:
+    """'w4a4' style label from the Brevitas quantizers (most common weight / act bits)."""
+    from collections import Counter
+
+    w, a = Counter(), Counter()
+    for m in model.modules():
+        wq = getattr(m, "weight_quant", None)
+        if wq is not None and getattr(wq, "is_quant_enabled", False):
+            try:
+                w[int(m.quant_weight().bit_width)] += 1
+            except Exception:  # noqa: BLE001 (a label only)
+                pass
+        aq = getattr(m, "act_quant", None)
+        if aq is not None and getattr(aq, "is_quant_enabled", False) and hasattr(aq, "bit_width"):
+            try:
+                a[int(aq.bit_width())] += 1
+            except Exception:  # noqa: BLE001
+                pass
+    if not w:
+        return "custom"
+    return f"w{w.most_common(1)[0][0]}" + (f"a{a.most_common(1)[0][0]}" if a else "")
+
+
+def _call(fn: Callable[..., Any], kwargs: dict[str, Any], in_shape, num_classes: int) -> Any:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    extra = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "in_shape" in params or takes_any:
+        extra["in_shape"] = tuple(in_shape)
+    if "num_classes" in params or takes_any:
+        extra["num_classes"] = num_classes
+    return fn(**{**extra, **kwargs})
+
+
+def check_module(model: Any, ref: str, in_shape, num_classes: int) -> nn.Module:
+    """A clear error unless `model` maps one image batch to `num_classes` logits."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model {ref!r} returned {type(model).__name__}, not a torch "
+                          "nn.Module: the factory must return the (Brevitas) model")
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *in_shape))
+    except Exception as exc:
+        raise ConfigError(f"model {ref!r} fails on a {tuple(in_shape)} input (the data's "
+                          f"shape): {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    finally:
+        model.train(was)
+    out = getattr(out, "value", out)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model {ref!r} returns {shape} for 2 images; a classifier of this "
+                          f"data must return logits of shape (N, {num_classes})")
+    return model
+
+
+def create_user_model(ref: str, in_shape, num_classes: int,
+                      kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """Call the factory, check the module, attach its `arch` record."""
+    kwargs = dict(kwargs or {})
+    fn, path = resolve(ref)
+    try:
+        model = _call(fn, kwargs, in_shape, num_classes)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"model {ref!r} with arguments {kwargs}: the factory raised "
+                          f"{type(exc).__name__}: {exc}") from exc
+    model = check_module(model, ref, in_shape, num_classes)
+    ref_stored = f"{path}:{ref.rpartition(':')[2]}" if path else ref
+    model.arch = UserArch(name=ref.rpartition(":")[2], in_shape=tuple(in_shape),
+                          num_classes=num_classes, bits=UserBits(label=_bits_label(model)),
+                          source="factory", factory=ref_stored, kwargs=kwargs,
+                          file_sha256=_file_sha(path) if path else None)
+    return model
+
+
+def adopt_module(module: nn.Module, in_shape, num_classes: int,
+                 factory: str | Callable[..., Any] | None = None,
+                 kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """Give a module built in memory an `arch` record so that it can be saved and rebuilt.
+
+    The record needs a way to re-create the module: `factory` (a reference or a callable),
+    else the module's own class called with `kwargs`. Checked now by rebuilding it once, so a
+    module that cannot be re-created is an error here, not when a later command loads it."""
+    kwargs = dict(kwargs or {})
+    if factory is None or callable(factory):
+        obj = factory if factory is not None else type(module)
+        ref = f"{obj.__module__}:{obj.__qualname__}"
+        if "<locals>" in obj.__qualname__:
+            raise ConfigError(
+                f"{obj.__qualname__} is defined inside a function, so it cannot be re-created "
+                "later; define it at module level, or pass factory='file.py:name'")
+        if obj.__module__ == "__main__" or obj.__module__ not in sys.modules:
+            src = inspect.getsourcefile(obj)
+            if obj.__module__ == "__main__" or not src:
+                raise ConfigError(
+                    f"{obj.__qualname__} lives in a script (__main__), which fpgaslim cannot "
+                    "import again; move it into a .py file and pass factory='file.py:name'")
+            ref = f"{src}:{obj.__qualname__}"
+    else:
+        ref = factory
+    module.eval()
+    check_module(module, ref, in_shape, num_classes)
+    fresh = create_user_model(ref, in_shape, num_classes, kwargs)
+    ours, theirs = module.state_dict(), fresh.state_dict()
+    if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+        raise ConfigError(f"{ref} with arguments {kwargs} builds a model whose weights differ "
+                          "in names or shapes from the module given; pass the factory and "
+                          "kwargs that re-create this module")
+    module.arch = fresh.arch.model_copy(update={"source": "module"})
+    return module
+
+
+def build_user_model(arch: UserArch) -> nn.Module:
+    """Re-create a user model from its record (before loading a state dict)."""
+    if arch.source == "qonnx" or not arch.factory:
+        raise ConfigError(f"model {arch.name!r} was imported as a QONNX file: there is no "
+                          "PyTorch model to load (build, compare and deploy work on the file; "
+                          "compression methods and training need a Brevitas model)")
+    # an edited factory file is fine as long as the weights still load (checked by the caller)
+    model = create_user_model(arch.factory, arch.in_shape, arch.num_classes, arch.kwargs)
+    if arch.pruned:
+        raise ConfigError(f"model {arch.name!r}: pruned user models cannot be rebuilt yet")
+    model.arch = arch
+    return model
+
+
+def require_zoo(arch: Any, method: str) -> None:
+    """A clear error when `method` needs what a user model does not have."""
+    if getattr(arch, "kind", None) == "user":
+        need = METHOD_NEEDS.get(method, "a zoo model")
+        raise ConfigError(f"method {method!r} needs {need}; variant model {arch.name!r} is your "
+                          f"own ({arch.source}). Build, verify, compare and deploy work on it "
+                          "as is; for this method train a zoo model (--model resnet8, ...)")
