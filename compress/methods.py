@@ -23,6 +23,7 @@ METHODS: dict[str, str] = {
     "layer-fusion": "fpgaslim.compress.layer_fusion",
     "resconv": "fpgaslim.compress.resconv",
     "layer-importance": "fpgaslim.compress.layer_importance",
+    "magnitude-prune": "fpgaslim.compress.magnitude_prune",
 }
 
 
@@ -31,6 +32,7 @@ METHOD_HELP: dict[str, str] = {
     "layer-fusion": "remove thin residual blocks with distillation and short/long fine-tuning",
     "resconv": "ResConv-Prune: fusible residual convs, L1 layer scales, fused to plain convs",
     "layer-importance": "learned residual-unit importance, recursive reduction",
+    "magnitude-prune": "peer: Torch-Pruning's L1 / group-norm pruner to a MACs target",
 }
 
 
