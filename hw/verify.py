@@ -22,7 +22,8 @@ from torch import nn
 
 from fpgaslim.errors import VerificationError
 
-from .qonnx_export import fold_omegas
+from .qonnx_export import decided_images, fold_omegas
+from .verify_layers import LayerCheck, LayerVerification
 
 LAST_STEP = "step_fpgaslim_layer_table"
 
@@ -41,6 +42,9 @@ class Verification(BaseModel):
     max_abs_logit_diff: float
     images_per_s: float
     compared: str  # what was compared, e.g. "integer accumulators of MVAU_rtl_3"
+    decided_images: int | None = None  # images whose top two reference logits are not tied
+    layers: LayerVerification | None = None  # per-layer check (hw/verify_layers.py)
+    verified: bool | None = None  # zero per-layer errors and every difference explained
     source: str = ("simulated: Python execution of the folded FINN dataflow graph (generic "
                    "base ops) vs Brevitas (PyTorch, CPU)")
 
@@ -54,37 +58,92 @@ def last_weight_layer(model) -> tuple[str, str]:
     return nodes[-1].name, nodes[-1].output[0]
 
 
-def execute_dataflow(finn_out: Path, inputs_npy: Path, out_npz: Path) -> str:
-    """(child) Execute the final folded graph image by image inside FINN's parent graph; save
-    the last weight layer's integer output (hw_int) and the final output (hw_out). Returns the
-    name of that layer."""
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.core.onnx_exec import execute_onnx
+ACT_LAYER_OPS = ("MVAU", "VVAU", "Thresholding")
+LAYER_IMAGES = 500  # per-layer data is kept for at most this many images (memory)
+
+
+def act_layers(model) -> list[tuple[str, str]]:
+    """(node name, output tensor) of every HW layer whose output is a quantized activation:
+    Thresholding, and MVAU/VVAU with embedded thresholds (noActivation == 0)."""
     from qonnx.custom_op.registry import getCustomOp
 
+    out = []
+    for n in model.graph.node:
+        base = n.op_type.split("_")[0]
+        if base == "Thresholding" or (base in ("MVAU", "VVAU") and
+                                      getCustomOp(n).get_nodeattr("noActivation") == 0):
+            out.append((n.name, n.output[0]))
+    return out
+
+
+def execute_dataflow(finn_out: Path, inputs_npy: Path, out_npz: Path,
+                     layer_images: int = LAYER_IMAGES) -> str:
+    """(child) Execute the final folded graph inside FINN's parent graph, batched
+    (hw/fast_exec.py; image by image through qonnx if the parent holds a node it does not
+    execute); save the last weight layer's integer output (hw_int) and the final output
+    (hw_out) for every image, and every activation layer's integer output for the first
+    `layer_images` images (hw_layers.npz, with hw_layers.json naming the layers). Returns the
+    name of the last weight layer."""
+    import json
+
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from . import fast_exec
     from .finn_compat import to_python_exec
 
     inter = finn_out / "intermediate_models"
     child = to_python_exec(ModelWrapper(str(inter / f"{LAST_STEP}.onnx")))
     last_name, last_out = last_weight_layer(child)
+    layers = act_layers(child)
     child_path = inter / "fpgaslim_python_exec.onnx"
     child.save(str(child_path))
     parent = ModelWrapper(str(inter / "dataflow_parent.onnx"))
     sdp = parent.get_nodes_by_op_type("StreamingDataflowPartition")[0]
     getCustomOp(sdp).set_nodeattr("model", str(child_path))
+    oname = parent.graph.output[0].name
+    images = np.load(inputs_npy).astype(np.float32)
+    k = min(len(images), layer_images)
+    keep = {last_out} | {t for _, t in layers}
+    try:
+        got = fast_exec.run_parent(parent, child, images[:k], keep)
+        rest = (fast_exec.run_parent(parent, child, images[k:], {last_out})
+                if k < len(images) else None)
+    except NotImplementedError:
+        got = _execute_per_image(parent, sdp, child, images[:k], keep)
+        rest = (_execute_per_image(parent, sdp, child, images[k:], {last_out})
+                if k < len(images) else None)
+    ints = [got[last_out].reshape(k, -1)]
+    outs = [got[oname].reshape(k, -1)]
+    if rest is not None:
+        ints.append(rest[last_out].reshape(len(images) - k, -1))
+        outs.append(rest[oname].reshape(len(images) - k, -1))
+    np.savez(out_npz, hw_int=np.concatenate(ints), hw_out=np.concatenate(outs))
+    layer_npz = out_npz.with_name("hw_layers.npz")
+    np.savez(layer_npz, **{name: got[t].astype(np.int32) for name, t in layers})
+    layer_npz.with_suffix(".json").write_text(json.dumps(
+        {"images": k, "layers": [name for name, _ in layers], "last_layer": last_name}),
+        encoding="utf-8")
+    return last_name
+
+
+def _execute_per_image(parent, sdp, child, images: np.ndarray, keep: set[str]
+                       ) -> dict[str, np.ndarray]:
+    """qonnx's execute_onnx image by image (the reference path of fast_exec)."""
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.custom_op.registry import getCustomOp
+
     getCustomOp(sdp).set_nodeattr("return_full_exec_context", 1)
     outs_of_child = [o.name for o in child.graph.output]
-    int_key = (sdp.output[outs_of_child.index(last_out)] if last_out in outs_of_child
-               else f"{sdp.name}_{last_out}")
     iname, oname = parent.graph.input[0].name, parent.graph.output[0].name
-    images = np.load(inputs_npy)
-    ints, outs = [], []
+    parts: dict[str, list] = {}
     for img in images:
         ctx = execute_onnx(parent, {iname: img[None].astype(np.float32)}, True)
-        ints.append(np.asarray(ctx[int_key]).reshape(1, -1))
-        outs.append(np.asarray(ctx[oname]).reshape(1, -1))
-    np.savez(out_npz, hw_int=np.concatenate(ints), hw_out=np.concatenate(outs))
-    return last_name
+        for t in keep:
+            key = sdp.output[outs_of_child.index(t)] if t in outs_of_child else f"{sdp.name}_{t}"
+            parts.setdefault(t, []).append(np.asarray(ctx[key]))
+        parts.setdefault(oname, []).append(np.asarray(ctx[oname]))
+    return {t: np.concatenate(v) for t, v in parts.items()}
 
 
 def brevitas_reference(model: nn.Module, images: torch.Tensor) -> np.ndarray:
@@ -168,14 +227,10 @@ def compare(hw_npz: Path, model: nn.Module | None, images: torch.Tensor,
     hw_int = hw_int.reshape(ref_float.shape)
     hw_out = hw_out.reshape(ref_float.shape)
     scale, bias = output_map(hw_int, hw_out, last_layer)
-    ref_int = (ref_float.astype(np.float64) - bias) / scale
-    # float32 logits hold int * scale (+ bias) rounded to 24 bits: equal within that much
-    tol = 1e-3 + 1e-5 * np.abs(ref_int) + 1e-5 * np.abs(bias) / scale
-    ref_r = np.round(ref_int)
-    on_grid = np.abs(ref_int - ref_r) <= tol  # an off-grid Brevitas value is a mismatch
-    diff = np.where(on_grid, np.abs(hw_int - ref_r), np.maximum(np.abs(hw_int - ref_int), tol))
+    diff = int_diff(ref_float, hw_int, scale, bias)
     bad = int((diff.max(axis=1) > 0).sum())
     hw_pred = hw_out.argmax(1)
+    decided = decided_images(ref_float)  # argmax only where the reference has no tie
     acc = brev = None
     if labels is not None:
         lab = labels.numpy()
@@ -185,7 +240,8 @@ def compare(hw_npz: Path, model: nn.Module | None, images: torch.Tensor,
     result = Verification(
         images=n, integer_exact=bad == 0, mismatched_images=bad,
         max_abs_int_diff=float(diff.max()), argmax_agreement=float(
-            (hw_pred == ref_float.argmax(1)).mean()), hw_accuracy=acc, brevitas_accuracy=brev,
+            (hw_pred == ref_float.argmax(1))[decided].mean()) if decided.any() else 1.0,
+        decided_images=int(decided.sum()), hw_accuracy=acc, brevitas_accuracy=brev,
         max_abs_logit_diff=float(np.abs(hw_out - ref_float).max()),
         images_per_s=n / exec_s if exec_s > 0 else 0.0,
         compared=f"integer output of the dataflow partition (last layer {last_layer}) vs "
@@ -194,9 +250,64 @@ def compare(hw_npz: Path, model: nn.Module | None, images: torch.Tensor,
     if reference_source:
         result.source = reference_source
         result.compared = result.compared.replace("Brevitas logits", "QONNX model's logits")
+    layer_npz = Path(hw_npz).with_name("hw_layers.npz")
+    if model is not None and reference is None and layer_npz.is_file():
+        result.layers = _check_layers(layer_npz, model, images, hw_int, scale, bias,
+                                      last_layer)
+        lv = result.layers
+        beyond = int((diff[lv.images:].max(axis=1) > 0).sum()) if n > lv.images else 0
+        explained = bad == 0 or lv.near_ties > 0
+        result.verified = lv.verified and beyond == 0 and explained
+        if strict and not result.verified:
+            from .verify_layers import describe_failure
+
+            why = (describe_failure(lv) if not lv.verified else
+                   f"{beyond} images beyond the {lv.images} checked per layer differ"
+                   if beyond else "no layer explains the output difference")
+            raise VerificationError(
+                f"hardware graph differs from the Brevitas model: {why} (end to end: "
+                f"{bad}/{n} images, max integer difference {result.max_abs_int_diff:g} at "
+                f"{last_layer})")
+        return result
+    result.verified = bad == 0
     if strict and bad:
         what = "the QONNX model" if reference is not None else "the Brevitas model"
         raise VerificationError(
             f"hardware graph differs from {what} on {bad}/{n} images (max integer "
             f"difference {result.max_abs_int_diff:g} at {last_layer})")
     return result
+
+
+def int_diff(ref_float: np.ndarray, hw_int: np.ndarray, scale: float, bias: np.ndarray
+             ) -> np.ndarray:
+    """Per-element integer difference between the hardware's last accumulator and reference
+    logits mapped back through the graph's output map (0 where equal)."""
+    ref_int = (ref_float.astype(np.float64) - bias) / scale
+    # float32 logits hold int * scale (+ bias) rounded to 24 bits: equal within that much
+    tol = 1e-3 + 1e-5 * np.abs(ref_int) + 1e-5 * np.abs(bias) / scale
+    ref_r = np.round(ref_int)
+    on_grid = np.abs(ref_int - ref_r) <= tol  # an off-grid Brevitas value is a mismatch
+    return np.where(on_grid, np.abs(hw_int - ref_r), np.maximum(np.abs(hw_int - ref_int), tol))
+
+
+def _check_layers(layer_npz: Path, model: nn.Module, images: torch.Tensor, hw_int: np.ndarray,
+                  scale: float, bias: np.ndarray, last_layer: str) -> LayerVerification:
+    """hw/verify_layers.py's per-layer check, with the last accumulator compared like the
+    logits above (fed: from the hardware's own last activations)."""
+    from .verify_layers import reference_model, verify_layers
+
+    def logits_check(fed: np.ndarray, free: np.ndarray, k: int) -> LayerCheck:
+        d = int_diff(fed.reshape(k, -1), hw_int[:k], scale, bias)
+        d_free = int_diff(free.reshape(k, -1), hw_int[:k], scale, bias)
+        first = None
+        if (d > 0).any():
+            i, j = (int(a) for a in np.argwhere(d > 0)[0])
+            first = (f"image {i}, class {j}: hardware accumulator {hw_int[i, j]:g}, "
+                     f"reference {(fed[i, j] - bias[j]) / scale:.6f}")
+        return LayerCheck(layer=last_layer, reference="logits (accumulator)",
+                          elements=int(d.size), errors=int((d > 0).sum()), near_ties=0,
+                          images_with_errors=int((d.max(axis=1) > 0).sum()),
+                          images_with_near_ties=0, max_level_diff=float(d.max()),
+                          first_difference=first, end_to_end_diffs=int((d_free > 0).sum()))
+
+    return verify_layers(layer_npz, reference_model(model), images, logits_check)

@@ -1,0 +1,175 @@
+"""Batched execution of the folded dataflow graph, node by node with FINN's own Python code.
+
+qonnx's `execute_onnx` runs one image at a time and spends most of its time per node on
+bookkeeping (datatype sanitizing, linear-time name lookups, shape checks): about 5 images/s on a
+Fashion-MNIST ResNet-20. Here the child (dataflow partition) graph is walked once per batch of
+images: every HW node's generic base op (`finn_compat.to_python_exec`) runs its own
+`execute_node` on a (batch, ...) context; the ops whose Python code assumes batch 1 get the
+same computation batched here (MVAU: `np.matmul` + qonnx `multithreshold`, exactly FINN's
+code path; DuplicateStreams: a copy); an op not known to be batch-safe runs image by image
+through its own `execute_node`. `tests/test_verify_layers.py` proves the result equal to
+FINN's per-image execution on the test suite's models. Hand-written because neither FINN nor
+qonnx executes HW graphs batched (their ops reshape to batch-1 shapes).
+
+The host-side nodes of the parent graph (FINN leaves the input layout change in front of the
+partition and the output scaling after it; `build_steps.HOST_OPS`) are executed in numpy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# Base ops whose FINN `execute_node` is written for any leading batch dimension (read in
+# finn-plus 1.6.1: they use the context's own shapes).
+_BATCH_SAFE = {"Thresholding", "FMPadding", "Pool", "GlobalAccPool"}
+_BATCH_SAFE_PREFIX = ("Elementwise",)
+
+
+def _is_batch_safe(op_type: str) -> bool:
+    return op_type in _BATCH_SAFE or op_type.startswith(_BATCH_SAFE_PREFIX)
+
+
+def _mvau(inst: Any, node: Any, ctx: dict[str, np.ndarray], n: int) -> None:
+    """FINN's MVAU.execute_node (python mode, non-binary) with a batch dimension."""
+    from qonnx.custom_op.general.multithreshold import multithreshold
+
+    shape = list(inst.get_normal_input_shape())
+    x = ctx[node.input[0]].reshape([n] + shape[1:])
+    result = np.matmul(x, ctx[node.input[1]])
+    if inst.get_nodeattr("noActivation") == 0:
+        bipolar = inst.get_nodeattr("outputDataType") == "BIPOLAR"
+        out_scale, out_bias = (2, -1) if bipolar else (1, inst.get_nodeattr("ActVal"))
+        if result.ndim == 4:
+            result = result.transpose((0, 3, 1, 2))
+        result = multithreshold(result, ctx[node.input[2]], out_scale, out_bias)
+        if result.ndim == 4:
+            result = result.transpose((0, 2, 3, 1))
+    ctx[node.output[0]] = result.reshape(ctx[node.output[0]].shape)
+
+
+def _conv_input_generator(inst: Any, node: Any, ctx: dict[str, np.ndarray], n: int) -> None:
+    """FINN's ConvolutionInputGenerator.execute_node (qonnx Im2Col, NHWC, no padding) with a
+    batch dimension: qonnx's im2col_indices_nchw orders a batch > 1 wrongly (it flattens
+    (channels x window, positions, batch) before the caller splits off the batch), so the
+    gather uses qonnx's own indices and keeps the batch axis first."""
+    from qonnx.custom_op.general.im2col import get_im2col_indices_nchw
+
+    kh, kw = inst.get_nodeattr("ConvKernelDim")
+    sh, sw = inst.get_nodeattr("Stride")
+    dh, dw = inst.get_nodeattr("Dilation")
+    x = ctx[node.input[0]].transpose(0, 3, 1, 2)  # NHWC -> NCHW
+    c = x.shape[1]
+    k, i, j = get_im2col_indices_nchw(x.shape, kh, kw, [0, 0, 0, 0], sh, sw, dh, dw)
+    cols = x[:, k, i, j]  # (N, C*kh*kw, positions)
+    oshape = ctx[node.output[0]].shape
+    cols = cols.reshape(n, c, kh, kw, oshape[1], oshape[2]).transpose(0, 4, 5, 2, 3, 1)
+    ctx[node.output[0]] = cols.reshape(oshape)
+
+
+def _per_image(inst: Any, node: Any, graph: Any, ctx: dict[str, np.ndarray], n: int,
+               consts: dict[str, np.ndarray]) -> None:
+    outs = {o: [] for o in node.output}
+    for i in range(n):
+        sub = {t: (consts[t] if t in consts else ctx[t][i:i + 1]) for t in node.input if t}
+        for o in node.output:
+            sub[o] = np.zeros((1,) + ctx[o].shape[1:], dtype=np.float32)
+        inst.execute_node(sub, graph)
+        for o in node.output:
+            outs[o].append(np.asarray(sub[o]).reshape((1,) + ctx[o].shape[1:]))
+    for o, parts in outs.items():
+        ctx[o] = np.concatenate(parts)
+
+
+def run_child(child: Any, x: np.ndarray, keep: set[str] | None = None) -> dict[str, np.ndarray]:
+    """Execute the dataflow partition graph on a batch `x` (its input layout, float32); return
+    its outputs and every tensor named in `keep` (all when keep is None)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    n = x.shape[0]
+    consts = {i.name: np.asarray(child.get_initializer(i.name)) for i in child.graph.initializer}
+    ctx: dict[str, np.ndarray] = {child.graph.input[0].name: x.astype(np.float32)}
+    kept: dict[str, np.ndarray] = {}
+    for node in child.graph.node:
+        inst = getCustomOp(node)
+        for o in node.output:
+            ctx[o] = np.zeros([n] + list(child.get_tensor_shape(o))[1:], dtype=np.float32)
+        for t in node.input:
+            if t in consts:
+                ctx[t] = consts[t]
+        base = node.op_type
+        if base == "MVAU" and not inst.get_nodeattr("binaryXnorMode") and not (
+                inst.get_nodeattr("inputDataType") == "BIPOLAR"
+                and inst.get_nodeattr("weightDataType") == "BIPOLAR"):
+            _mvau(inst, node, ctx, n)
+        elif base == "ConvolutionInputGenerator" and list(
+                inst.get_nodeattr("IFMDim")) == list(ctx[node.input[0]].shape[1:3]):
+            _conv_input_generator(inst, node, ctx, n)
+        elif base == "DuplicateStreams":
+            for o in node.output:
+                ctx[o] = ctx[node.input[0]].reshape(ctx[o].shape).copy()
+        elif _is_batch_safe(base):
+            inst.execute_node(ctx, child.graph)
+        else:
+            _per_image(inst, node, child.graph, ctx, n, consts)
+        for o in node.output:
+            ctx[o] = np.asarray(ctx[o], dtype=np.float32)
+            if keep is None or o in keep:
+                kept[o] = ctx[o]
+    for o in child.graph.output:
+        kept[o.name] = ctx[o.name]
+    return kept
+
+
+def _host(node: Any, model: Any, x: np.ndarray) -> np.ndarray:
+    """One host-side ONNX node of the parent graph, in numpy (float32 as onnxruntime)."""
+    from qonnx.util.basic import get_by_name
+
+    op = node.op_type
+    if op == "Transpose":
+        return x.transpose(list(get_by_name(node.attribute, "perm").ints))
+    if op in ("Reshape", "Flatten", "Squeeze"):
+        out_shape = list(model.get_tensor_shape(node.output[0]))
+        return x.reshape([x.shape[0]] + out_shape[1:])
+    if op == "Identity":
+        return x
+    if op in ("Mul", "Add"):
+        c = model.get_initializer(node.input[1])
+        if c is None:
+            raise NotImplementedError(op)
+        c = np.asarray(c, dtype=np.float32)
+        return (x * c if op == "Mul" else x + c).astype(np.float32)
+    raise NotImplementedError(op)
+
+
+def run_parent(parent: Any, child: Any, images: np.ndarray, keep: set[str] | None = None,
+               batch: int = 64) -> dict[str, np.ndarray]:
+    """Execute FINN's parent graph (host nodes, one StreamingDataflowPartition whose model is
+    `child`, host nodes) on `images` in batches. Returns the parent's output under its name
+    and the child tensors in `keep` (None: all), each concatenated over the images.
+    NotImplementedError when the parent holds a node this does not execute."""
+    nodes = list(parent.graph.node)
+    sdp = [i for i, n in enumerate(nodes) if n.op_type == "StreamingDataflowPartition"]
+    if len(sdp) != 1:
+        raise NotImplementedError("expected one StreamingDataflowPartition")
+    k = sdp[0]
+    child_outs = [o.name for o in child.graph.output]
+    oname = parent.graph.output[0].name
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(images), batch):
+        x = np.asarray(images[start:start + batch], dtype=np.float32)
+        for node in nodes[:k]:
+            x = _host(node, parent, x)
+        got = run_child(child, x, keep)
+        sdp_node = nodes[k]
+        env = {sdp_node.output[j]: got[c] for j, c in enumerate(child_outs)}
+        y = env[sdp_node.output[0]]
+        for node in nodes[k + 1:]:
+            y = _host(node, parent, env.get(node.input[0], y))
+            env[node.output[0]] = y
+        got[oname] = env.get(oname, y)
+        for name, v in got.items():
+            if keep is None or name in keep or name == oname:
+                parts.setdefault(name, []).append(v)
+    return {name: np.concatenate(v) for name, v in parts.items()}
