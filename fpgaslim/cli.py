@@ -290,6 +290,27 @@ def build(run: Path, variant_id: str, board: str, verify_images: int, bitfile: b
 
 
 @main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--variant", "variant_id", default="baseline", show_default=True)
+@click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--images", default=20, show_default=True, help="test images to verify on")
+@click.option("--json", "as_json", is_flag=True, help="print the Verification record as JSON")
+@_handle_errors
+def verify(run: Path, variant_id: str, board: str, images: int, as_json: bool) -> None:
+    """Bit-exact verification of an existing build, end to end and layer by layer; exit 0
+    only when no layer has an error (near-ties are counted, not errors)."""
+    from fpgaslim.hw.verify_run import summary
+    from fpgaslim.pipeline import verify_job
+
+    v = verify_job(run, variant_id, board, images=images)
+    click.echo(v.model_dump_json(indent=2) if as_json else summary(v))
+    if not v.verified:
+        from fpgaslim.errors import VerificationError
+
+        sys.exit(VerificationError.exit_code)
+
+
+@main.command()
 @_handle_errors
 def doctor() -> None:
     """Which Xilinx tools are here and which flows can run (estimate, Zynq bitfile, Alveo)."""

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fpgaslim.compress.baseline import BaselineSettings, train_baseline
 from fpgaslim.compress.data import DataSplits, load_dataset, load_for_variant
 from fpgaslim.compress.models import BitWidths
-from fpgaslim.compress.train import TrainSettings
+from fpgaslim.compress.train import TrainSettings, with_defaults_for
 from fpgaslim.compress.variants import RunDir, Timer, Variant
 
 
@@ -65,8 +65,10 @@ def train_job(run: RunDir | str | Path, job: TrainJob, data: DataSplits | None =
     else:
         make_arch(job.model, (1, 8, 8))
     data = data or job.data.load()
+    # low bit widths get their training defaults (lr, warm-up, clipping) where not set
+    train = with_defaults_for(job.train, job.bits.weight, job.bits.act)
     settings = BaselineSettings(model=job.model, model_args=job.model_args, width=job.width,
-                                bits=job.bits, train=job.train)
+                                bits=job.bits, train=train)
     return train_baseline(as_run(run), data, settings, job.variant_id, progress=progress)
 
 
@@ -158,6 +160,22 @@ def build_job(run: RunDir | str | Path, variant_id: str, board: str,
         return build_bitfile(run, variant_id, settings)
     return build_variant(run, variant_id, board, settings=settings, data=data,
                          verify_images=verify_images)
+
+
+def verify_job(run: RunDir | str | Path, variant_id: str, board: str, images: int = 20,
+               data: DataSplits | None = None):
+    """`fpgaslim verify`: bit-exact verification of an existing build, end to end and layer
+    by layer, on the first `images` test images; returns its Verification (saved in the
+    build's report.json)."""
+    from fpgaslim.hw.verify_run import verify_build
+
+    run = as_run(run)
+    if not run.has(variant_id):
+        from fpgaslim.errors import ConfigError
+
+        raise ConfigError(f"run {run.path} has no variant {variant_id!r} (see `fpgaslim info "
+                          f"{run.path}`)")
+    return verify_build(run, variant_id, board, images=images, data=data)
 
 
 def build_onnx_job(path: str | Path, board: str, out: str | Path | None = None,

@@ -1,0 +1,134 @@
+"""`fpgaslim verify`: run the bit-exact verification again on an existing build, on N images.
+
+The folded dataflow graph of a finished build (builds/<board>/work/finn/intermediate_models)
+is executed in a child process (it imports finn-plus; `python -m fpgaslim.hw.verify_run
+job.json`, time-limited like the build), batched (hw/fast_exec.py), on the first N test images
+of the variant's dataset; the parent compares end to end and layer by layer (hw/verify.py,
+hw/verify_layers.py) and writes the result into the build's report.json as its
+`verification` record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fpgaslim.errors import BuildTimeoutError, ConfigError, FpgaslimError
+
+from .verify import LAST_STEP, Verification, compare
+
+
+def find_build(run, variant_id: str, board: str) -> Path:
+    """The build folder of `variant_id` for `board` (default settings first, else the only
+    other build for that board)."""
+    from .boards import get_board
+
+    name = get_board(board).name
+    builds = run.variant_dir(variant_id) / "builds"
+    cands = [builds / name] + sorted(builds.glob(f"{name}-*"))
+    done = [d for d in cands if (d / "report.json").is_file()
+            and (d / "work" / "finn" / "intermediate_models" / f"{LAST_STEP}.onnx").is_file()]
+    if not done:
+        raise ConfigError(f"no finished build of variant {variant_id!r} for {name} in "
+                          f"{builds}: run `fpgaslim build {run.path} --variant {variant_id} "
+                          f"--board {name}` first")
+    if len(done) > 1 and done[0] != builds / name:
+        raise ConfigError(f"several builds of {variant_id!r} for {name} ({', '.join(d.name for d in done)}); "
+                          "verify uses the default-settings build: build it first")
+    return done[0]
+
+
+def verify_build(run, variant_id: str, board: str, images: int = 20, data=None,
+                 layer_images: int | None = None, timeout_s: float = 3600.0) -> Verification:
+    """Verify the existing build of `variant_id` on `board` on its first `images` test images
+    (never raises for a mismatch: the record says it); saves it into the build's report."""
+    from fpgaslim.compress.data import load_for_variant
+
+    from .finn_compat import child_environment
+    from .report import load_report, save_report
+    from .verify import LAYER_IMAGES
+
+    if images < 1:
+        raise ConfigError(f"--images must be at least 1, got {images}")
+    bdir = find_build(run, variant_id, board)
+    model = run.load_model(variant_id)
+    if data is None:
+        data = load_for_variant(run, variant_id, limit_train=1)
+    x, y = data.test.tensors[0][:images], data.test.tensors[1][:images]
+    out = bdir / "work" / "verify"
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "inputs.npy", x.detach().cpu().float().numpy())
+    job = {"finn_out": str(bdir / "work" / "finn"), "inputs": str(out / "inputs.npy"),
+           "out_npz": str(out / "hw_outputs.npz"),
+           "layer_images": int(layer_images or LAYER_IMAGES)}
+    (out / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    env = child_environment(out)
+    with open(out / "child.log", "w", encoding="utf-8") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "fpgaslim.hw.verify_run",
+                                 str(out / "job.json")], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise BuildTimeoutError(f"executing the dataflow graph on {images} images ran past "
+                                    f"{timeout_s:g} s; use fewer --images") from None
+    if rc != 0:
+        tail = (out / "child.log").read_text(encoding="utf-8", errors="replace")[-1500:]
+        raise FpgaslimError(f"executing the dataflow graph failed (log {out / 'child.log'}):"
+                            f"\n{tail}")
+    res = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    v = compare(out / "hw_outputs.npz", model, x, y, res["exec_s"], res["last_layer"],
+                strict=False)
+    v.images_per_s = images / res["exec_s"] if res["exec_s"] > 0 else 0.0
+    report = load_report(bdir / "report.json")
+    report.verification = v
+    report.settings["verify_images"] = images
+    save_report(report, bdir / "report.json")
+    return v
+
+
+def summary(v: Verification) -> str:
+    """One paragraph for the terminal: verified or the first diverging layer."""
+    from .verify_layers import describe_failure
+
+    lv = v.layers
+    head = (f"{v.images} images, {v.images_per_s:,.0f} images/s; end to end "
+            f"{v.images - v.mismatched_images}/{v.images} identical; hardware accuracy "
+            f"(simulated) {v.hw_accuracy if v.hw_accuracy is not None else float('nan'):.2f} % vs "
+            f"Brevitas {v.brevitas_accuracy if v.brevitas_accuracy is not None else float('nan'):.2f} %")
+    if lv is None:
+        return ("verified" if v.verified else "NOT verified") + ": " + head
+    layers = (f"{len(lv.layers)} layers checked on {lv.images} images, {lv.errors} errors, "
+              f"{lv.near_ties} near-ties")
+    if v.verified:
+        return f"verified: {head}; {layers}"
+    why = describe_failure(lv) if not lv.verified else "an output difference no layer explains"
+    return f"NOT verified: {head}; {layers}; {why}"
+
+
+def _child(job_path: str) -> int:
+    from . import finn_compat
+    from .verify import execute_dataflow
+
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    finn_compat.activate()
+    t0 = time.time()
+    last = execute_dataflow(Path(job["finn_out"]), Path(job["inputs"]), Path(job["out_npz"]),
+                            layer_images=job["layer_images"])
+    result = {"last_layer": last, "exec_s": time.time() - t0}
+    Path(job["out_npz"]).with_name("result.json").write_text(json.dumps(result),
+                                                              encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1]))
