@@ -184,6 +184,7 @@ def make_bundle(finn_out: str | Path, record: Any, board: str, platform: str, cl
             "estimates": {**estimates, "clock_ns": clock_ns,
                           "source": "FINN estimate (estimate_network_performance.json)"},
         }
+        info["input"].update((extra or {}).get("input", {}))
         report_path = (extra or {}).get("hardware_report")
         if report_path and Path(report_path).is_file():
             shutil.copyfile(report_path, stage / "reports" / "hardware_report.json")
@@ -208,13 +209,26 @@ def bundle(run: Any, variant_id: str, board: str, out_path: str | Path,
     run = run if isinstance(run, RunDir) else RunDir(run)
     record = run.record(variant_id)
     build = locate_build(run, variant_id, board, settings)
-    classes = CLASS_NAMES.get(record.dataset) or [str(i) for i in range(record.arch.num_classes)]
-    model = run.load_model(variant_id)
-    scale = float(model.input_quant.act_quant.scale()) if hasattr(model, "input_quant") else None
+    from fpgaslim.compress.data import recorded_origin
+
+    classes = (CLASS_NAMES.get(record.dataset) or recorded_origin(run, variant_id).get(
+        "class_names") or [str(i) for i in range(record.arch.num_classes)])
+    extra = {"finn_board": build.finn_board, "hardware_report": build.report_path}
+    iq = record.details.get("input_quant")
+    if getattr(record.arch, "source", None) == "qonnx" and iq:  # a QONNX file: no torch model
+        scale = None
+        extra["input"] = {
+            "layout": "NCHW integers of the model's input quantizer", "raw_range":
+            [iq["low"], iq["high"]], "model_scale": iq["step"], "quantizer_scale": iq["step"],
+            "note": f"the accelerator's input stream is the integers k of the file's input "
+                    f"quantizer ({iq['dtype']}, {iq['found']}); the model's input is "
+                    f"k x {iq['step']:g}"}
+    else:
+        model = run.load_model(variant_id)
+        scale = (float(model.input_quant.act_quant.scale()) if hasattr(model, "input_quant")
+                 else None)
     return make_bundle(build.finn_out, record, build.board, build.platform, build.clock_ns,
-                       out_path, classes, build.final_graph, input_scale=scale,
-                       extra={"finn_board": build.finn_board,
-                              "hardware_report": build.report_path})
+                       out_path, classes, build.final_graph, input_scale=scale, extra=extra)
 
 
 class BuildLocation:
