@@ -103,6 +103,8 @@ class Bundle:
                               f"{tuple(inp['shape'])} (C,H,W)")
         if inp.get("transpose"):
             x = np.transpose(x, inp["transpose"])
+        if inp.get("reshape"):  # the accelerator's input shape (an MLP's host-side flatten)
+            x = x.reshape(len(x), *inp["reshape"])
         dtype = _INT_TYPES.get(self.input_dtype)
         if dtype is not None:
             lo, hi = inp["raw_range"]

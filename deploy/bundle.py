@@ -50,9 +50,12 @@ def _host_ops(parent: Any) -> tuple[list[int] | None, list[dict[str, Any]]]:
     idx = order.index(sdp[0])
     transpose = None
     for node in order[:idx]:
+        if node.op_type in ("Reshape", "Flatten"):  # an MLP's flatten: the runner reshapes
+            continue
         if node.op_type != "Transpose":
             raise BundleError(f"node {node.name} ({node.op_type}) runs on the host before the "
-                              "accelerator; the board runner can only apply a layout Transpose")
+                              "accelerator; the board runner can only apply a layout Transpose "
+                              "or a reshape")
         transpose = [int(p) for a in node.attribute if a.name == "perm" for p in a.ints]
     post: list[dict[str, Any]] = []
     for node in order[idx + 1 :]:
@@ -166,6 +169,8 @@ def make_bundle(finn_out: str | Path, record: Any, board: str, platform: str, cl
         perf = finn_out / "report" / "estimate_network_performance.json"
         estimates = json.loads(perf.read_text(encoding="utf-8")) if perf.is_file() else {}
         in_shape = list(parent.get_tensor_shape(parent.graph.input[0].name))[1:]
+        sdp_in = next(n for n in parent.graph.node if n.op_type == "StreamingDataflowPartition")
+        accel_shape = list(parent.get_tensor_shape(sdp_in.input[0]))[1:]
         io = settings["driver_information"]["io_shape_dict"]
         info = {
             "format": "fpgaslim-bundle/1", "variant": record.id, "board": board,
@@ -173,6 +178,7 @@ def make_bundle(finn_out: str | Path, record: Any, board: str, platform: str, cl
             "accelerator": accel,
             "driver": {"settings": "driver/settings.json", "source": settings["fpgaslim_source"]},
             "input": {"shape": in_shape, "layout": "NCHW raw pixels", "transpose": transpose,
+                      "reshape": accel_shape,
                       "dtype": io["idt"][0], "raw_range": [0, 255],
                       "model_scale": 1.0 / 255.0, "quantizer_scale": input_scale,
                       "note": "the model computes x/255 and quantizes it to UINT8 with scale "

@@ -33,7 +33,7 @@ from . import finn_compat
 # and reshaping of the final logits, not part of the accelerator.
 HOST_OPS = {"Mul", "Add", "Reshape", "Flatten", "Squeeze", "Transpose", "Identity"}
 # ... and before the first: the NCHW -> NHWC layout change of the input (FINN's default).
-LEADING_HOST_OPS = {"Transpose", "Reshape", "Identity"}
+LEADING_HOST_OPS = {"Transpose", "Reshape", "Flatten", "Identity"}  # (an MLP flattens first)
 _WEIGHT_OPS = ("MVAU", "VVAU")
 _FIX_HINT = {
     "Transpose": "a layout change FINN could not absorb: avoid reshapes/permutes between layers",
