@@ -1,0 +1,341 @@
+"""A second opinion on FINN's estimates for the RTL layers of a finished estimate build.
+
+For every `*_rtl` node of the folded dataflow graph FINN generates its RTL (`generate_hdl`, no
+Vivado needed); `--synth yosys` synthesizes it out of context with Yosys synth_xilinx for the
+board's family (hw/synth_yosys.py), `--sim verilator` simulates it on its real input stream
+(the node's input tensor from FINN's Python execution of the folded graph on the build's
+verification image) and compares its output bit for bit (hw/rtlsim_verilator.py). HLS layers
+stay FINN estimates and say so.
+
+It runs in a child process (`python -m fpgaslim.hw.second_opinion job.json`, finn-plus's
+process-wide state stays out of the caller) after the estimate build. Each layer has its own
+time limit (enforced on every Yosys/Verilator process), the child has an overall one, and
+nothing here fails a build: a layer that cannot be synthesized or simulated says why. Results
+are cached per layer under `<build work>/second_opinion/<node>/`, keyed by the generated RTL,
+the tool versions and the settings, so a rerun does not synthesize again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .rtlsim_verilator import SimResult
+from .synth_yosys import SOURCE as SYNTH_SOURCE, SynthResult
+
+CACHE_VERSION = "fpgaslim-second-opinion/1"
+HLS_NOTE = "FINN estimate only (HLS layer; needs Vitis HLS)"
+MVAU_SCOPE = "compute core only (weights arrive as a stream; the weight memory is not included)"
+
+
+class LayerOpinion(BaseModel):
+    """One HW layer: Yosys's counts and Verilator's run beside FINN's figures."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    op_type: str
+    finn_LUT: float | None = None
+    finn_exp_cycles: int | None = None
+    synth: SynthResult | None = None
+    sim: SimResult | None = None
+    note: str | None = None  # e.g. the HLS note, or why the layer was not simulated
+    cached: bool = False
+
+
+class SecondOpinion(BaseModel):
+    """Per-layer Yosys / Verilator figures of one build, with provenance."""
+
+    model_config = ConfigDict(extra="forbid")
+    synth: str | None = None  # "yosys" when requested
+    sim: str | None = None  # "verilator" when requested
+    family: str | None = None
+    synth_source: str = SYNTH_SOURCE
+    sim_source: str | None = None
+    tools: dict[str, str | None] = Field(default_factory=dict)
+    layer_timeout_s: float
+    layers: list[LayerOpinion]
+    rtl_layers: int = 0
+    synthesized: int = 0
+    simulated_bit_exact: int = 0
+    seconds: float = 0.0
+    note: str | None = None
+
+
+def wanted(settings) -> bool:
+    return settings.synth != "none" or settings.sim != "none"
+
+
+# ------------------------------------------------------------------------------ parent side
+def run_second_opinion(work: Path, settings, part: str,
+                       progress: Callable[[str], None] | None = None) -> SecondOpinion:
+    """Run the child on a finished build folder `work` (hw/build.py's out_dir). Never raises
+    for a tool or layer problem; the returned record says what happened."""
+    from . import finn_compat
+    from .synth_yosys import family_for_part
+
+    work = Path(work)
+    so_dir = work / "second_opinion"
+    so_dir.mkdir(parents=True, exist_ok=True)
+    result_path = so_dir / "second_opinion.json"
+    result_path.unlink(missing_ok=True)
+    try:
+        family = family_for_part(part)
+    except ValueError as exc:
+        family, fam_err = None, str(exc)
+    else:
+        fam_err = None
+    job = {"work": str(work), "synth": settings.synth, "sim": settings.sim, "family": family,
+           "family_error": fam_err, "part": part, "clock_ns": settings.clock_ns,
+           "layer_timeout_s": settings.layer_timeout_s}
+    job_path = so_dir / "job.json"
+    job_path.write_text(json.dumps(job), encoding="utf-8")
+    n_layers = len(json.loads((work / "finn" / "report" / "fpgaslim_layers.json")
+                              .read_text(encoding="utf-8"))["layers"])
+    limit = 120 + n_layers * settings.layer_timeout_s * (1 + (settings.sim != "none"))
+    env = finn_compat.child_environment(so_dir)
+    t0 = time.perf_counter()
+    seen = 0
+    prog = so_dir / "progress.jsonl"
+    prog.unlink(missing_ok=True)
+    with open(so_dir / "child.log", "w", encoding="utf-8") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "fpgaslim.hw.second_opinion",
+                                 str(job_path)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        killed = False
+        while proc.poll() is None:
+            time.sleep(0.5)
+            seen = _report_progress(prog, seen, progress)
+            if time.perf_counter() - t0 > limit:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                killed = True
+        _report_progress(prog, seen, progress)
+    if result_path.is_file():
+        return SecondOpinion.model_validate_json(result_path.read_text(encoding="utf-8"))
+    tail = (so_dir / "child.log").read_text(encoding="utf-8", errors="replace")[-600:]
+    why = (f"the second-opinion child ran past its overall limit of {limit:g} s"
+           if killed else f"the second-opinion child stopped (code {proc.returncode}): {tail}")
+    return SecondOpinion(synth=settings.synth if settings.synth != "none" else None,
+                         sim=settings.sim if settings.sim != "none" else None, family=family,
+                         layer_timeout_s=settings.layer_timeout_s, layers=_partial(so_dir),
+                         seconds=round(time.perf_counter() - t0, 2), note=why)
+
+
+def _report_progress(prog: Path, seen: int, progress: Callable[[str], None] | None) -> int:
+    if not prog.is_file():
+        return seen
+    lines = prog.read_text(encoding="utf-8").splitlines()
+    for line in lines[seen:]:
+        if progress is not None and line.strip():
+            try:
+                progress(json.loads(line)["message"])
+            except (json.JSONDecodeError, KeyError):
+                pass
+    return len(lines)
+
+
+def _partial(so_dir: Path) -> list[LayerOpinion]:
+    out = []
+    for f in sorted(so_dir.glob("*/result.json")):
+        try:
+            out.append(LayerOpinion.model_validate_json(f.read_text(encoding="utf-8")))
+        except ValueError:
+            continue
+    return out
+
+
+# ------------------------------------------------------------------------------- child side
+def _hash_files(paths: list[Path], extra: str) -> str:
+    h = hashlib.sha256((CACHE_VERSION + extra).encode())
+    for p in sorted(set(paths)):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:24]
+
+
+def _node_inputs(work: Path, model, py_model) -> dict:
+    """Every tensor of the dataflow partition for the build's verification image, from
+    FINN's Python execution (generic base ops) of the folded graph."""
+    import numpy as np
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    finn_out = work / "finn"
+    parent = ModelWrapper(str(finn_out / "intermediate_models" / "dataflow_parent.onnx"))
+    sdp = parent.get_nodes_by_op_type("StreamingDataflowPartition")[0]
+    x = np.load(work / "verify_input.npy").astype(np.float32)
+    # run the parent up to the partition: its input is the partition's input
+    ctx = execute_onnx(parent, {parent.graph.input[0].name: x}, True)
+    return execute_onnx(py_model, {py_model.graph.input[0].name: ctx[sdp.input[0]]}, True)
+
+
+def _stream_words(inst, values, out: bool) -> tuple[list[int], int]:
+    from .rtlsim_verilator import pack_words
+
+    shape = inst.get_folded_output_shape() if out else inst.get_folded_input_shape()
+    dt = inst.get_output_datatype() if out else inst.get_input_datatype()
+    width = inst.get_outstream_width_padded() if out else inst.get_instream_width_padded()
+    per_word = int(shape[-1])
+    if out and inst.onnx_node.op_type.startswith("ConvolutionInputGenerator") and \
+            inst.get_nodeattr("depthwise"):
+        # the depthwise SWG interleaves channels in SIMD groups (as FINN's own cppsim of
+        # ConvolutionInputGenerator_rtl does): (k, C/SIMD, SIMD) -> (C/SIMD, k, SIMD)
+        simd, (kh, kw) = inst.get_nodeattr("SIMD"), inst.get_nodeattr("ConvKernelDim")
+        ch = inst.get_nodeattr("IFMChannels")
+        lead = values.shape[:-1]
+        values = values.reshape(*lead, kh * kw, ch // simd, simd).swapaxes(-3, -2)
+    arr = values.reshape(-1, per_word)
+    if dt.name == "BIPOLAR":
+        arr = (arr + 1) // 2
+    return pack_words(arr, dt.bitwidth(), dt.signed(), width), per_word
+
+
+def _progress(so_dir: Path, message: str) -> None:
+    with open(so_dir / "progress.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"t": time.time(), "message": message}) + "\n")
+
+
+def _layer(node, model, inst, job: dict, so_dir: Path, tensors: dict | None,
+           finn_lut: dict, tools: dict) -> LayerOpinion:
+    from .rtlsim_verilator import simulate
+    from .synth_yosys import synthesize
+
+    op = LayerOpinion(name=node.name, op_type=node.op_type,
+                      finn_LUT=finn_lut.get(node.name), finn_exp_cycles=int(inst.get_exp_cycles()))
+    if not node.domain.endswith(".rtl"):
+        op.note = HLS_NOTE
+        return op
+    d = so_dir / node.name
+    hdl = d / "hdl"
+    hdl.mkdir(parents=True, exist_ok=True)
+    inst.set_nodeattr("code_gen_dir_ipgen", str(hdl))
+    inst.generate_hdl(model, job["part"], job["clock_ns"])
+    files = [str(f) for f in inst.get_rtl_file_list(abspath=True)]
+    incs = [str(p) for p in inst.get_verilog_paths()]
+    top = inst.get_verilog_top_module_name()
+    intf = inst.get_verilog_top_module_intf_names()
+    key = _hash_files([Path(f) for f in files] + [p for p in hdl.iterdir() if p.is_file()],
+                      json.dumps([job["synth"], job["sim"], job["family"],
+                                  job["layer_timeout_s"], tools], sort_keys=True))
+    cached = d / "result.json"
+    if cached.is_file():
+        prev = json.loads(cached.read_text(encoding="utf-8"))
+        if prev.get("_key") == key:
+            prev.pop("_key")
+            op = LayerOpinion.model_validate(prev)
+            op.cached = True
+            return op
+    limit = float(job["layer_timeout_s"])
+    is_mvau = node.op_type.startswith(("MVAU", "VVAU"))
+    if job["synth"] == "yosys":
+        if job["family"] is None:
+            op.synth = SynthResult(status="unavailable", reason=job["family_error"])
+        else:
+            _progress(so_dir, f"Yosys synth_xilinx {node.name} ...")
+            op.synth = synthesize(files, top, job["family"], hdl, limit, incs,
+                                  blackbox_primitives=is_mvau,
+                                  scope=MVAU_SCOPE if is_mvau else "whole layer")
+    if job["sim"] == "verilator":
+        if len(intf["s_axis"]) != 1 or len(intf["m_axis"]) != 1 or is_mvau:
+            op.note = ("not simulated: the testbench drives one input stream; this layer also "
+                       "takes its weights as a stream" if is_mvau else
+                       "not simulated: the testbench drives exactly one input and one output "
+                       "stream")
+        elif tensors is None:
+            op.sim = SimResult(status="failed", reason="FINN's Python execution of the graph "
+                               "failed, so there is no input stream to simulate")
+        else:
+            _progress(so_dir, f"Verilator {node.name} ...")
+            in_words, _ = _stream_words(inst, tensors[node.input[0]], out=False)
+            exp_words, _ = _stream_words(inst, tensors[node.output[0]], out=True)
+            sim_dir = d / "sim"
+            sim_dir.mkdir(exist_ok=True)
+            # FINN's RTL reads parameter files relative to the working folder: simulate there
+            op.sim = simulate(files, top, intf, hdl, in_words, exp_words, limit, incs,
+                              max_cycles=20 * max(1, op.finn_exp_cycles) + 100_000)
+    cached.write_text(json.dumps({**op.model_dump(mode="json"), "_key": key}),
+                      encoding="utf-8")
+    return op
+
+
+def run_child(job: dict) -> int:
+    from . import finn_compat
+    from .rtlsim_verilator import SOURCE as SIM_SOURCE, verilator_version
+    from .synth_yosys import yosys_version
+
+    t0 = time.time()
+    work = Path(job["work"])
+    so_dir = work / "second_opinion"
+    finn_compat.activate()
+    from qonnx.core.modelwrapper import ModelWrapper
+    from finn.util.basic import getHWCustomOp
+
+    model = ModelWrapper(str(work / "finn" / "intermediate_models" /
+                             "step_fpgaslim_layer_table.onnx"))
+    res = json.loads((work / "finn" / "report" / "estimate_layer_resources.json")
+                     .read_text(encoding="utf-8"))
+    finn_lut = {k: float(v.get("LUT", 0)) for k, v in res.items() if isinstance(v, dict)}
+    tools = {"yosys": yosys_version() if job["synth"] == "yosys" else None,
+             "verilator": verilator_version() if job["sim"] == "verilator" else None}
+    tensors, note = None, None
+    if job["sim"] == "verilator":
+        try:
+            tensors = _node_inputs(work, model, finn_compat.to_python_exec(
+                ModelWrapper(model.model.SerializeToString())))
+        except Exception as exc:  # noqa: BLE001  (a second opinion never fails the build)
+            note = f"FINN's Python execution for the input streams failed: {exc}"
+    layers = []
+    nodes = list(model.graph.node)
+    for i, node in enumerate(nodes):
+        inst = getHWCustomOp(node)
+        try:
+            op = _layer(node, model, inst, job, so_dir, tensors, finn_lut, tools)
+        except Exception as exc:  # noqa: BLE001  (FINN's code generation for one layer)
+            op = LayerOpinion(name=node.name, op_type=node.op_type,
+                              note=f"FINN could not generate this layer's RTL: "
+                                   f"{type(exc).__name__}: {exc}"[:400])
+        layers.append(op)
+        _progress(so_dir, f"[{i + 1}/{len(nodes)}] {_summary(op)}")
+    rec = SecondOpinion(
+        synth=job["synth"] if job["synth"] != "none" else None,
+        sim=job["sim"] if job["sim"] != "none" else None, family=job["family"],
+        sim_source=SIM_SOURCE if job["sim"] != "none" else None, tools=tools,
+        layer_timeout_s=job["layer_timeout_s"], layers=layers,
+        rtl_layers=sum(1 for n in nodes if n.domain.endswith(".rtl")),
+        synthesized=sum(1 for x in layers if x.synth and x.synth.status == "ok"),
+        simulated_bit_exact=sum(1 for x in layers if x.sim and x.sim.bit_exact),
+        seconds=round(time.time() - t0, 2), note=note)
+    tmp = so_dir / "second_opinion.json.part"
+    tmp.write_text(rec.model_dump_json(indent=2), encoding="utf-8")
+    os.replace(tmp, so_dir / "second_opinion.json")
+    return 0
+
+
+def _summary(op: LayerOpinion) -> str:
+    parts = [op.name]
+    if op.synth is not None:
+        parts.append(f"{op.synth.LUT} LUT (Yosys)" if op.synth.status == "ok"
+                     else f"synth {op.synth.status}")
+    if op.sim is not None:
+        parts.append(f"{op.sim.cycles} cycles, bit-exact" if op.sim.bit_exact
+                     else f"sim {op.sim.status}")
+    if op.note and op.synth is None and op.sim is None:
+        parts.append(op.note)
+    return ": ".join([parts[0], ", ".join(parts[1:])]) + (" (cached)" if op.cached else "")
+
+
+def main() -> int:
+    return run_child(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
