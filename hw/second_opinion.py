@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,7 +217,8 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: dict | None,
         return op
     d = so_dir / node.name
     hdl = d / "hdl"
-    hdl.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(hdl, ignore_errors=True)  # the cache key hashes exactly what FINN generates
+    hdl.mkdir(parents=True)
     inst.set_nodeattr("code_gen_dir_ipgen", str(hdl))
     inst.generate_hdl(model, job["part"], job["clock_ns"])
     files = [str(f) for f in inst.get_rtl_file_list(abspath=True)]
@@ -257,8 +259,6 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: dict | None,
             _progress(so_dir, f"Verilator {node.name} ...")
             in_words, _ = _stream_words(inst, tensors[node.input[0]], out=False)
             exp_words, _ = _stream_words(inst, tensors[node.output[0]], out=True)
-            sim_dir = d / "sim"
-            sim_dir.mkdir(exist_ok=True)
             # FINN's RTL reads parameter files relative to the working folder: simulate there
             op.sim = simulate(files, top, intf, hdl, in_words, exp_words, limit, incs,
                               max_cycles=20 * max(1, op.finn_exp_cycles) + 100_000)
