@@ -176,6 +176,23 @@ def create_user_model(ref: str, in_shape, num_classes: int,
     return model
 
 
+def _class_ref(obj: Any) -> str:
+    """A reference that re-creates `obj` (a class or function): its .py file when it has one
+    (works from any later process), else its importable module; a class defined in a script
+    or notebook (__main__) resolves only inside that same session."""
+    name = obj.__qualname__
+    if "<locals>" in name:
+        raise ConfigError(f"{name} is defined inside a function, so fpgaslim cannot re-create "
+                          "it; define it at module level, or pass factory='file.py:name'")
+    if obj.__module__ == "__main__":
+        return f"__main__:{name}"
+    try:
+        src = inspect.getsourcefile(obj)
+    except TypeError:
+        src = None
+    return f"{src}:{name}" if src else f"{obj.__module__}:{name}"
+
+
 def adopt_module(module: nn.Module, in_shape, num_classes: int,
                  factory: str | Callable[..., Any] | None = None,
                  kwargs: dict[str, Any] | None = None) -> nn.Module:
@@ -185,22 +202,7 @@ def adopt_module(module: nn.Module, in_shape, num_classes: int,
     else the module's own class called with `kwargs`. Checked now by rebuilding it once, so a
     module that cannot be re-created is an error here, not when a later command loads it."""
     kwargs = dict(kwargs or {})
-    if factory is None or callable(factory):
-        obj = factory if factory is not None else type(module)
-        ref = f"{obj.__module__}:{obj.__qualname__}"
-        if "<locals>" in obj.__qualname__:
-            raise ConfigError(
-                f"{obj.__qualname__} is defined inside a function, so it cannot be re-created "
-                "later; define it at module level, or pass factory='file.py:name'")
-        if obj.__module__ == "__main__" or obj.__module__ not in sys.modules:
-            src = inspect.getsourcefile(obj)
-            if obj.__module__ == "__main__" or not src:
-                raise ConfigError(
-                    f"{obj.__qualname__} lives in a script (__main__), which fpgaslim cannot "
-                    "import again; move it into a .py file and pass factory='file.py:name'")
-            ref = f"{src}:{obj.__qualname__}"
-    else:
-        ref = factory
+    ref = factory if isinstance(factory, str) else _class_ref(factory or type(module))
     module.eval()
     check_module(module, ref, in_shape, num_classes)
     fresh = create_user_model(ref, in_shape, num_classes, kwargs)
@@ -220,6 +222,12 @@ def build_user_model(arch: UserArch) -> nn.Module:
                           "PyTorch model to load (build, compare and deploy work on the file; "
                           "compression methods and training need a Brevitas model)")
     # an edited factory file is fine as long as the weights still load (checked by the caller)
+    if arch.factory.startswith("__main__:") and not hasattr(sys.modules.get("__main__"),
+                                                            arch.factory.split(":", 1)[1]):
+        raise ConfigError(
+            f"model {arch.name!r} was added from a class defined in a script or notebook "
+            "(__main__), which only that session can re-create; move the class into a .py file "
+            "and add it again with factory='path/to/file.py:" f"{arch.name}'")
     model = create_user_model(arch.factory, arch.in_shape, arch.num_classes, arch.kwargs)
     if arch.pruned:
         raise ConfigError(f"model {arch.name!r}: pruned user models cannot be rebuilt yet")

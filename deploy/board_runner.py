@@ -101,6 +101,10 @@ class Bundle:
         if tuple(x.shape[1:]) != tuple(inp["shape"]):
             raise ConfigError(f"images have shape {x.shape[1:]}, the bundle's model expects "
                               f"{tuple(inp['shape'])} (C,H,W)")
+        step = inp.get("input_step")
+        if step and step != 1:  # a QONNX file's input quantizer: model input -> its integers
+            lo, hi = inp["raw_range"]
+            x = np.clip(np.round(np.asarray(x, dtype=np.float64) / step), lo, hi)
         if inp.get("transpose"):
             x = np.transpose(x, inp["transpose"])
         if inp.get("reshape"):  # the accelerator's input shape (an MLP's host-side flatten)

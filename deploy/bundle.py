@@ -224,11 +224,11 @@ def bundle(run: Any, variant_id: str, board: str, out_path: str | Path,
     if getattr(record.arch, "source", None) == "qonnx" and iq:  # a QONNX file: no torch model
         scale = None
         extra["input"] = {
-            "layout": "NCHW integers of the model's input quantizer", "raw_range":
-            [iq["low"], iq["high"]], "model_scale": iq["step"], "quantizer_scale": iq["step"],
-            "note": f"the accelerator's input stream is the integers k of the file's input "
-                    f"quantizer ({iq['dtype']}, {iq['found']}); the model's input is "
-                    f"k x {iq['step']:g}"}
+            "layout": "NCHW, the model's input", "raw_range": [iq["low"], iq["high"]],
+            "model_scale": None, "quantizer_scale": iq["step"], "input_step": iq["step"],
+            "note": f"the accelerator's input stream is the integers k = clip(round(x / "
+                    f"{iq['step']:g})) of the file's input quantizer ({iq['dtype']}, "
+                    f"{iq['found']}); the runner computes them from the model's input x"}
     else:
         model = run.load_model(variant_id)
         scale = (float(model.input_quant.act_quant.scale()) if hasattr(model, "input_quant")

@@ -125,9 +125,11 @@ def run_method(run: RunDir | str | Path, method: str, parent: str, settings: Bas
                progress: bool | None = None) -> list[Variant]:
     """Run one compression method on variant `parent`; returns the new variants."""
     from fpgaslim.compress.methods import get_method
+    from fpgaslim.compress.user_model import require_zoo
 
     run = as_run(run)
     module = get_method(method)
+    require_zoo(run.record(parent).arch, method)  # your own model: say what the method needs
     data = data or _data_for(run, parent, data_dir)
     return module.run(run, parent, data, settings, progress=progress)
 
@@ -138,7 +140,10 @@ def run_chain(run: RunDir | str | Path, parent: str, preset: str = "cpu",
     """Dynamic channel pruning followed by layer fusion (the paper's full method)."""
     from fpgaslim.compress import dynamic_prune, layer_fusion
 
+    from fpgaslim.compress.user_model import require_zoo
+
     run = as_run(run)
+    require_zoo(run.record(parent).arch, "dynamic-prune+fuse")
     data = data or _data_for(run, parent, data_dir)
     return layer_fusion.run_chain(run, parent, data, dynamic_prune.Settings.preset(preset),
                                   layer_fusion.Settings.preset(preset), progress=progress)

@@ -1,0 +1,118 @@
+"""README "Bring your own": the section's code blocks, run as written in an empty folder.
+
+Each block is marked `<!-- byo: NAME -->`; Python blocks are written to NAME and run as
+scripts (so a class defined in one lives in `__main__`, as for a user), shell blocks run
+line by line through the real CLI entry points. Real Brevitas training, real FINN estimate
+builds, real qonnx execution; tiny models on the 8x8 digits, 4 verification images each.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+_BLOCK = re.compile(r"<!-- byo: (\S+) -->\n```\w+\n(.*?)```", re.DOTALL)
+
+
+def readme_blocks() -> dict[str, str]:
+    return dict(_BLOCK.findall(README.read_text(encoding="utf-8")))
+
+
+def run_python(name: str, cwd: Path) -> str:
+    proc = subprocess.run([sys.executable, name], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def run_shell_block(block: str, cwd: Path, monkeypatch) -> list[str]:
+    from click.testing import CliRunner
+
+    from fpgaslim.cli import main
+    from fpgaslim.deploy import board_runner
+
+    monkeypatch.chdir(cwd)
+    outputs = []
+    for line in block.strip().splitlines():
+        argv = shlex.split(line)
+        if argv[0] == "fpgaslim":
+            res = CliRunner().invoke(main, argv[1:], catch_exceptions=False)
+            assert res.exit_code == 0, f"{line}\n{res.output[-3000:]}"
+            outputs.append(res.output)
+        elif argv[0] == "fpgaslim-board":
+            assert board_runner.main(argv[1:] + ["--out", "board.json"]) == 0, line
+            outputs.append((cwd / "board.json").read_text(encoding="utf-8"))
+        else:
+            raise AssertionError(f"unexpected command in the README block: {line}")
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def byo_dir(tmp_path_factory):
+    """An empty folder holding the README's files and its data."""
+    d = tmp_path_factory.mktemp("byo")
+    blocks = readme_blocks()
+    for name in ("make_data.py", "my_model.py", "add_model.py", "export_qonnx.py"):
+        (d / name).write_text(blocks[name], encoding="utf-8")
+    run_python("make_data.py", d)
+    return d
+
+
+def _report(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_readme_has_the_three_ways_in():
+    assert {"make_data.py", "my_model.py", "cli_model.sh", "add_model.py", "export_qonnx.py",
+            "cli_onnx.sh"} <= set(readme_blocks())
+
+
+def test_readme_your_model_by_factory_path(byo_dir, monkeypatch):
+    """TFC-style MLP from my_model.py:tfc on npz data: train, build, compare, bundle, simulate."""
+    out = run_shell_block(readme_blocks()["cli_model.sh"], byo_dir, monkeypatch)
+    rec = _report(byo_dir / "runs/mine/variants/baseline/record.json")
+    assert rec["arch"]["kind"] == "user" and rec["arch"]["factory"].endswith("my_model.py:tfc")
+    assert rec["details"]["data"]["sha256"] and rec["dataset"].startswith("npz:")
+    rep = _report(byo_dir / "runs/mine/variants/baseline/builds/pynq-z1/report.json")
+    assert rep["verification"]["integer_exact"] and rep["verification"]["images"] == 4
+    csv = (byo_dir / "runs/mine/report/comparison.csv").read_text(encoding="utf-8")
+    assert "baseline" in csv and "pynq-z1" in csv  # the comparison lists the build
+    board = json.loads(out[4])
+    assert board["label"] == "simulated" and board["accuracy"]["images"] == 20
+
+
+def test_readme_module_in_memory(byo_dir):
+    """SmallCNN with MaxPool, defined in the script itself (__main__), via add_model."""
+    out = run_python("add_model.py", byo_dir).strip().splitlines()[-1]
+    acc, exact = out.split()
+    assert exact == "True" and float(acc) > 10.0  # two epochs on digits: above chance
+    rec = _report(byo_dir / "runs/mem/variants/baseline/record.json")
+    assert rec["arch"]["source"] == "module" and rec["arch"]["factory"] == "__main__:SmallCNN"
+
+
+def test_readme_qonnx_file(byo_dir, monkeypatch):
+    """A QONNX file exported with brevitas alone: built with random and with real inputs."""
+    run_python("export_qonnx.py", byo_dir)
+    out = run_shell_block(readme_blocks()["cli_onnx.sh"], byo_dir, monkeypatch)
+    rnd = _report(byo_dir / "runs/onnx/variants/baseline/builds/pynq-z1/report.json")
+    real = _report(byo_dir / "runs/onnx-digits/variants/baseline/builds/pynq-z1/report.json")
+    for rep in (rnd, real):
+        assert rep["verification"]["integer_exact"], rep["verification"]
+        assert "QONNX file executed by qonnx" in rep["verification"]["source"]
+    assert "seeded random inputs" in rnd["verification"]["source"]
+    assert "INT8" in rnd["verification"]["source"]  # the signed 8-bit input quantizer
+    assert "my_digits.npz" in real["verification"]["source"]
+    rec = _report(byo_dir / "runs/onnx/variants/baseline/record.json")
+    assert rec["details"]["input_quant"]["dtype"] == "INT8"
+    assert rec["details"]["input_quant"]["step"] != 1.0  # a Mul in front of the graph
+    csv = (byo_dir / "runs/onnx/report/comparison.csv").read_text(encoding="utf-8")
+    assert "onnx-digits" in csv and csv.count("qonnx-file") == 2  # both builds compared
+    board = json.loads(out[4])
+    assert board["label"] == "simulated" and board["accuracy"]["images"] == 20
