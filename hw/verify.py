@@ -139,10 +139,10 @@ def _execute_per_image(parent, sdp, child, images: np.ndarray, keep: set[str]
     parts: dict[str, list] = {}
     for img in images:
         ctx = execute_onnx(parent, {iname: img[None].astype(np.float32)}, True)
-        for t in keep:
+        for t in keep - {oname}:
             key = sdp.output[outs_of_child.index(t)] if t in outs_of_child else f"{sdp.name}_{t}"
             parts.setdefault(t, []).append(np.asarray(ctx[key]))
-        parts.setdefault(oname, []).append(np.asarray(ctx[oname]))
+        parts.setdefault(oname, []).append(np.asarray(ctx[oname]))  # the parent's output
     return {t: np.concatenate(v) for t, v in parts.items()}
 
 
