@@ -24,6 +24,30 @@ class BaselineSettings(BaseModel):
     train: TrainSettings = TrainSettings()
 
 
+def finish_runtime_scales(model: nn.Module, data: DataSplits, batches: int = 4) -> int:
+    """Brevitas activation scales that start from runtime statistics exist as parameters only
+    once their statistics phase has ended; a model that never trained (or trained for fewer
+    steps, e.g. `--epochs 0`) would save a state dict that does not load back. Such scales are
+    initialised here from a few training batches with Brevitas' own calibration mode (eval
+    mode: weights and BatchNorm statistics are untouched). Returns how many were pending."""
+    pending = [m for m in model.modules() if hasattr(m, "init_scale")
+               and getattr(m, "counter", 0) <= getattr(m, "collect_stats_steps", -1)]
+    if not pending:
+        return 0
+    from brevitas.graph.calibrate import calibration_mode
+    from torch.utils.data import DataLoader
+
+    was = model.training
+    model.eval()
+    with torch.no_grad(), calibration_mode(model):
+        for i, (x, _) in enumerate(DataLoader(data.train, batch_size=64, shuffle=False)):
+            model(x.to(next(model.parameters()).device))
+            if i + 1 >= batches:
+                break
+    model.train(was)
+    return len(pending)
+
+
 def train_baseline(run: RunDir, data: DataSplits, settings: BaselineSettings,
                    variant_id: str = "baseline", progress: bool | None = None,
                    model: nn.Module | None = None) -> Variant:
@@ -45,6 +69,7 @@ def train_baseline(run: RunDir, data: DataSplits, settings: BaselineSettings,
     with Timer() as t:
         result = train(model, data.train, data.val, settings.train, checkpoint=ckpt,
                        desc=f"{variant_id}", progress=progress)
+        finish_runtime_scales(model, data)
     record = Variant(
         id=variant_id, method="baseline", settings=settings.model_dump(mode="json"),
         dataset=data.name, **describe(model),

@@ -204,6 +204,9 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
     for stale in ("progress.jsonl", "child_result.json", "hw_outputs.npz"):
         (out / stale).unlink(missing_ok=True)
     onnx_path = Path(onnx_path).resolve()
+    from .onnx_input import open_onnx
+
+    open_onnx(onnx_path)  # a missing / truncated / non-ONNX file: a clear error, not the child's
     if images is None:
         from fpgaslim.errors import ConfigError
 

@@ -161,7 +161,7 @@ def read_input_quant(model: Any, where: str = "the graph") -> InputQuant:
                       shape=shape[1:], found=f"Quant node {node.name!r}")
 
 
-def prepare_onnx(src: str | Path, dst: str | Path) -> InputQuant:
+def prepare_onnx(src: str | Path, dst: str | Path, where: str | None = None) -> InputQuant:
     """Write the graph the build starts from (input = the quantizer's integers, annotated);
     returns the input quantizer it found. qonnx's cleanup runs first (shapes, constant
     folding, unique names), as for fpgaslim's own exports."""
@@ -173,9 +173,9 @@ def prepare_onnx(src: str | Path, dst: str | Path) -> InputQuant:
     try:
         model = cleanup_model(model)
     except Exception as exc:
-        raise CheckpointError(f"{src}: qonnx cannot process this graph ({type(exc).__name__}: "
+        raise CheckpointError(f"{where or src}: qonnx cannot process this graph ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    iq = read_input_quant(model, str(src))
+    iq = read_input_quant(model, where or str(src))
     iname = model.graph.input[0].name
     if iq.step != 1.0:
         old = model.graph.input[0]
