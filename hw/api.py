@@ -38,6 +38,19 @@ def build_dir_for(run: RunDir, variant_id: str, settings: BuildSettings) -> Path
     return run.variant_dir(variant_id) / "builds" / name
 
 
+def _check_export(run: RunDir, variant_id: str, path: Path) -> None:
+    """A damaged export of a variant: say so, and how to write it again."""
+    from fpgaslim.errors import CheckpointError
+
+    from .onnx_input import open_onnx
+
+    try:
+        open_onnx(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}. For this variant: `fpgaslim export {run.path} --variant "
+                              f"{variant_id}` writes it again") from exc
+
+
 def build_variant(run: RunDir, variant_id: str, board: str = "pynq-z1",
                   settings: BuildSettings | None = None, data: DataSplits | None = None,
                   verify_images: int = 20) -> HardwareReport:
@@ -56,6 +69,7 @@ def build_variant(run: RunDir, variant_id: str, board: str = "pynq-z1",
     model = run.load_model(variant_id)
     vdir = run.variant_dir(variant_id)
     record = ensure_qonnx(run, variant_id, model)
+    _check_export(run, variant_id, vdir / record.qonnx)
     if data is None:
         data = load_for_variant(run, variant_id, limit_train=1)
     n = max(1, verify_images)  # FINN's own verification steps need one image
@@ -150,7 +164,7 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
         (vdir / "record.json").unlink()  # other verification data: a new record, same file
     vdir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, vdir / SOURCE_FILE)
-    iq = prepare_onnx(vdir / SOURCE_FILE, vdir / QONNX_FILE)
+    iq = prepare_onnx(vdir / SOURCE_FILE, vdir / QONNX_FILE, where=str(path))
     n = max(1, verify_images)
     labels, classes, origin_label = None, None, None
     if data:
