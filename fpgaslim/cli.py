@@ -259,8 +259,19 @@ def _chain_command(run: Path, variant_id: str, preset: str, data_dir: str | None
 @click.option("--clock-ns", type=float)
 @click.option("--weights", type=click.Choice(["auto", "onchip", "external"]))
 @click.option("--timeout", "timeout_s", type=float, help="time limit of the FINN build, seconds")
+@click.option("--streamline", type=click.Choice(["fast", "stock"]),
+              help="fast (default): finn-plus's streamlining without its redundant clean-ups, "
+              "the same graph; stock: finn-plus unchanged")
 @click.option("--verify-images", default=20, show_default=True)
 @click.option("--bitfile", is_flag=True, help="full Vivado flow (needs Vivado/Vitis)")
+@click.option("--synth", type=click.Choice(["none", "yosys"]),
+              help="second opinion: synthesize every RTL layer with Yosys synth_xilinx")
+@click.option("--sim", type=click.Choice(["none", "verilator"]),
+              help="second opinion: simulate every RTL layer with Verilator, bit-exact check")
+@click.option("--prefer-rtl", is_flag=True, default=None,
+              help="FINN's RTL variants wherever it offers them (standalone thresholds)")
+@click.option("--layer-timeout", "layer_timeout_s", type=float,
+              help="time limit per layer for --synth / --sim, seconds (default 120)")
 @_handle_errors
 def build(run: Path, variant_id: str, board: str, verify_images: int, bitfile: bool,
           data_spec: str | None, out_dir: Path | None, **opts: Any) -> None:
@@ -284,9 +295,28 @@ def build(run: Path, variant_id: str, board: str, verify_images: int, bitfile: b
     if data_spec or out_dir:
         raise click.UsageError("--data and --out are for building a MODEL.onnx file; a run's "
                                "variant uses the data its run recorded")
+    if opts.get("synth") not in (None, "none") or opts.get("sim") not in (None, "none"):
+        _log_second_opinion_progress()
     report = build_job(run, variant_id, board, {k: v for k, v in opts.items() if v is not None},
                        verify_images=verify_images, bitfile=bitfile)
     _console().print(render(report))
+    if report.second_opinion is not None:
+        from fpgaslim.hw.second_opinion import render_second_opinion
+
+        _console().print(render_second_opinion(report.second_opinion))
+
+
+def _log_second_opinion_progress() -> None:
+    """Per-layer progress of --synth / --sim on stderr (the library logs it)."""
+    import logging
+
+    log = logging.getLogger("fpgaslim.hw.second_opinion")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("second opinion: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 @main.command()
@@ -323,25 +353,44 @@ def doctor() -> None:
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--variant", "variant_id", default="baseline", show_default=True)
 @click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--method", type=click.Choice(["optimal", "search"]), default="optimal",
+              show_default=True, help="optimal: exact per-layer folding on FINN's estimates; "
+              "search: FINN SetFolding over target_fps x mvau_wwidth_max")
 @click.option("--budget-lut", default=85.0, show_default=True, help="% of the board's LUTs")
-@click.option("--step-factor", default=1.25, show_default=True, help="target fps grid ratio")
+@click.option("--budget-bram", default=100.0, show_default=True, help="% of BRAM_18K")
+@click.option("--budget-uram", default=100.0, show_default=True, help="% of URAM")
+@click.option("--budget-dsp", default=100.0, show_default=True, help="% of DSP")
+@click.option("--step-factor", default=1.25, show_default=True,
+              help="target fps grid ratio (--method search)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @_handle_errors
-def maxfit(run: Path, variant_id: str, board: str, budget_lut: float, step_factor: float) -> None:
-    """Folding search: the highest estimated fps that still fits the board's budget."""
-    from fpgaslim.compress.variants import RunDir
-    from fpgaslim.hw.folding_search import FoldingSearch, load_maxfit, search_variant
+def maxfit(run: Path, variant_id: str, board: str, method: str, budget_lut: float,
+           budget_bram: float, budget_uram: float, budget_dsp: float, step_factor: float,
+           as_json: bool) -> None:
+    """Highest estimated fps whose folding fits the board's budget (cached per inputs)."""
+    import json
 
-    search = FoldingSearch(step_factor=step_factor)
-    search.budget["LUT"] = budget_lut
-    m = load_maxfit(search_variant(RunDir(run), variant_id, board, {}, search))
-    if m.fps is None:
-        click.echo(f"{variant_id} on {m.board}: nothing fits the budget {m.budget}")
+    from fpgaslim.compress.variants import RunDir
+    from fpgaslim.config import validate
+    from fpgaslim.hw.folding_opt import Budget
+    from fpgaslim.hw.folding_run import maxfit as run_maxfit
+
+    budget = validate(Budget, {"LUT": budget_lut, "BRAM_18K": budget_bram, "URAM": budget_uram,
+                               "DSP": budget_dsp}, "maxfit budget")
+    m = run_maxfit(RunDir(run), variant_id, board, method, {}, budget, step_factor)
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
         return
-    click.echo(f"{variant_id} on {m.board}: max-fit {m.fps.value:,.0f} fps at target "
-               f"{m.target_fps:,.0f}, mvau_wwidth_max {m.mvau_wwidth_max}"
-               f"{' (folding saturated)' if m.saturated else ''}; uses "
-               + ", ".join(f"{k} {v:.1f}%" for k, v in m.percent.items())
-               + f" [{m.fps.source}]")
+    if m["fps"] is None:
+        click.echo(f"{variant_id} on {m['board']}: nothing fits the budget {m['budget']}")
+        return
+    how = (f"target {m['target_fps']:,.0f}, mvau_wwidth_max {m['mvau_wwidth_max']}"
+           if method == "search" else f"bottleneck {m['bottleneck_layer']}, "
+           f"default folding {m['default_fps'] or 0:,.0f} fps")
+    click.echo(f"{variant_id} on {m['board']}: max-fit {m['fps']:,.0f} fps ({method}; {how}); "
+               "uses " + ", ".join(f"{k} {m[k]:,.0f} ({m['percent'].get(k, 0):.1f}%)"
+                                   for k in ("LUT", "BRAM_18K", "URAM", "DSP"))
+               + f" [{m['source']}]")
 
 
 @main.command()

@@ -18,7 +18,8 @@ import numpy as np
 from fpgaslim.compress.data import DataSplits, load_for_variant
 from fpgaslim.compress.variants import RunDir
 
-from .build import BuildSettings, build_estimate
+from .build import BuildSettings, attach_second_opinion, build_estimate
+from .second_opinion import needs_second_opinion
 from .qonnx_export import ensure_qonnx
 from .report import HardwareReport, load_report, save_report
 
@@ -30,9 +31,13 @@ def build_dir_for(run: RunDir, variant_id: str, settings: BuildSettings) -> Path
     """builds/<board> for the default settings of that board, else builds/<board>-<hash>."""
     s = settings.resolved()
     default = BuildSettings(board=s.board).resolved()
-    keyed = s.model_dump(mode="json", exclude={"timeout_s", "strict"})
+    unkeyed = {"timeout_s", "strict", "streamline"}  # streamline: the same graph either way
+    # the second opinion runs on a finished build (its own per-layer cache); prefer_rtl off
+    # leaves the folder names of existing builds as they were
+    unkeyed |= {"synth", "sim", "layer_timeout_s"} | (set() if s.prefer_rtl else {"prefer_rtl"})
+    keyed = s.model_dump(mode="json", exclude=unkeyed)
     name = s.board
-    if keyed != default.model_dump(mode="json", exclude={"timeout_s", "strict"}):
+    if keyed != default.model_dump(mode="json", exclude=unkeyed):
         digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:10]
         name = f"{s.board}-{digest}"
     return run.variant_dir(variant_id) / "builds" / name
@@ -65,6 +70,10 @@ def build_variant(run: RunDir, variant_id: str, board: str = "pynq-z1",
     if done.is_file():
         report = load_report(done)
         if report.settings.get("verify_images") == verify_images:
+            if needs_second_opinion(report, settings) and (bdir / "work").is_dir():
+                attach_second_opinion(report, bdir / "work", settings)
+                report.settings.update(synth=settings.synth, sim=settings.sim)
+                save_report(report, done)
             return report
     model = run.load_model(variant_id)
     vdir = run.variant_dir(variant_id)

@@ -57,6 +57,15 @@ class BuildSettings(BaseModel):
     timeout_s: float = Field(900.0, gt=0)
     verify_steps: bool = True  # FINN's QONNX_TO_FINN / TIDY_UP / STREAMLINED python checks
     strict: bool = True  # a verification mismatch raises VerificationError
+    # FINN's RTL variants wherever it offers them, thresholds as standalone (RTL) layers
+    prefer_rtl: bool = False
+    # second opinion on the RTL layers after the estimate build (hw/second_opinion.py)
+    synth: Literal["none", "yosys"] = "none"
+    sim: Literal["none", "verilator"] = "none"
+    layer_timeout_s: float = Field(120.0, gt=0)  # per layer, for each of synth and sim
+    # "fast": finn-plus's streamlining with its redundant clean-ups memoized (hw/fast_streamline
+    # .py), the same graph byte for byte, so not part of a build's cache key; "stock": unchanged
+    streamline: Literal["fast", "stock"] = "fast"
 
     def resolved(self) -> "BuildSettings":
         """Board name normalised and target_fps filled in, so equal builds hash equal."""
@@ -135,6 +144,8 @@ def _prefix_key(onnx_path: Path, out: Path, settings: BuildSettings) -> str:
     for f in (onnx_path, out / "verify_input.npy", out / "verify_expected.npy"):
         h.update(f.read_bytes())
     h.update(str(settings.verify_steps).encode())
+    if settings.prefer_rtl:  # standalone thresholds change step_convert_to_hw
+        h.update(b"prefer_rtl")
     return h.hexdigest()[:20]
 
 
@@ -233,11 +244,13 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
     job = {"onnx": str(onnx_path), "out_dir": str(out), "clock_ns": settings.clock_ns,
            "target_fps": settings.target_fps, "mvau_wwidth_max": settings.mvau_wwidth_max,
            "weights": settings.weights, "verify_steps": settings.verify_steps,
+           "streamline": settings.streamline,
            "board": board.model_dump(include={"finn_board", "part", "shell_flow", "BRAM_18K",
                                               "URAM"}),
            "verify_input_npy": str(out / "verify_input.npy"),
            "verify_expected_npy": str(out / "verify_expected.npy"),
            "exec_input_npy": str(exec_npy) if exec_npy else None, "start_step": None,
+           "prefer_rtl": settings.prefer_rtl,
            "folding_config": str(Path(folding_config).resolve()) if folding_config else None}
     cache = None
     if prefix_cache is not None:
@@ -262,4 +275,22 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
                                       strict=settings.strict, reference=ref_logits,
                                       reference_source=reference_source)
         report.timings["verify_exec_s"] = child["exec_s"]
+    attach_second_opinion(report, out, settings)
     return report
+
+
+def attach_second_opinion(report: HardwareReport, work: Path, settings: BuildSettings) -> None:
+    """Yosys / Verilator figures for the RTL layers of the finished build in `work`, when the
+    settings ask for them (progress on the `fpgaslim.hw.second_opinion` logger). Never fails
+    the build: problems are recorded per layer."""
+    from .second_opinion import run_second_opinion, wanted
+
+    if not wanted(settings):
+        return
+    import logging
+
+    log = logging.getLogger("fpgaslim.hw.second_opinion")
+    t0 = time.perf_counter()
+    report.second_opinion = run_second_opinion(work, settings, get_board(settings.board).part,
+                                               progress=log.info)
+    report.timings["second_opinion_s"] = round(time.perf_counter() - t0, 3)

@@ -107,14 +107,20 @@ def is_residual(model: Any) -> bool:
     return False
 
 
-def step_fpgaslim_streamline(model: Any, cfg: Any) -> Any:
+def step_fpgaslim_streamline(model: Any, cfg: Any, mode: str = "fast") -> Any:
+    """`mode` "fast": the residual streamlining runs under finn_compat.fast_streamlining()
+    (same graph, byte for byte; hw/fast_streamline.py); "stock": finn-plus unchanged."""
     fb = finn_compat.builder()
     if not is_residual(model):
         return fb.step_lookup["step_streamline"](model, cfg)
     from qonnx.transformation.general import RemoveUnusedTensors
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
 
-    model = fb.resnet_streamline(model, cfg)
+    if mode == "fast":
+        with finn_compat.fast_streamlining():
+            model = fb.resnet_streamline(model, cfg)
+    else:
+        model = fb.resnet_streamline(model, cfg)
     # the tail of FINN's stock streamline step, which the resnet step lacks
     model = model.transform(fb.MakeMaxPoolNHWC())
     model = model.transform(fb.AbsorbConsecutiveTransposes())
@@ -259,9 +265,29 @@ def _log(progress: Path, entry: dict[str, Any]) -> None:
         f.flush()
 
 
+def step_fpgaslim_prefer_rtl(model: Any, cfg: Any) -> Any:
+    """Ask FINN's SpecializeLayers for the RTL variant of every HW layer that has one (its
+    `preferred_impl_style` attribute); FINN falls back to HLS where RTL is not possible (e.g.
+    an MVAU with unsigned weights) and logs why."""
+    from finn.custom_op.fpgadataflow.rtl import custom_op as rtl_variants
+    from qonnx.custom_op.registry import getCustomOp
+
+    for node in model.graph.node:
+        if node.domain == "finn.custom_op.fpgadataflow" and f"{node.op_type}_rtl" in rtl_variants:
+            getCustomOp(node).set_nodeattr("preferred_impl_style", "rtl")
+    return model
+
+
+def with_prefer_rtl(steps: list[Callable], progress: Path) -> list[Callable]:
+    """`steps` with step_fpgaslim_prefer_rtl (tracked) right before step_specialize_layers."""
+    at = [s.__name__ for s in steps].index("step_specialize_layers")
+    return steps[:at] + [_tracked(step_fpgaslim_prefer_rtl, "step_fpgaslim_prefer_rtl",
+                                  progress)] + steps[at:]
+
+
 def estimate_steps(progress: Path, weights: str | None = None,
                    board: dict[str, Any] | None = None,
-                   folding: str | None = None) -> list[Callable]:
+                   folding: str | None = None, streamline: str = "fast") -> list[Callable]:
     """finn-plus's estimate-only preset with fpgaslim's steps inserted, each tracked;
     `weights` and `board` (its BRAM_18K / URAM capacities) drive the weight placement. When
     they are None, they are read from `cfg._fpgaslim = {"weights": ..., "board": ...}` on the
@@ -278,7 +304,7 @@ def estimate_steps(progress: Path, weights: str | None = None,
 
     ours = {"step_qonnx_to_finn": step_exact_qonnx_to_finn,  # FINN's, thresholds made exact
             "step_fpgaslim_prepare": step_fpgaslim_prepare,
-            "step_fpgaslim_streamline": step_fpgaslim_streamline,
+            "step_fpgaslim_streamline": lambda m, c: step_fpgaslim_streamline(m, c, streamline),
             "step_fpgaslim_check_mapped": step_fpgaslim_check_mapped,
             "step_fpgaslim_place_weights": place,
             "step_fpgaslim_layer_table": step_fpgaslim_layer_table}

@@ -19,6 +19,7 @@ from .boards import Board
 from .figure import Figure
 from .offchip import OffChipTraffic, offchip_traffic
 from .bitfile import PostSynthesis
+from .second_opinion import SecondOpinion
 from .verify import Verification
 
 SCHEMA_VERSION = 1
@@ -93,6 +94,8 @@ class HardwareReport(BaseModel):
     verification: Verification | None = None
     # Vivado's numbers from a --bitfile build, next to (never replacing) FINN's estimates
     post_synthesis: PostSynthesis | None = None
+    # Yosys / Verilator figures per RTL layer beside FINN's (--synth yosys / --sim verilator)
+    second_opinion: SecondOpinion | None = None
     timings: dict[str, float] = Field(default_factory=dict)  # build wall times, seconds
     finn_version: str
     build_dir: str
@@ -269,4 +272,8 @@ def render(report: HardwareReport, console: Any = None) -> Any:
               report.op_counts_source[:57])
     if console is not None:
         console.print(t)
+        if report.second_opinion is not None:
+            from .second_opinion import render_second_opinion
+
+            console.print(render_second_opinion(report.second_opinion))
     return t

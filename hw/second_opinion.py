@@ -75,6 +75,15 @@ def wanted(settings) -> bool:
     return settings.synth != "none" or settings.sim != "none"
 
 
+def needs_second_opinion(report, settings) -> bool:
+    """A saved report lacks (part of) the second opinion the settings ask for."""
+    if not wanted(settings):
+        return False
+    so = report.second_opinion
+    return so is None or (settings.synth != "none" and so.synth is None) or (
+        settings.sim != "none" and so.sim is None)
+
+
 # ------------------------------------------------------------------------------ parent side
 def run_second_opinion(work: Path, settings, part: str,
                        progress: Callable[[str], None] | None = None) -> SecondOpinion:
@@ -205,7 +214,7 @@ def _progress(so_dir: Path, message: str) -> None:
         f.write(json.dumps({"t": time.time(), "message": message}) + "\n")
 
 
-def _layer(node, model, inst, job: dict, so_dir: Path, tensors: dict | None,
+def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dict | None],
            finn_lut: dict, tools: dict) -> LayerOpinion:
     from .rtlsim_verilator import simulate
     from .synth_yosys import synthesize
@@ -225,46 +234,62 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: dict | None,
     incs = [str(p) for p in inst.get_verilog_paths()]
     top = inst.get_verilog_top_module_name()
     intf = inst.get_verilog_top_module_intf_names()
-    key = _hash_files([Path(f) for f in files] + [p for p in hdl.iterdir() if p.is_file()],
-                      json.dumps([job["synth"], job["sim"], job["family"],
-                                  job["layer_timeout_s"], tools], sort_keys=True))
-    cached = d / "result.json"
-    if cached.is_file():
-        prev = json.loads(cached.read_text(encoding="utf-8"))
-        if prev.get("_key") == key:
-            prev.pop("_key")
-            op = LayerOpinion.model_validate(prev)
-            op.cached = True
-            return op
+    sources = [Path(f) for f in files] + [p for p in hdl.iterdir() if p.is_file()]
     limit = float(job["layer_timeout_s"])
     is_mvau = node.op_type.startswith(("MVAU", "VVAU"))
     if job["synth"] == "yosys":
-        if job["family"] is None:
+        key = _hash_files(sources, json.dumps([job["family"], limit, tools["yosys"]]))
+        op.synth = _cached(d / "synth.json", key, SynthResult)
+        if op.synth is not None:
+            op.cached = True
+        elif job["family"] is None:
             op.synth = SynthResult(status="unavailable", reason=job["family_error"])
         else:
             _progress(so_dir, f"Yosys synth_xilinx {node.name} ...")
             op.synth = synthesize(files, top, job["family"], hdl, limit, incs,
                                   blackbox_primitives=is_mvau,
                                   scope=MVAU_SCOPE if is_mvau else "whole layer")
+            _store(d / "synth.json", key, op.synth)
     if job["sim"] == "verilator":
         if len(intf["s_axis"]) != 1 or len(intf["m_axis"]) != 1 or is_mvau:
             op.note = ("not simulated: the testbench drives one input stream; this layer also "
                        "takes its weights as a stream" if is_mvau else
                        "not simulated: the testbench drives exactly one input and one output "
                        "stream")
-        elif tensors is None:
+            return op
+        tensors = tensors()
+        if tensors is None:
             op.sim = SimResult(status="failed", reason="FINN's Python execution of the graph "
                                "failed, so there is no input stream to simulate")
+            return op
+        in_words, _ = _stream_words(inst, tensors[node.input[0]], out=False)
+        exp_words, _ = _stream_words(inst, tensors[node.output[0]], out=True)
+        key = _hash_files(sources, json.dumps([limit, tools["verilator"], in_words, exp_words]))
+        op.sim = _cached(d / "sim.json", key, SimResult)
+        if op.sim is not None:
+            op.cached = True
         else:
             _progress(so_dir, f"Verilator {node.name} ...")
-            in_words, _ = _stream_words(inst, tensors[node.input[0]], out=False)
-            exp_words, _ = _stream_words(inst, tensors[node.output[0]], out=True)
             # FINN's RTL reads parameter files relative to the working folder: simulate there
             op.sim = simulate(files, top, intf, hdl, in_words, exp_words, limit, incs,
                               max_cycles=20 * max(1, op.finn_exp_cycles) + 100_000)
-    cached.write_text(json.dumps({**op.model_dump(mode="json"), "_key": key}),
-                      encoding="utf-8")
+            _store(d / "sim.json", key, op.sim)
     return op
+
+
+def _cached(path: Path, key: str, cls):
+    if path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.pop("_key", None) == key:
+            return cls.model_validate(data)
+    return None
+
+
+def _store(path: Path, key: str, result) -> None:
+    if result.status in ("timeout", "unavailable"):  # may work next time
+        return
+    path.write_text(json.dumps({**result.model_dump(mode="json"), "_key": key}),
+                    encoding="utf-8")
 
 
 def run_child(job: dict) -> int:
@@ -286,13 +311,18 @@ def run_child(job: dict) -> int:
     finn_lut = {k: float(v.get("LUT", 0)) for k, v in res.items() if isinstance(v, dict)}
     tools = {"yosys": yosys_version() if job["synth"] == "yosys" else None,
              "verilator": verilator_version() if job["sim"] == "verilator" else None}
-    tensors, note = None, None
-    if job["sim"] == "verilator":
-        try:
-            tensors = _node_inputs(work, model, finn_compat.to_python_exec(
-                ModelWrapper(model.model.SerializeToString())))
-        except Exception as exc:  # noqa: BLE001  (a second opinion never fails the build)
-            note = f"FINN's Python execution for the input streams failed: {exc}"
+    memo: dict = {}
+
+    def tensors() -> dict | None:
+        """The graph's tensors on the verification image, computed once and only when a
+        layer that is not cached needs its input stream."""
+        if "ctx" not in memo:
+            memo["ctx"] = None
+            try:
+                memo["ctx"] = _node_inputs(work, model, finn_compat.to_python_exec(model))
+            except Exception as exc:  # noqa: BLE001  (a second opinion never fails a build)
+                memo["note"] = f"FINN's Python execution for the input streams failed: {exc}"
+        return memo["ctx"]
     layers = []
     nodes = list(model.graph.node)
     for i, node in enumerate(nodes):
@@ -313,7 +343,7 @@ def run_child(job: dict) -> int:
         rtl_layers=sum(1 for n in nodes if n.domain.endswith(".rtl")),
         synthesized=sum(1 for x in layers if x.synth and x.synth.status == "ok"),
         simulated_bit_exact=sum(1 for x in layers if x.sim and x.sim.bit_exact),
-        seconds=round(time.time() - t0, 2), note=note)
+        seconds=round(time.time() - t0, 2), note=memo.get("note"))
     tmp = so_dir / "second_opinion.json.part"
     tmp.write_text(rec.model_dump_json(indent=2), encoding="utf-8")
     os.replace(tmp, so_dir / "second_opinion.json")
@@ -339,3 +369,32 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def render_second_opinion(so: SecondOpinion):
+    """A rich table: per layer FINN's estimate beside Yosys's counts and Verilator's cycles."""
+    from rich.table import Table
+
+    caption = (f"Yosys: {so.synth_source} ({so.tools.get('yosys')}, -family {so.family}); "
+               f"Verilator: {so.sim_source} ({so.tools.get('verilator')}); FINN: estimates and "
+               "get_exp_cycles()" + (f". {so.note}" if so.note else ""))
+    t = Table(title=f"Second opinion on {so.rtl_layers} RTL layers ({so.synthesized} "
+              f"synthesized, {so.simulated_bit_exact} simulated bit-exact)", caption=caption)
+    for col in ("layer", "FINN LUT (est.)", "Yosys LUT", "FF", "BRAM_18K", "DSP",
+                "FINN cycles (exp.)", "Verilator cycles", "bit-exact", "note"):
+        t.add_column(col, overflow="fold")
+    for x in so.layers:
+        s, m = x.synth, x.sim
+        ok = s is not None and s.status == "ok"
+        notes = [n for n in (x.note, None if s is None or ok else s.reason,
+                             None if m is None or m.bit_exact else m.reason) if n]
+        if ok and s.scope != "whole layer":
+            notes.append(s.scope)
+        t.add_row(x.name, "" if x.finn_LUT is None else f"{x.finn_LUT:,.0f}",
+                  f"{s.LUT:,}" if ok else "", f"{s.FF:,}" if ok else "",
+                  f"{s.BRAM_18K}" if ok else "", f"{s.DSP}" if ok else "",
+                  "" if x.finn_exp_cycles is None else f"{x.finn_exp_cycles:,}",
+                  f"{m.cycles:,}" if m is not None and m.cycles is not None else "",
+                  "" if m is None or m.bit_exact is None else ("yes" if m.bit_exact else "NO"),
+                  "; ".join(notes)[:160])
+    return t

@@ -34,10 +34,18 @@ def run_job(job: dict) -> int:
         shell_flow_type=fb.ShellFlowType(job["board"]["shell_flow"]),
         generate_outputs=[fb.DataflowOutputType.ESTIMATE_REPORTS],
         steps=estimate_steps(progress, job["weights"], job["board"],
-                             folding=job.get("folding_config")), verify_steps=verify,
+                             folding=job.get("folding_config"),
+                             streamline=job.get("streamline", "fast")), verify_steps=verify,
         verify_input_npy=job["verify_input_npy"],
         verify_expected_output_npy=job["verify_expected_npy"],
-        save_intermediate_models=True, start_step=job.get("start_step"))
+        save_intermediate_models=True, start_step=job.get("start_step"),
+        standalone_thresholds=bool(job.get("prefer_rtl")))
+    if job.get("prefer_rtl"):
+        from .build_steps import with_prefer_rtl
+
+        cfg.steps = with_prefer_rtl(cfg.steps, progress)
+        if cfg.start_step == "step_specialize_layers":  # resuming after the cached prefix
+            cfg.start_step = "step_fpgaslim_prefer_rtl"
     t0 = time.time()
     rc = fb.build_dataflow_cfg("" if cfg.start_step else job["onnx"], cfg)
     build_s = time.time() - t0
