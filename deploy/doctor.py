@@ -28,6 +28,8 @@ class DoctorReport(BaseModel):
     packages: dict[str, str | None]  # name -> installed version, None if absent
     toolchain: Toolchain
     flows: list[FlowStatus]
+    # build --synth yosys / --sim verilator: tool -> version/path, None if missing
+    rtl_tools: dict[str, str | None] = {}
 
     def flow(self, flow: Flow | str) -> FlowStatus:
         return next(f for f in self.flows if f.flow == Flow(flow))
@@ -61,7 +63,14 @@ def doctor(env: Mapping[str, str] | None = None, probe: bool = False,
             f.missing.insert(0, "finn-plus is not installed")
     return DoctorReport(python=sys.version.split()[0],
                         machine=f"{_platform.system()} {_platform.machine()}",
-                        packages=packages, toolchain=tc, flows=flows)
+                        packages=packages, toolchain=tc, flows=flows,
+                        rtl_tools=_rtl_tools(env))
+
+
+def _rtl_tools(env: Mapping[str, str] | None) -> dict[str, str | None]:
+    from fpgaslim.hw.second_opinion import tool_status
+
+    return tool_status(env)
 
 
 def render_doctor(report: DoctorReport) -> str:
@@ -83,6 +92,10 @@ def render_doctor(report: DoctorReport) -> str:
         lines.append(f"  [{mark}] {f.flow.value:<14} needs {', '.join(f.needs)}")
         for m in f.missing:
             lines.append(f"          missing: {m}")
+    lines += ["", "Second opinion on RTL layers (build --synth yosys needs yosys; --sim "
+              "verilator needs verilator, perl, g++, make):"]
+    for name, found in report.rtl_tools.items():
+        lines.append(f"  [{'ok' if found else 'missing':<7}] {name:<10} {found or ''}")
     lines += ["", "Can run here: " + (", ".join(report.runnable) or "nothing"),
               "Board-side packages (finn-plus-driver, pynq) belong on the board, not here; "
               "`fpgaslim-board --simulate` runs a bundle on this CPU instead."]

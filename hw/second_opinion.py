@@ -398,3 +398,22 @@ def render_second_opinion(so: SecondOpinion):
                   "" if m is None or m.bit_exact is None else ("yes" if m.bit_exact else "NO"),
                   "; ".join(notes)[:160])
     return t
+
+
+def tool_status(env=None) -> dict[str, str | None]:
+    """What `--synth yosys` / `--sim verilator` find here: tool -> version and/or path, None
+    when missing (`fpgaslim doctor` lists these)."""
+    import shutil as _sh
+
+    from .rtlsim_verilator import verilator_root, verilator_version
+    from .synth_yosys import yosys_command, yosys_version
+
+    path = (env or os.environ).get("PATH", "")
+    ycmd = yosys_command()
+    vroot = verilator_root()
+    out: dict[str, str | None] = {
+        "yosys": f"{yosys_version()} ({ycmd[0]})" if ycmd else None,
+        "verilator": f"{verilator_version()} ({vroot})" if vroot else None}
+    for tool in ("perl", "g++", "make"):
+        out[tool] = _sh.which(tool, path=path)
+    return out
