@@ -143,15 +143,16 @@ def start(args: argparse.Namespace) -> tuple[str, Any]:
 def dynamic_prune_settings(smoke: bool) -> Any:
     """Dynamic pruning as the benchmarks run it (the standalone benchmark and the first half
     of the layer-fusion chain must agree, since they share the variants): the "cpu" preset
-    with FINN-friendly multiples of 4 channels, two iterations and a coarser threshold search
-    (4 trials of at most 3 epochs per iteration) to fit the CPU budget."""
+    with FINN-friendly multiples of 4 channels, two iterations, the spec's search (measured
+    bounds, gap 0.06 x the measured range: 5 trials) and 3 epochs per trial in one cosine
+    cycle (no warm restart) to fit the CPU budget."""
     from fpgaslim.compress import dynamic_prune
 
-    s = dynamic_prune.Settings.preset("cpu", channel_multiple=4, iterations=2,
-                                      stop_gap=0.0625, epochs=3)
+    s = dynamic_prune.Settings.preset("cpu", channel_multiple=4, iterations=2, epochs=3,
+                                      restart_every=0)
     if smoke:
-        s = s.model_copy(update=dict(epochs=1, iterations=1, stop_gap=0.2, patience=None,
-                                     restart_every=0, tolerance=5.0, calib_images=64))
+        s = s.model_copy(update=dict(epochs=1, iterations=1, gap_fraction=0.3, patience=None,
+                                     tolerance=5.0, calib_images=64))
     return s
 
 

@@ -4,10 +4,16 @@ The method of Li et al. (dynamic pruning and layer fusion, section 3.2), as spec
 METHODS.md section 1.
 
 Per iteration: measure channel sparsity of the iteration's start model on the validation set;
-binary-search the threshold P in [p_low, p_high] (channels with sparsity > P are removed,
+binary-search the threshold P in [P_l, P_u] (channels with sparsity > P are removed,
 the pruned copy is fine-tuned, accepted when its validation accuracy reaches
 target = baseline - tolerance); the last accepted model is the iteration's result and the
 next iteration's start. One variant per iteration that removed channels.
+
+Bounds (`bounds`): "measured" (default, METHODS.md "Bounds on QAT networks"): P_l, P_u = the
+lowest and highest measured sparsity of the iteration's prunable channels (P_u plus a hair, so
+that it prunes nothing) and a stopping gap of `gap_fraction` x (P_u - P_l), since every channel
+of a BN -> quantized-ReLU network is 50-72 % zeros and the paper's [0.5, 1] brackets the whole
+population; "paper" (the `paper` preset): the fixed `p_low`, `p_high`, `stop_gap`.
 
 The search (`binary_search`) only sees an `attempt(P) -> accuracy` callable, so tests script
 it; `run` wires it to channel surgery and fine-tuning, logs every trial into the record and
@@ -33,7 +39,8 @@ from fpgaslim.errors import ConfigError
 
 from .channel_surgery import remove_channels, thin_layers
 from .data import DataSplits
-from .sparsity import SparsityReport, channel_sparsity, plot_sparsity, select_channels
+from .sparsity import SparsityReport, channel_sparsity, histogram, measured_bounds, \
+    plot_sparsity, select_channels
 from .train import TrainSettings, evaluate, train
 from .variants import CHECKPOINT_FORMAT, Accuracy, RunDir, Timer, Variant, describe, \
     load_checkpoint
@@ -48,9 +55,15 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tolerance: float = Field(0.5, ge=0, description="target = baseline val accuracy - this (points)")
     iterations: int = Field(3, ge=1, description="outer iterations, each from the last result")
-    p_low: float = Field(0.5, ge=0, le=1, description="lower end of the threshold search")
-    p_high: float = Field(1.0, ge=0, le=1, description="upper end of the threshold search")
-    stop_gap: float = Field(0.03, gt=0, description="stop when p_high - p_low <= this")
+    bounds: Literal["measured", "paper"] = Field(
+        "measured", description="threshold search bounds: the measured sparsity range of the "
+        "prunable channels, or the paper's fixed p_low/p_high/stop_gap")
+    gap_fraction: float = Field(0.06, gt=0, lt=1, description="measured bounds: stop when the "
+                                "interval is this fraction of the measured range")
+    p_low: float = Field(0.5, ge=0, le=1, description="paper bounds: lower end of the search")
+    p_high: float = Field(1.0, ge=0, le=1, description="paper bounds: upper end of the search")
+    stop_gap: float = Field(0.03, gt=0, description="paper bounds: stop when p_high - p_low "
+                            "<= this")
     min_channels: int = Field(1, ge=1, description="channels every layer keeps at least")
     channel_multiple: int = Field(1, ge=1, description="keep a multiple of this many channels "
                                   "per layer (FINN folding; 1 = the paper)")
@@ -64,7 +77,8 @@ class Settings(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     batch_size: int = Field(64, ge=1)
-    restart_every: int = Field(2, ge=0, description="cosine restart period in epochs (0: none)")
+    restart_every: int = Field(0, ge=0, description="cosine restart period in epochs (0: "
+                               "none; must divide epochs)")
     patience: int | None = Field(2, ge=1, description="early stop after this many epochs "
                                  "without a new best")
     seed: int = 0
@@ -74,17 +88,33 @@ class Settings(BaseModel):
     def _interval(self) -> "Settings":
         if self.p_low >= self.p_high:
             raise ValueError(f"p_low ({self.p_low}) must be below p_high ({self.p_high})")
+        if self.restart_every and self.epochs % self.restart_every:
+            raise ValueError(f"restart_every ({self.restart_every}) must divide epochs "
+                             f"({self.epochs}): a warm restart to the full lr late in a "
+                             "trial leaves it unfinished; use 0 for one cosine cycle")
         return self
 
     @classmethod
     def preset(cls, name: str, **overrides: object) -> "Settings":
-        """'cpu': a few epochs per trial, minutes on a laptop; 'full': the paper's recipe
-        (SGD lr 0.01, cosine annealing with one restart, up to 320 epochs, patience 20)."""
-        presets = {"cpu": {}, "full": {"epochs": 320, "restart_every": 160, "patience": 20,
-                                       "lr": 0.01, "batch_size": 128}}
+        """'cpu': a few epochs per trial (one cosine cycle), minutes on a laptop; 'full': the
+        paper's fine-tuning (SGD lr 0.01, cosine annealing with one restart, up to 320 epochs,
+        patience 20) with measured bounds; 'paper': 'full' with the paper's fixed bounds
+        [0.5, 1.0] and gap 0.03."""
+        full = {"epochs": 320, "restart_every": 160, "patience": 20, "lr": 0.01,
+                "batch_size": 128}
+        presets = {"cpu": {}, "full": full,
+                   "paper": {**full, "bounds": "paper", "p_low": 0.5, "p_high": 1.0,
+                             "stop_gap": 0.03}}
         if name not in presets:
             raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(presets)}")
         return cls(**{**presets[name], **overrides})
+
+    def search_bounds(self, report: SparsityReport) -> tuple[float, float, float]:
+        """(P_l, P_u, stopping gap) of a search over the channels in `report`."""
+        if self.bounds == "paper":
+            return self.p_low, self.p_high, self.stop_gap
+        lo, hi = measured_bounds(report)
+        return lo, hi, self.gap_fraction * (hi - lo)
 
     def train_settings(self) -> TrainSettings:
         return TrainSettings(epochs=self.epochs, lr=self.lr, momentum=self.momentum,
@@ -234,8 +264,8 @@ def prune_iteration(start: nn.Module, data: DataSplits, settings: Settings, targ
         atomic_write_json(log_path, {"key": key, "target": target,
                                      "trials": [t.model_dump(mode="json") for t in trials]})
 
-    _, kept = binary_search(attempt, target, settings.p_low, settings.p_high, settings.stop_gap,
-                            on_step)
+    p_low, p_high, gap = settings.search_bounds(sparsity)
+    _, kept = binary_search(attempt, target, p_low, p_high, gap, on_step)
     if kept is None:
         return IterationResult(start, trials, None, sparsity)
     model = kept_model["model"]
@@ -291,6 +321,9 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
                 "sparsity": res.sparsity.model_dump(mode="json"),
                 "sparsity_summary": res.sparsity.summary(),
                 "sparsity_plot": plot.name,
+                "sparsity_histogram": histogram(res.sparsity),
+                "search_bounds": dict(zip(("p_low", "p_high", "stop_gap"),
+                                          settings.search_bounds(res.sparsity))),
                 "accuracy_source": "val: best fine-tuning epoch (decisions); test: reporting",
                 "parent_record_accuracy": parent_rec.accuracy.model_dump(mode="json"),
             })

@@ -38,6 +38,24 @@ class SparsityReport(BaseModel):
         return out
 
 
+def measured_bounds(report: SparsityReport, hair: float = 1e-6) -> tuple[float, float]:
+    """METHODS.md section 1, bounds on QAT networks: (the lowest, the highest measured
+    sparsity of the prunable channels plus `hair`, so that P_u prunes nothing)."""
+    vals = [v for vs in report.layers.values() for v in vs]
+    if not vals:
+        raise ValueError("no prunable channels were measured")
+    return min(vals), max(vals) + hair
+
+
+def histogram(report: SparsityReport, bins: int = 20) -> dict[str, list[float] | list[int]]:
+    """The distribution of every prunable channel's sparsity: `bins` equal bins over [0, 1]
+    (edges and counts), for the record of an iteration."""
+    vals = torch.tensor([v for vs in report.layers.values() for v in vs], dtype=torch.float64)
+    counts = torch.histc(vals, bins=bins, min=0.0, max=1.0) if len(vals) else torch.zeros(bins)
+    return {"edges": [i / bins for i in range(bins + 1)],
+            "counts": [int(c) for c in counts.tolist()]}
+
+
 class Selection(BaseModel):
     """Channels a threshold selects. `floored`: groups where fewer than `min_channels` would
     remain, so the least sparse were kept (the network stays connected); `rounded`: groups

@@ -63,6 +63,13 @@ def test_settings_presets_and_validation():
     full = dp.Settings.preset("full")
     assert (full.lr, full.epochs, full.patience, full.restart_every) == (0.01, 320, 20, 160)
     assert full.stop_gap == 0.03 and full.iterations == 3 and full.thin_channels == 6
+    assert full.bounds == "measured" and full.gap_fraction == 0.06
+    paper = dp.Settings.preset("paper")
+    assert (paper.bounds, paper.p_low, paper.p_high, paper.stop_gap) == ("paper", 0.5, 1.0, 0.03)
+    assert paper.epochs == full.epochs and paper.restart_every == full.restart_every
+    assert dp.Settings.preset("cpu").restart_every == 0
+    with pytest.raises(ValueError, match="restart_every"):  # a warm restart inside a trial
+        dp.Settings(epochs=3, restart_every=2)
     cpu = dp.Settings.preset("cpu", tolerance=1.0)
     assert cpu.tolerance == 1.0 and cpu.epochs < 10
     assert cpu.train_settings().restart_every == cpu.restart_every
@@ -82,7 +89,7 @@ def _small(digits, n_train: int) -> DataSplits:
                       digits.test, digits.num_classes, digits.class_names, digits.source)
 
 
-SETTINGS = dict(epochs=1, iterations=2, stop_gap=0.1, tolerance=3.0, restart_every=0,
+SETTINGS = dict(epochs=1, iterations=2, gap_fraction=0.2, tolerance=3.0, restart_every=0,
                 patience=None, channel_multiple=4)
 
 
@@ -105,7 +112,14 @@ def test_dynamic_prune_on_trained_resnet8(pruned, digits):
         assert v.accuracy.val >= v.details["target_val"]
         assert v.details["target_val"] == pytest.approx(v.details["baseline_val"] - 3.0)
         trials = v.details["trials"]
-        assert [t["threshold"] for t in trials][:2] == [0.75, 0.6875]
+        b = v.details["search_bounds"]  # measured: the range of the start's channel sparsity
+        vals = [x for xs in v.details["sparsity"]["layers"].values() for x in xs]
+        assert b["p_low"] == min(vals) and max(vals) < b["p_high"] < max(vals) + 1e-5
+        assert b["stop_gap"] == pytest.approx(0.2 * (b["p_high"] - b["p_low"]))
+        assert trials[0]["threshold"] == pytest.approx((b["p_low"] + b["p_high"]) / 2)
+        # the first trial of every iteration prunes something and is fine-tuned
+        assert trials[0]["removed_total"] > 0 and trials[0]["fine_tuned"]
+        assert sum(v.details["sparsity_histogram"]["counts"]) == len(vals)
         kept = [t for t in trials if t["accepted"]][-1]
         assert kept["threshold"] == v.details["threshold"]
         assert kept["removed"] == v.details["removed"] and kept["removed_total"] > 0
@@ -119,9 +133,6 @@ def test_dynamic_prune_on_trained_resnet8(pruned, digits):
                                                         "blocks.2.mid"}
         model = run.load_model(v.id)
         assert evaluate(model, digits.test) == pytest.approx(v.accuracy.test)
-    first = variants[0].details["trials"][0]  # no channel of the baseline is > 75% zeros
-    assert first["removed_total"] == 0 and not first["fine_tuned"]
-    assert "prunes nothing" in first["note"]
     keep = {"qonnx"}  # other tests may export the shared baseline meanwhile
     assert run.record("baseline").model_dump(exclude=keep) == base.model_dump(exclude=keep)
     # finished variants are returned as they are, not redone
@@ -173,7 +184,8 @@ def test_a_threshold_that_empties_a_layer_keeps_one_channel_and_logs_it(digits, 
     with torch.no_grad():  # every inner channel of block 0 dead: sparsity 1.0
         model.blocks[0].bn1.weight.zero_()
         model.blocks[0].bn1.bias.fill_(-1.0)
-    settings = dp.Settings(epochs=0, stop_gap=0.3)  # no fine-tuning: only the bookkeeping
+    # no fine-tuning: only the bookkeeping; the paper's fixed bounds put the first P at 0.75
+    settings = dp.Settings(bounds="paper", epochs=0, stop_gap=0.3)
     res = dp.prune_iteration(model, digits, settings, -1.0, 1, tmp_path, 10.0, progress=False)
     first = res.trials[0]
     assert first.threshold == 0.75 and first.accepted and first.fine_tuned
@@ -181,3 +193,17 @@ def test_a_threshold_that_empties_a_layer_keeps_one_channel_and_logs_it(digits, 
     assert "fewer than 1 channel(s) in blocks.0.mid" in first.note
     assert res.model.arch.blocks[0].mid == 1 and res.kept is res.trials[-1]
     assert res.model(digits.test.tensors[0][:2]).shape == (2, 10)
+
+
+def test_paper_bounds_bracket_a_qat_network_so_the_first_trial_prunes_nothing(resnet8_run,
+                                                                               digits, tmp_path):
+    """The issue's finding, kept as the `paper` preset's behaviour: no channel of the trained
+    QAT ResNet-8 is > 75 % zeros, so P = 0.75 prunes nothing and is not fine-tuned."""
+    start = resnet8_run.load_model("baseline")
+    settings = dp.Settings.preset("paper", epochs=0, stop_gap=0.2)
+    acc = evaluate(start, digits.val)
+    res = dp.prune_iteration(start, _small(digits, 64), settings, acc - 50.0, 1, tmp_path, acc,
+                             progress=False)
+    first = res.trials[0]
+    assert first.threshold == 0.75 and first.interval == (0.5, 1.0)
+    assert first.removed_total == 0 and not first.fine_tuned and "prunes nothing" in first.note
