@@ -8,14 +8,16 @@ import torch
 from brevitas.nn import QuantConv2d, QuantLinear, TruncAvgPool2d
 from torch import nn
 
+from fpgaslim.errors import ConfigError
+
 from .arch import BitWidths, BlockSpec, ResNetArch
-from .quant import FloorTrunc, WeightQuant, act_relu, input_quant, residual_quant
+from .quant import FloorTrunc, act_relu, input_quant, residual_quant, weight_quant
 
 
 def qconv(cin: int, cout: int, k: int, stride: int, bits: int, padding: int | None = None,
           bias: bool = False) -> QuantConv2d:
     return QuantConv2d(cin, cout, k, stride=stride, padding=k // 2 if padding is None else padding,
-                       bias=bias, weight_quant=WeightQuant, weight_bit_width=bits)
+                       bias=bias, weight_quant=weight_quant(bits), weight_bit_width=bits)
 
 
 class BasicBlock(nn.Module):
@@ -63,7 +65,8 @@ class QuantResNet(nn.Module):
                 h, w = (h + 1) // 2, (w + 1) // 2
         self.pool = TruncAvgPool2d(kernel_size=(h, w), stride=(h, w), trunc_quant=FloorTrunc)
         last = arch.blocks[-1].out_ch if arch.blocks else arch.stem
-        self.fc = QuantLinear(last, arch.num_classes, bias=False, weight_quant=WeightQuant,
+        self.fc = QuantLinear(last, arch.num_classes, bias=False,
+                              weight_quant=weight_quant(bits.last_weight),
                               weight_bit_width=bits.last_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,6 +81,9 @@ def resnet_arch(depth: int, in_shape: tuple[int, int, int], num_classes: int = 1
     """The 6n+2 CIFAR ResNet: 3 stages of n basic blocks at widths 16/32/64 x `width`."""
     if (depth - 2) % 6 or depth < 8:
         raise ValueError(f"ResNet depth must be 6n+2 (8, 14, 20, 32, 56, 110), got {depth}")
+    if bits is not None and bits.act == 1:
+        raise ConfigError("a ResNet cannot have 1-bit activations (a bipolar sign has no ReLU to "
+                          "average-pool or add in FINN); use a1 with cnv/tfc/sfc/lfc, or a2+")
     n = (depth - 2) // 6
     widths = [max(1, int(round(16 * width * m))) for m in (1, 2, 4)]
     blocks, stage_of, cin = [], [], widths[0]
