@@ -61,5 +61,6 @@ def parse_bits(tag: str) -> dict[str, int]:
     """'w4a4' -> {'weight': 4, 'act': 4}."""
     m = _BITS.match(tag.strip().lower())
     if not m:
-        raise ConfigError(f"bit widths {tag!r}: write them as wNaM, e.g. w4a4, w2a2, w8a8")
+        raise ConfigError(f"bit widths {tag!r}: write them as wNaM (N, M in 1..8), e.g. "
+                          "w4a4, w2a2, w1a1")
     return {"weight": int(m.group(1)), "act": int(m.group(2))}

@@ -11,6 +11,7 @@ from fpgaslim.errors import UnknownNameError
 
 from .arch import (Arch, BitWidths, BlockSpec, ConvSpec, PlainArch, PoolSpec, ResNetArch,
                    UserArch)
+from .mlp import MLP_HIDDEN, mlp_arch
 from .plain import QuantPlainNet, cnv_arch
 from .resnet import QuantResNet, resnet_arch
 
@@ -29,6 +30,10 @@ for _depth in (8, 14, 20, 32, 56, 110):
         lambda in_shape, num_classes=10, bits=None, width=1.0, _d=_depth:
         resnet_arch(_d, in_shape, num_classes, bits, width))
 register_model("cnv")(cnv_arch)
+for _mlp in MLP_HIDDEN:
+    register_model(_mlp)(
+        lambda in_shape, num_classes=10, bits=None, width=1.0, _n=_mlp:
+        mlp_arch(_n, in_shape, num_classes, bits, width))
 
 
 def list_models() -> list[str]:
