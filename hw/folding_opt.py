@@ -52,6 +52,7 @@ class Solution(BaseModel):
     predicted: dict[str, float]  # resources incl. DWCs, from the table
     dwc_LUT: float  # the part of predicted LUT that is data-width converters
     solves: int  # integer programs solved
+    lut_optimal: bool  # the LUT minimum at this bottleneck was proven (else: best found)
 
 
 def pareto(cands: list[dict]) -> list[int]:
@@ -72,12 +73,42 @@ def pareto(cands: list[dict]) -> list[int]:
     return sorted(keep)
 
 
-def _min_lut(table: dict, active: list[list[int]], caps: dict[str, float]):
-    """Fewest LUTs (layers + DWCs) with each unit on one of its `active` candidates and the
-    other resources within `caps`; None when no choice meets them. Returns (LUT, choice)."""
+def _reduce(cands: list[dict], active: list[int], keys: tuple[str, ...]) -> list[int]:
+    """Within each port signature, the active candidates not dominated on `keys` (cycles no
+    longer matter once they are <= T). Ties keep the first."""
+    groups: dict[tuple, list[int]] = {}
+    for i in active:
+        groups.setdefault(tuple(sorted(cands[i]["ports"].items())), []).append(i)
+    keep = []
+    for idx in groups.values():
+        vec = {i: tuple(cands[i]["res"][k] for k in keys) for i in idx}
+        for i in idx:
+            if not any(all(a <= b for a, b in zip(vec[j], vec[i])) and (vec[j] != vec[i] or j < i)
+                       for j in idx if j != i):
+                keep.append(i)
+    return sorted(keep)
+
+
+def _min_lut(table: dict, active: list[list[int]], caps: dict[str, float],
+             first: bool = False, max_seconds: float = 60.0):
+    """Fewest LUTs (layers + DWCs) with each unit on one of its `active` candidates and every
+    resource within `caps`; None when no choice meets them. Returns (LUT, choice, proven).
+    `first`: any choice within the caps will do (a feasibility question, answered exactly:
+    CBC either finds one under the LUT cutoff or proves there is none). Otherwise the LUT
+    minimum, proven optimal unless `max_seconds` ran out (then the best one found).
+
+    Data-width converters are a transport formulation per stream edge: w[a, b] >= 0 with
+    row sums = the producer's choice of folded width a and column sums = the consumer's
+    width b, costing FINN's DWC LUT estimate for (a, b); with binary choices w is exactly the
+    product, and its LP relaxation is far tighter than the usual y >= x_a + x_b - 1."""
     import mip
 
     units, edges = table["units"], table["edges"]
+    binding = tuple(k for k in ("BRAM_18K", "URAM", "DSP") if sum(
+        max(units[u]["candidates"][i]["res"][k] for i in a) for u, a in enumerate(active))
+        > caps[k] + 1e-9)
+    active = [_reduce(units[u]["candidates"], a, ("LUT", *binding))
+              for u, a in enumerate(active)]
     m = mip.Model(sense=mip.MINIMIZE, solver_name=mip.CBC)
     m.verbose, m.threads = 0, 1
     m.max_mip_gap, m.max_mip_gap_abs = 0.0, 1e-6
@@ -87,25 +118,33 @@ def _min_lut(table: dict, active: list[list[int]], caps: dict[str, float]):
     cost = []
     for u, xs in enumerate(x):
         cost += [units[u]["candidates"][i]["res"]["LUT"] * v for i, v in xs.items()]
-    for k in ("BRAM_18K", "URAM", "DSP"):
+    for k in binding:
         m += mip.xsum(units[u]["candidates"][i]["res"][k] * v
                       for u, xs in enumerate(x) for i, v in xs.items()) <= caps[k] + 1e-9
     for e in edges:
         by_src = _by_port(units[e["src"]]["candidates"], x[e["src"]], e["src_port"])
         by_dst = _by_port(units[e["dst"]]["candidates"], x[e["dst"]], e["dst_port"])
+        if len(by_src) == 1 and len(by_dst) == 1:
+            (a,), (b,) = by_src, by_dst
+            cost.append(e["dwc"].get(f"{a},{b}", 0))
+            continue
+        w = {(a, b): m.add_var(lb=0.0) for a in by_src for b in by_dst}
         for a, va in by_src.items():
-            for b, vb in by_dst.items():
-                lut = e["dwc"].get(f"{a},{b}", 0)
-                if lut > 0:
-                    y = m.add_var(lb=0.0)
-                    m += y >= mip.xsum(va) + mip.xsum(vb) - 1
-                    cost.append(lut * y)
+            m += mip.xsum(w[a, b] for b in by_dst) == mip.xsum(va)
+        for b, vb in by_dst.items():
+            m += mip.xsum(w[a, b] for a in by_src) == mip.xsum(vb)
+        cost += [e["dwc"].get(f"{a},{b}", 0) * v for (a, b), v in w.items()
+                 if e["dwc"].get(f"{a},{b}", 0) > 0]
     m.objective = mip.xsum(cost)
-    status = m.optimize()
-    if status not in (mip.OptimizationStatus.OPTIMAL,):
-        return None
+    m.cutoff = caps["LUT"] + 1e-6
+    status = m.optimize(max_solutions=1) if first else m.optimize(max_seconds=max_seconds)
+    S = mip.OptimizationStatus
+    if status not in (S.OPTIMAL, S.FEASIBLE) or m.num_solutions == 0:
+        if status in (S.INFEASIBLE, S.INT_INFEASIBLE, S.NO_SOLUTION_FOUND) or first:
+            return None
+        raise RuntimeError(f"CBC stopped with {status} and no solution")
     choice = [max(xs, key=lambda i: xs[i].x) for xs in x]
-    return float(m.objective_value), choice
+    return float(m.objective_value), choice, status == S.OPTIMAL
 
 
 def _by_port(cands: list[dict], xs: dict, port: str) -> dict[int, list]:
@@ -130,7 +169,7 @@ def evaluate(table: dict, choice: list[int]) -> tuple[int, dict[str, float], flo
     return max(c["cycles"] for c in picked), res, dwc
 
 
-def solve(table: dict, caps: dict[str, float]) -> Solution | None:
+def solve(table: dict, caps: dict[str, float], max_seconds: float = 60.0) -> Solution | None:
     """The cost model's optimum (see the module docstring); None when nothing fits."""
     units = table["units"]
     if any(not u["candidates"] for u in units):
@@ -141,7 +180,6 @@ def solve(table: dict, caps: dict[str, float]) -> Solution | None:
     ts = sorted({units[u]["candidates"][i]["cycles"] for u, f in enumerate(front) for i in f
                  if units[u]["candidates"][i]["cycles"] >= floor})
     solves = 0
-    best: tuple[int, tuple[float, list[int]]] | None = None
 
     def feasible(t: int):
         nonlocal solves
@@ -151,25 +189,32 @@ def solve(table: dict, caps: dict[str, float]) -> Solution | None:
                       for u, a in enumerate(active)) for k in RESOURCES}
         if any(low[k] > caps[k] + 1e-9 for k in RESOURCES):
             return None  # even each layer's cheapest candidate is over a budget
+        greedy = [min(a, key=lambda i: units[u]["candidates"][i]["res"]["LUT"])
+                  for u, a in enumerate(active)]
+        _, res, _ = evaluate(table, greedy)
+        if all(res[k] <= caps[k] + 1e-9 for k in RESOURCES):
+            return active, (res["LUT"], greedy, False)  # each layer's cheapest fits
         solves += 1
-        r = _min_lut(table, active, caps)
-        return r if r is not None and r[0] <= caps["LUT"] + 1e-6 else None
+        return active, _min_lut(table, active, caps, first=True)
 
     lo, hi = 0, len(ts) - 1
     top = feasible(ts[hi])
-    if top is None:
+    if top is None or top[1] is None:
         return None
-    best = (ts[hi], top)
+    best = (ts[hi], top[0], top[1])
     while lo < hi:  # smallest feasible index in ts
         mid = (lo + hi) // 2
         r = feasible(ts[mid])
-        if r is None:
+        if r is None or r[1] is None:
             lo = mid + 1
         else:
-            hi, best = mid, (ts[mid], r)
-    t, (_, choice) = best
+            hi, best = mid, (ts[mid], r[0], r[1])
+    solves += 1
+    final = _min_lut(table, best[1], caps, max_seconds=max_seconds) or best[2]
+    _, choice, proven = final
     cycles, res, dwc = evaluate(table, choice)
-    return Solution(cycles=cycles, choice=choice, predicted=res, dwc_LUT=dwc, solves=solves)
+    return Solution(cycles=cycles, choice=choice, predicted=res, dwc_LUT=dwc, solves=solves,
+                    lut_optimal=proven)
 
 
 def next_faster(table: dict, cycles: int) -> int | None:

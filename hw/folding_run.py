@@ -208,3 +208,39 @@ def _result(variant_id: str, b: Any, budget: Budget, report: HardwareReport | No
         dwc_LUT=dwc, default_fps=None if default is None else default.throughput.fps,
         predicted={} if sol is None else sol.predicted, rounds=rounds,
         folding_config=None if cfg is None else cfg.name, timings=timings, source=src)
+
+
+def maxfit(run: RunDir, variant_id: str, board: str, method: str = "optimal",
+           build: dict[str, Any] | None = None, budget: Budget | None = None,
+           step_factor: float = 1.25) -> dict[str, Any]:
+    """`fpgaslim maxfit` as data: one flat record (fps, LUT, BRAM_18K, URAM, DSP, percent,
+    method, source, ...) of the optimal folding or of the target x mvau_wwidth_max search."""
+    budget = budget or Budget()
+    b = get_board(board)
+    if method == "optimal":
+        path = optimize_variant(run, variant_id, board, build, budget)
+        r = load_optfit(path)
+        return {"variant": variant_id, "board": b.name, "method": "optimal",
+                "fps": None if r.fps is None else r.fps.value,
+                **{k: (r.resources[k].value if k in r.resources else None) for k in RESOURCES},
+                "percent": r.percent, "budget": r.budget, "fits_budget": r.fits_budget,
+                "bottleneck_layer": r.bottleneck_layer,
+                "dwc_LUT": None if r.dwc_LUT is None else r.dwc_LUT.value,
+                "default_fps": None if r.default_fps is None else r.default_fps.value,
+                "timings": r.timings, "source": r.source, "path": str(path)}
+    if method != "search":
+        from fpgaslim.errors import ConfigError
+
+        raise ConfigError(f"maxfit --method {method!r}: use 'optimal' or 'search'")
+    from .folding_search import FoldingSearch, load_maxfit, search_variant
+
+    search = FoldingSearch(step_factor=step_factor, budget=budget.model_dump())
+    path = search_variant(run, variant_id, board, build or {}, search)
+    m = load_maxfit(path)
+    return {"variant": variant_id, "board": b.name, "method": "search",
+            "fps": None if m.fps is None else m.fps.value,
+            **{k: (None if m.fps is None else m.percent.get(k, 0.0) * b.capacity(k) / 100.0)
+               for k in RESOURCES},
+            "percent": m.percent, "budget": m.budget, "fits_budget": m.fps is not None,
+            "target_fps": m.target_fps, "mvau_wwidth_max": m.mvau_wwidth_max,
+            "saturated": m.saturated, "source": m.source, "path": str(path)}
