@@ -127,6 +127,14 @@ def _nchw(a: np.ndarray) -> np.ndarray:
     return a.transpose(0, 3, 1, 2) if a.ndim == 4 else a
 
 
+def _as_bipolar(h: np.ndarray, event: dict[str, Any]) -> np.ndarray:
+    """Hardware levels of a bipolar quantizer in FINN's XNOR encoding (0 means -1, the BINARY
+    datatype ConvertBipolarMatMulToXnorPopcount gives them) as the reference's -1/+1."""
+    if event["bipolar"] and h.size and h.min() >= 0 and h.max() <= 1:
+        return 2 * h - 1
+    return h
+
+
 def map_layers(hw: dict[str, np.ndarray], order: list[str], events: list[dict[str, Any]]
                ) -> dict[str, int]:
     """HW layer -> reference event index: same shape, most equal elements (>= half), each
@@ -142,7 +150,7 @@ def map_layers(hw: dict[str, np.ndarray], order: list[str], events: list[dict[st
             ref = e["levels"].reshape(h.shape) if e["levels"].shape != h.shape else e["levels"]
             if ref.shape != h.shape:
                 continue
-            agree = float((ref == h).mean())
+            agree = float((ref == _as_bipolar(h, e)).mean())
             if agree > best_agree or (best is None and agree >= best_agree):
                 best, best_agree = i, agree
         if best is not None:
@@ -192,6 +200,8 @@ def verify_layers(hw_npz: Path, reference: nn.Module, images: torch.Tensor,
     x = images[:k]
     free_events, free_logits = run_reference(reference, x)
     mapping = map_layers({n: data[n] for n in meta["layers"]}, meta["layers"], free_events)
+    hw = {name: _as_bipolar(h, free_events[mapping[name]]) if name in mapping else h
+          for name, h in hw.items()}
     feed = {i: hw[name].reshape(free_events[i]["levels"].shape)
             for name, i in mapping.items()}
     fed_events, fed_logits = run_reference(reference, x, feed)
