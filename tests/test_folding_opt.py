@@ -1,0 +1,151 @@
+"""Optimal folding (hw/folding_opt.py, hw/folding_table.py, hw/folding_run.py) on a tiny real
+CNV (eighth width, digits 8x8, one epoch): FINN's own estimates, a real confirming build."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from fpgaslim.hw.boards import get_board
+from fpgaslim.hw.folding_opt import RESOURCES, Budget, evaluate, solve
+
+BOARD = "pynq-z1"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, digits):
+    from fpgaslim.compress.baseline import BaselineSettings, train_baseline
+    from fpgaslim.compress.train import TrainSettings
+    from fpgaslim.compress.variants import RunDir
+    from fpgaslim.hw.api import build_variant
+
+    run = RunDir(tmp_path_factory.mktemp("run-foldopt"))
+    train_baseline(run, digits, BaselineSettings(
+        model="cnv", width=0.125, train=TrainSettings(epochs=1, lr=0.05, batch_size=32)),
+        progress=False)
+    default = build_variant(run, "baseline", BOARD, data=digits, verify_images=1)
+    return run, default
+
+
+@pytest.fixture(scope="module")
+def optimized(tiny_run):
+    from fpgaslim.hw.folding_run import load_optfit, optimize_variant
+
+    run, default = tiny_run
+    budget = Budget(LUT=10.0)  # tight: LUT binds well below full parallelism
+    path = optimize_variant(run, "baseline", BOARD, {}, budget, keep_table=True)
+    table = json.loads((path.parent / "table.json").read_text(encoding="utf-8"))
+    return run, default, budget, path, load_optfit(path), table
+
+
+def _subtable(table: dict) -> dict:
+    """The same FINN cost model restricted to PE/SIMD in {1, max} (and the RTL window
+    generator's parallel window), LUT multipliers and default weight memory: small enough
+    (under 10^6 foldings) to enumerate every folding."""
+    units = []
+    for u in table["units"]:
+        keep = []
+        for c in u["candidates"]:
+            ok = True
+            for name, attrs in c["attrs"].items():
+                if attrs.get("resType", "lut") != "lut" or attrs.get("ram_style", "auto") != "auto":
+                    ok = False
+                for k in ("PE", "SIMD"):
+                    if k in attrs:
+                        vals = {a["attrs"][name][k] for a in u["candidates"] if k in a["attrs"][name]}
+                        ok &= attrs[k] in (min(vals), max(vals))
+            if ok:
+                keep.append(c)
+        units.append({**u, "candidates": keep})
+    return {**table, "units": units}
+
+
+def _exhaustive(table: dict, caps: dict) -> tuple[int, float] | None:
+    """Every folding of the table (numpy broadcasting over the product of the units'
+    candidates): (fewest bottleneck cycles within caps, fewest LUTs at those cycles)."""
+    units = table["units"]
+    n = len(units)
+    shape = [len(u["candidates"]) for u in units]
+
+    def axis(u, values):
+        s = [1] * n
+        s[u] = len(values)
+        return np.asarray(values, dtype=float).reshape(s)
+
+    cycles = np.zeros(shape)
+    res = {k: np.zeros(shape) for k in RESOURCES}
+    for u, unit in enumerate(units):
+        cycles = np.maximum(cycles, axis(u, [c["cycles"] for c in unit["candidates"]]))
+        for k in RESOURCES:
+            res[k] = res[k] + axis(u, [c["res"][k] for c in unit["candidates"]])
+    for e in table["edges"]:
+        a, b = e["src"], e["dst"]
+        mat = np.array([[e["dwc"].get(f"{ca['ports'][e['src_port']]},{cb['ports'][e['dst_port']]}", 0)
+                         for cb in units[b]["candidates"]] for ca in units[a]["candidates"]])
+        s = [1] * n
+        s[a], s[b] = shape[a], shape[b]
+        res["LUT"] = res["LUT"] + (mat if a < b else mat.T).reshape(s)
+    ok = np.ones(shape, dtype=bool)
+    for k in RESOURCES:
+        ok &= res[k] <= caps[k] + 1e-9
+    if not ok.any():
+        return None
+    best = cycles[ok].min()
+    return int(best), float(res["LUT"][ok & (cycles == best)].min())
+
+
+def test_optimizer_equals_exhaustive_optimum(optimized):
+    table = _subtable(optimized[5])
+    sizes = [len(u["candidates"]) for u in table["units"]]
+    assert 1_000 < int(np.prod(sizes)) < 1_000_000, sizes
+    board = get_board(BOARD)
+    checked = 0
+    for lut_pct, dsp_pct in itertools.product((2.0, 4.0, 8.0, 30.0), (100.0, 5.0)):
+        caps = Budget(LUT=lut_pct, DSP=dsp_pct).caps(board)
+        want = _exhaustive(table, caps)
+        got = solve(table, caps)
+        if want is None:
+            assert got is None
+            continue
+        checked += 1
+        cycles, res, _ = evaluate(table, got.choice)
+        assert (got.cycles, cycles) == (want[0], want[0]), (lut_pct, dsp_pct)
+        assert res["LUT"] == pytest.approx(want[1]), (lut_pct, dsp_pct)
+        assert got.lut_optimal
+        assert all(res[k] <= caps[k] + 1e-9 for k in RESOURCES)
+    assert checked >= 4
+
+
+def test_confirming_build_within_budget_and_matches_cost_model(optimized):
+    run, default, budget, path, fit, table = optimized
+    board = get_board(BOARD)
+    assert fit.fits_budget and fit.fps is not None
+    assert "FINN estimate" in fit.fps.source and "optimal folding" in fit.fps.source
+    for k in RESOURCES:
+        assert fit.resources[k].value <= budget.caps(board)[k] + 1e-9
+    # the build's own report applied exactly the chosen folding: its totals are the
+    # table's, less the DWCs the estimate build does not insert
+    assert fit.resources["LUT"].value == pytest.approx(fit.predicted["LUT"] - fit.dwc_LUT.value)
+    assert fit.resources["BRAM_18K"].value == pytest.approx(fit.predicted["BRAM_18K"])
+    assert fit.fps.value == pytest.approx(1e8 / fit.bottleneck_cycles)
+    cfg = json.loads((path.parent / fit.folding_config).read_text(encoding="utf-8"))
+    assert all("PE" in v or "SIMD" in v for k, v in cfg.items() if k.startswith("MVAU"))
+
+
+def test_optimizer_at_least_setfolding_and_cached(tiny_run, optimized):
+    from fpgaslim.hw.folding_run import maxfit
+
+    run, default = tiny_run
+    fit = optimized[4]
+    # the default build (FINN SetFolding at 10,000 fps) fits 85 % LUT: the optimum does too
+    full = maxfit(run, "baseline", BOARD, "optimal")
+    assert default.resources["LUT"].percent <= 85.0
+    assert full["fps"] >= default.throughput.fps.value
+    assert full["fps"] > fit.fps.value  # a bigger budget buys frames
+    for k in ("fps", "LUT", "BRAM_18K", "URAM", "DSP", "method", "source"):
+        assert k in full
+    again = maxfit(run, "baseline", BOARD, "optimal")
+    assert again["timings"] == full["timings"]  # read from disk, not recomputed
