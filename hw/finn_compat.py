@@ -256,3 +256,105 @@ def _make_to_generic() -> type:
             return model, False
 
     return ToGenericPythonExec
+
+
+# ------------------------------------------------------------------ fast streamlining (issue 21)
+# qonnx internals the fast streamlining memo (hw/fast_streamline.py) replaces or relies on: the
+# SHA-256 (first 16 hex digits) of the source of each, as in qonnx 1.0.0. A new release that
+# changes one of them makes check_streamline_internals() (and its test) fail loudly: re-read the
+# new source, port hw/fast_streamline.py to it, then update the digest here.
+STREAMLINE_INTERNALS = {
+    "qonnx.transformation.composed:ComposedTransformation.apply": "fa7ea4020053096b",
+    "qonnx.core.modelwrapper:ModelWrapper.cleanup": "425fdc1526ee8a72",
+    "qonnx.core.modelwrapper:ModelWrapper.__init__": "ff2ec3416ee59c3e",
+    "qonnx.core.modelwrapper:ModelWrapper.model": "c586397bd47e6c45",
+    # replaced by exact faster copies in hw/fast_streamline.py
+    "qonnx.util.basic:get_by_name": "282c772dede0ef12",
+    "qonnx.core.modelwrapper:ModelWrapper.get_initializer": "acf96b1bc0e0664c",
+    "qonnx.core.modelwrapper:ModelWrapper.get_tensor_shape": "f20ed84b49f97332",
+}
+_FAST_METHODS = ("get_initializer", "get_tensor_shape")  # ModelWrapper methods replaced
+
+
+def _internal_source(ref: str) -> str:
+    import importlib
+    import inspect
+
+    mod, attr = ref.split(":")
+    obj: Any = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = inspect.getattr_static(obj, part) if inspect.isclass(obj) else getattr(obj, part)
+    if isinstance(obj, property):
+        obj = obj.fget
+    return inspect.getsource(obj)
+
+
+def check_streamline_internals() -> list[str]:
+    """What changed in the qonnx internals the fast streamlining depends on (empty: none)."""
+    import hashlib
+
+    problems = []
+    for ref, digest in STREAMLINE_INTERNALS.items():
+        try:
+            got = hashlib.sha256(_internal_source(ref).encode()).hexdigest()[:16]
+        except (ImportError, AttributeError, OSError, TypeError) as exc:
+            problems.append(f"{ref} is gone ({type(exc).__name__}: {exc})")
+            continue
+        if got != digest:
+            problems.append(f"{ref} changed (source digest {got}, fast streamlining was written "
+                            f"for {digest}): port hw/fast_streamline.py before using it")
+    return problems
+
+
+class fast_streamlining:  # noqa: N801  (used as a context manager, like contextlib's)
+    """While active, qonnx's ComposedTransformation.apply (the fixpoint loop of finn-plus's
+    StreamlinePlus and resnet streamlining) is hw/fast_streamline.py's memoized copy of it;
+    restored on exit, also after an error. Refuses to patch internals it was not written for."""
+
+    def __enter__(self) -> Any:
+        from qonnx.transformation.composed import ComposedTransformation
+
+        from . import fast_streamline
+
+        self._cls, self._stock = ComposedTransformation, ComposedTransformation.apply
+        if self._stock is fast_streamline.memo_composed_apply:
+            self._stock = None  # nested: already installed by an enclosing one
+        else:
+            problems = check_streamline_internals()
+            if problems:
+                raise RuntimeError("fast streamlining cannot be used with the installed qonnx: "
+                                   + "; ".join(problems) + " (or build with streamline: stock)")
+            ComposedTransformation.apply = fast_streamline.memo_composed_apply
+            self._swap_lookups(fast=True)
+        self.memo = fast_streamline.push_memo()
+        return self.memo
+
+    def __exit__(self, *exc: Any) -> None:
+        from . import fast_streamline
+
+        if self._stock is not None:
+            self._cls.apply = self._stock
+            self._swap_lookups(fast=False)
+        fast_streamline.pop_memo(self.memo)
+
+    def _swap_lookups(self, fast: bool) -> None:
+        """get_by_name in qonnx.util.basic and in every module that imported it by name
+        (finn's and qonnx's), and ModelWrapper's get_initializer / get_tensor_shape."""
+        import qonnx.util.basic as qub
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        from . import fast_streamline
+
+        if fast:
+            self._stock_lookups = {"get_by_name": qub.get_by_name,
+                                   **{m: vars(ModelWrapper)[m] for m in _FAST_METHODS}}
+        old, new = fast_streamline.get_by_name, self._stock_lookups["get_by_name"]
+        if fast:
+            old, new = new, old
+        for mod in list(sys.modules.values()):
+            if getattr(mod, "get_by_name", None) is old and (
+                    getattr(mod, "__name__", "").startswith(("qonnx", "finn"))):
+                mod.get_by_name = new
+        for m in _FAST_METHODS:
+            setattr(ModelWrapper, m, getattr(fast_streamline, m) if fast
+                    else self._stock_lookups[m])

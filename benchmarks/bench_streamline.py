@@ -1,0 +1,110 @@
+"""Benchmark: first FINN estimate build with `streamline: stock` vs `fast` on the same models.
+
+    .venv/bin/python benchmarks/bench_streamline.py [--models resnet20,resnet8,cnv] [--images 20]
+
+Each model is an untrained, seeded zoo model w4a4 exported to QONNX (hw/qonnx_export.py):
+ResNet-20 at 1x28x28 (the issue's Fashion-MNIST shape), and two small ones (a quarter-width
+ResNet-8 and CNV at 1x8x8) for "no slower on small models". Every model gets two cold builds
+through hw/build.py (child process, FINN's verification steps on, no prefix cache, real
+verification of `--images` seeded random 0..255 images against Brevitas): stock first, then
+fast, in the same run, so the ratio holds even if the shared CPU's load drifts slowly. The
+streamlined and final folded graphs of the two builds (FINN's saved intermediate models) are
+compared byte for byte (the folded one after canonical tensor naming: FINN names some tensors
+with random strings): the ResNet-20 equality check that is too slow for the test suite.
+Writes benchmarks/results/streamline-cpu.json/.md with the machine, its load and the date:
+all seconds are wall time measured on this (shared) machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py)
+
+MODELS = {"resnet20": ((1, 28, 28), 1.0), "resnet8": ((1, 8, 8), 0.25),
+          "cnv": ((1, 8, 8), 0.25)}
+COLUMNS = [("model", "model"), ("nodes (QONNX)", "nodes"),
+           ("stock build s", "stock_build_s", ".1f"), ("fast build s", "fast_build_s", ".1f"),
+           ("build speed-up", "build_speedup", ".2f"),
+           ("stock streamline s", "stock_streamline_s", ".1f"),
+           ("fast streamline s", "fast_streamline_s", ".1f"),
+           ("streamline speed-up", "streamline_speedup", ".2f"),
+           ("identical graphs", "identical"), ("bit-exact", "bit_exact")]
+
+
+def _graph_files(finn_out: Path) -> dict[str, Path]:
+    inter = finn_out / "intermediate_models"
+    return {"streamlined": inter / "step_fpgaslim_streamline.onnx",
+            "folded": inter / "step_fpgaslim_layer_table.onnx"}
+
+
+def bench_model(name: str, root: Path, images: int) -> dict:
+    import torch
+    from onnx import load
+
+    from fpgaslim.compress.models import create_model
+    from fpgaslim.hw.build import BuildSettings, build_estimate
+    from fpgaslim.hw.fast_streamline import canonical_bytes
+    from fpgaslim.hw.qonnx_export import export_qonnx
+
+    shape, width = MODELS[name]
+    torch.manual_seed(0)
+    model = create_model(name, shape, 10, None, width).eval()
+    onnx_path = export_qonnx(model, root / f"{name}.onnx")
+    x = torch.randint(0, 256, (images, *shape), generator=torch.Generator().manual_seed(0))
+    row: dict = {"model": f"{name} w4a4 {'x'.join(map(str, shape))} width {width:g}",
+                 "nodes": len(load(str(onnx_path)).graph.node)}
+    graphs = {}
+    out = root / name  # one folder for both: FINN writes paths into node attributes
+    for mode in ("stock", "fast"):
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        r = build_estimate(onnx_path, out, BuildSettings(
+            board="pynq-z1", streamline=mode, timeout_s=1800), model=model, images=x.float(),
+            labels=torch.zeros(images, dtype=torch.long))
+        row[f"{mode}_build_s"] = round(time.perf_counter() - t0, 2)
+        row[f"{mode}_streamline_s"] = r.timings["step_fpgaslim_streamline_s"]
+        row[f"{mode}_bit_exact"] = r.verification.integer_exact
+        files = _graph_files(out / "finn")
+        graphs[mode] = {"streamlined": files["streamlined"].read_bytes(),
+                        "folded": canonical_bytes(files["folded"])}
+    row["identical"] = all(graphs["stock"][k] == graphs["fast"][k] for k in graphs["stock"])
+    row["bit_exact"] = row["stock_bit_exact"] and row["fast_bit_exact"]
+    row["build_speedup"] = round(row["stock_build_s"] / row["fast_build_s"], 2)
+    row["streamline_speedup"] = round(row["stock_streamline_s"] / row["fast_streamline_s"], 2)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="resnet20,resnet8,cnv")
+    ap.add_argument("--images", type=int, default=20)
+    args = ap.parse_args()
+    common.machine()  # snapshot (load average) at the start
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-streamline-") as tmp:
+        for name in args.models.split(","):
+            rows.append(bench_model(name, Path(tmp), args.images))
+    md = ("# First FINN estimate build: stock vs fast streamlining\n\n"
+          "Wall seconds measured on this shared machine (hw/build.py's child process, cold, "
+          "FINN verification steps on); untrained seeded models; 'identical graphs': the "
+          "streamlined graphs of both builds are byte-identical, and so are the folded ones after "
+          "canonical tensor naming; 'bit-exact': "
+          "simulated (Python execution of the folded graph vs Brevitas) on "
+          f"{args.images} seeded random images.\n\n" + common.markdown_table(rows, COLUMNS))
+    common.publish("streamline-cpu", {
+        "benchmark": "bench_streamline", "images": args.images,
+        "sources": {"*_s": "measured wall time (this machine, shared CPU)",
+                    "identical": "byte comparison of FINN's saved intermediate models",
+                    "bit_exact": "simulated (Python execution of the folded FINN graph vs "
+                                 "Brevitas)"}}, rows, md)
+
+
+if __name__ == "__main__":
+    main()
