@@ -216,7 +216,7 @@ def _progress(so_dir: Path, message: str) -> None:
 
 def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dict | None],
            finn_lut: dict, tools: dict) -> LayerOpinion:
-    from .rtlsim_verilator import simulate
+    from .rtlsim_verilator import missing_tools, simulate
     from .synth_yosys import synthesize
 
     op = LayerOpinion(name=node.name, op_type=node.op_type,
@@ -257,6 +257,11 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dic
                        "not simulated: the testbench drives exactly one input and one output "
                        "stream")
             return op
+        missing = missing_tools()
+        if missing:  # checked before the cache: the record says what this machine lacks
+            op.sim = SimResult(status="unavailable", reason="cannot run Verilator: missing " +
+                               ", ".join(missing))
+            return op
         tensors = tensors()
         if tensors is None:
             op.sim = SimResult(status="failed", reason="FINN's Python execution of the graph "
@@ -272,7 +277,8 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dic
             _progress(so_dir, f"Verilator {node.name} ...")
             # FINN's RTL reads parameter files relative to the working folder: simulate there
             op.sim = simulate(files, top, intf, hdl, in_words, exp_words, limit, incs,
-                              max_cycles=20 * max(1, op.finn_exp_cycles) + 100_000)
+                              max_cycles=20 * max(1, op.finn_exp_cycles) + 100_000,
+                              runtime_cache=so_dir / "verilator_runtime")
             _store(d / "sim.json", key, op.sim)
     return op
 
