@@ -13,6 +13,7 @@ import torch
 from fpgaslim.compress import layer_importance as li
 from fpgaslim.compress.block_surgery import list_blocks
 from fpgaslim.compress.models import create_model
+from fpgaslim.compress.train import evaluate
 from fpgaslim.compress.variants import RunDir, load_checkpoint
 from fpgaslim.errors import ConfigError
 
@@ -75,6 +76,20 @@ def test_recursive_reduction_records(reduced, resnet14_run, digits):
     row = variants[-1].details["steps"][-1]
     assert {"depth", "val_accuracy", "test_accuracy", "macs", "params", "forward_ms_per_batch",
             "backward_ms_per_batch", "omegas", "residual_norms"} <= set(row)
+    # every step's drop is reported against the parent
+    parent = resnet14_run.record("baseline")
+    for r in variants[-1].details["steps"]:
+        assert r["parent_val_accuracy"] == pytest.approx(evaluate(
+            resnet14_run.load_model("baseline"), digits.val))
+        assert r["parent_test_accuracy"] == pytest.approx(parent.accuracy.test)
+        assert r["drop_vs_parent_test"] == pytest.approx(
+            r["parent_test_accuracy"] - r["test_accuracy"])
+        assert r["drop_vs_parent_val"] == pytest.approx(
+            r["parent_val_accuracy"] - r["val_accuracy"])
+    # step 0 learns the omegas at the fine-tuning lr: it starts from the trained parent and
+    # must not undo it (at the baseline's lr 0.05 it cost 5.6 points on Fashion-MNIST)
+    assert s.omega_lr == 0.01
+    assert variants[0].details["steps"][0]["drop_vs_parent_val"] <= 2.0
     log = resnet14_run.path / "methods" / "layer-importance-baseline.json"
     assert "target reached" in log.read_text()
     again = li.run(resnet14_run, "baseline", digits, s, progress=False)  # resumes: no work
