@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -34,6 +35,7 @@ from .rtlsim_verilator import SimResult
 from .synth_yosys import SOURCE as SYNTH_SOURCE, SynthResult
 
 CACHE_VERSION = "fpgaslim-second-opinion/1"
+_LOCK = threading.RLock()
 HLS_NOTE = "FINN estimate only (HLS layer; needs Vitis HLS)"
 MVAU_SCOPE = "compute core only (weights arrive as a stream; the weight memory is not included)"
 
@@ -228,12 +230,13 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dic
     hdl = d / "hdl"
     shutil.rmtree(hdl, ignore_errors=True)  # the cache key hashes exactly what FINN generates
     hdl.mkdir(parents=True)
-    inst.set_nodeattr("code_gen_dir_ipgen", str(hdl))
-    inst.generate_hdl(model, job["part"], job["clock_ns"])
-    files = [str(f) for f in inst.get_rtl_file_list(abspath=True)]
-    incs = [str(p) for p in inst.get_verilog_paths()]
-    top = inst.get_verilog_top_module_name()
-    intf = inst.get_verilog_top_module_intf_names()
+    with _LOCK:  # FINN's code generation touches the shared graph: one layer at a time
+        inst.set_nodeattr("code_gen_dir_ipgen", str(hdl))
+        inst.generate_hdl(model, job["part"], job["clock_ns"])
+        files = [str(f) for f in inst.get_rtl_file_list(abspath=True)]
+        incs = [str(p) for p in inst.get_verilog_paths()]
+        top = inst.get_verilog_top_module_name()
+        intf = inst.get_verilog_top_module_intf_names()
     sources = [Path(f) for f in files] + [p for p in hdl.iterdir() if p.is_file()]
     limit = float(job["layer_timeout_s"])
     is_mvau = node.op_type.startswith(("MVAU", "VVAU"))
@@ -262,13 +265,15 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dic
             op.sim = SimResult(status="unavailable", reason="cannot run Verilator: missing " +
                                ", ".join(missing))
             return op
-        tensors = tensors()
-        if tensors is None:
+        with _LOCK:
+            ctx = tensors()
+            if ctx is not None:
+                in_words, _ = _stream_words(inst, ctx[node.input[0]], out=False)
+                exp_words, _ = _stream_words(inst, ctx[node.output[0]], out=True)
+        if ctx is None:
             op.sim = SimResult(status="failed", reason="FINN's Python execution of the graph "
                                "failed, so there is no input stream to simulate")
             return op
-        in_words, _ = _stream_words(inst, tensors[node.input[0]], out=False)
-        exp_words, _ = _stream_words(inst, tensors[node.output[0]], out=True)
         key = _hash_files(sources, json.dumps([limit, tools["verilator"], in_words, exp_words]))
         op.sim = _cached(d / "sim.json", key, SimResult)
         if op.sim is not None:
@@ -329,9 +334,10 @@ def run_child(job: dict) -> int:
             except Exception as exc:  # noqa: BLE001  (a second opinion never fails a build)
                 memo["note"] = f"FINN's Python execution for the input streams failed: {exc}"
         return memo["ctx"]
-    layers = []
     nodes = list(model.graph.node)
-    for i, node in enumerate(nodes):
+    done = [0]
+
+    def one(node) -> LayerOpinion:
         inst = getHWCustomOp(node)
         try:
             op = _layer(node, model, inst, job, so_dir, tensors, finn_lut, tools)
@@ -339,8 +345,18 @@ def run_child(job: dict) -> int:
             op = LayerOpinion(name=node.name, op_type=node.op_type,
                               note=f"FINN could not generate this layer's RTL: "
                                    f"{type(exc).__name__}: {exc}"[:400])
-        layers.append(op)
-        _progress(so_dir, f"[{i + 1}/{len(nodes)}] {_summary(op)}")
+        with _LOCK:
+            done[0] += 1
+            _progress(so_dir, f"[{done[0]}/{len(nodes)}] {_summary(op)}")
+        return op
+
+    # the work is in Yosys / Verilator child processes: run as many layers at once as there
+    # are cores (at most 2 by default: the machines this targets are shared 2-core boxes)
+    jobs = int(os.environ.get("FPGASLIM_SECOND_OPINION_JOBS", min(2, os.cpu_count() or 1)))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        layers = list(pool.map(one, nodes))
     rec = SecondOpinion(
         synth=job["synth"] if job["synth"] != "none" else None,
         sim=job["sim"] if job["sim"] != "none" else None, family=job["family"],
