@@ -169,8 +169,11 @@ def evaluate(table: dict, choice: list[int]) -> tuple[int, dict[str, float], flo
     return max(c["cycles"] for c in picked), res, dwc
 
 
-def solve(table: dict, caps: dict[str, float], max_seconds: float = 60.0) -> Solution | None:
-    """The cost model's optimum (see the module docstring); None when nothing fits."""
+def solve(table: dict, caps: dict[str, float], max_seconds: float = 60.0,
+          at_cycles: int | None = None) -> Solution | None:
+    """The cost model's optimum (see the module docstring); None when nothing fits.
+    `at_cycles`: instead, the fewest LUTs with every layer within that many cycles (the
+    same frame rate as another folding, for a like-for-like resource comparison)."""
     units = table["units"]
     if any(not u["candidates"] for u in units):
         bad = next(u["name"] for u in units if not u["candidates"])
@@ -197,6 +200,10 @@ def solve(table: dict, caps: dict[str, float], max_seconds: float = 60.0) -> Sol
         solves += 1
         return active, _min_lut(table, active, caps, first=True)
 
+    if at_cycles is not None:
+        ts = [t for t in ts if t <= at_cycles][-1:]
+        if not ts:
+            return None
     lo, hi = 0, len(ts) - 1
     top = feasible(ts[hi])
     if top is None or top[1] is None:

@@ -71,9 +71,9 @@ class OptFit(BaseModel):
 
 
 def optfit_path(run: RunDir, variant_id: str, board: str, build: dict[str, Any],
-                budget: Budget) -> Path:
-    blob = json.dumps({"v": OPT_VERSION, "build": build, "budget": budget.model_dump()},
-                      sort_keys=True)
+                budget: Budget, at_fps: float | None = None) -> Path:
+    blob = json.dumps({"v": OPT_VERSION, "build": build, "budget": budget.model_dump(),
+                       **({"at_fps": at_fps} if at_fps else {})}, sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()[:8]
     return run.variant_dir(variant_id) / "builds" / f"{get_board(board).name}-optfit-{key}" \
         / "maxfit.json"
@@ -112,10 +112,11 @@ def _tabulate(graph: Path, part: str, work: Path, timeout_s: float) -> dict[str,
 
 def optimize_variant(run: RunDir, variant_id: str, board: str,
                      build: dict[str, Any] | None = None, budget: Budget | None = None,
-                     keep_table: bool = False) -> Path:
-    """Run (or return the saved) optimal folding of one variant on one board."""
+                     keep_table: bool = False, at_fps: float | None = None) -> Path:
+    """Run (or return the saved) optimal folding of one variant on one board. `at_fps`: the
+    fewest-LUT folding that still reaches that frame rate, instead of the fastest."""
     build, budget = dict(build or {}), budget or Budget()
-    out = optfit_path(run, variant_id, board, build, budget)
+    out = optfit_path(run, variant_id, board, build, budget, at_fps)
     if out.is_file():
         return out
     t0 = time.perf_counter()
@@ -123,7 +124,12 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     settings = BuildSettings(board=board, **build).resolved()
     vdir = run.variant_dir(variant_id)
     record = ensure_qonnx(run, variant_id)
-    images = load_dataset(record.dataset, limit_train=1).test.tensors[0][:1]
+    test = load_dataset(record.dataset, limit_train=1).test.tensors
+    images, labels = test[0][:1], test[1][:1]
+    # with the model, the verification reference (and so the streamlined-prefix key) is the
+    # one the variant's builds used, and the folded graph is checked bit-exact on the image
+    # (an imported QONNX variant has no PyTorch model: the QONNX graph is the reference)
+    model = None if getattr(record.arch, "source", None) == "qonnx" else run.load_model(variant_id)
     prefix = vdir / "builds" / ".prefix"
     bdir = build_dir_for(run, variant_id, settings)
     work = out.parent / "work"
@@ -132,8 +138,9 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     graph = _start_graph(bdir)
     default = load_report(bdir / "report.json") if (bdir / "report.json").is_file() else None
     if graph is None:  # no earlier build to start from: make one (no Python execution)
-        default = build_estimate(vdir / record.qonnx, work / "start", settings, images=images,
-                                 variant=variant_id, prefix_cache=prefix)
+        default = build_estimate(vdir / record.qonnx, work / "start", settings, model=model,
+                                 images=images, labels=labels, variant=variant_id,
+                                 prefix_cache=prefix)
         graph = _start_graph_in(work / "start")
         timings["start_build_s"] = round(time.perf_counter() - t0, 3)
     t1 = time.perf_counter()
@@ -150,14 +157,16 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     while rounds < MAX_ROUNDS:
         rounds += 1
         t1 = time.perf_counter()
-        sol = solve(table, limit)
+        sol = solve(table, limit, at_cycles=None if not at_fps else
+                    int(1e9 / (settings.clock_ns * at_fps) + 1e-6))
         solve_s += time.perf_counter() - t1
         if sol is None:
             break
         atomic_write_json(cfg_path, folding_config(table, sol.choice))
         t1 = time.perf_counter()
-        report = build_estimate(vdir / record.qonnx, work / "confirm", settings, images=images,
-                                variant=variant_id, prefix_cache=prefix, folding_config=cfg_path)
+        report = build_estimate(vdir / record.qonnx, work / "confirm", settings, model=model,
+                                images=images, labels=labels, variant=variant_id,
+                                prefix_cache=prefix, folding_config=cfg_path)
         confirm_s += time.perf_counter() - t1
         ok, pct = within_budget(report, budget.model_dump())
         if ok:

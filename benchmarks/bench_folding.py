@@ -1,0 +1,124 @@
+"""Folding side by side, same variants, same budget (85 % LUT, 100 % BRAM_18K/URAM/DSP):
+(a) FINN's SetFolding at the user's target (the default build), (b) the folding search over
+target_fps x mvau_wwidth_max (hw/folding_search.py), (c) the optimal folding
+(hw/folding_run.py). Every fps/resource figure is a FINN estimate (finn-plus, 10 ns) of a real
+estimate build; wall times are measured on this machine.
+
+    .venv/bin/python benchmarks/bench_folding.py --run RUN [--variants a,b] [--board pynq-z1]
+    .venv/bin/python benchmarks/bench_folding.py            # a ResNet-20 w4a4 on 28x28
+
+Without --run it makes (once, in results/tmp/folding-cpu) a ResNet-20 w4a4 on Fashion-MNIST
+28x28 trained for one epoch on 200 images: essentially untrained, which is fine here because
+FINN's folding estimates depend on the layer shapes and bit widths, not on the weights' values.
+Builds, searches and optimizations are cached per variant and board.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py)
+
+from fpgaslim.compress.variants import RunDir  # noqa: E402
+from fpgaslim.hw.api import build_variant  # noqa: E402
+from fpgaslim.hw.folding_opt import RESOURCES, Budget  # noqa: E402
+from fpgaslim.hw.folding_run import maxfit  # noqa: E402
+
+COLUMNS = [("variant", "variant"), ("folding", "folding"), ("fps", "fps", ",.0f"),
+           ("x search", "vs_search", ".2f"), ("LUT", "LUT", ",.0f"), ("LUT %", "LUT_pct", ".1f"),
+           ("BRAM_18K", "BRAM_18K", ".0f"), ("DSP", "DSP", ".0f"),
+           ("fits budget", "fits_budget"), ("wall s", "wall_s", ".1f")]
+SOURCES = {"fps/LUT/BRAM_18K/URAM/DSP": "FINN estimate (finn-plus 1.6.1, clock 10 ns) of an "
+           "estimate build: (a) SetFolding at the target, (b) the search's best probe "
+           "(resources = its % of board x capacity), (c)/(d) the build with the optimizer's "
+           "folding config", "dwc_LUT (JSON)": "FINN's DWC LUT estimate the optimizer charged "
+           "(the estimate build inserts no converters)", "wall s": "measured on this machine (cached results: the first run's)"}
+
+
+def default_run(work: Path) -> RunDir:
+    from fpgaslim.compress.baseline import BaselineSettings, train_baseline
+    from fpgaslim.compress.data import load_dataset
+    from fpgaslim.compress.train import TrainSettings
+
+    run = RunDir(work)
+    if not run.has("baseline"):
+        data = load_dataset("fashion-mnist", limit_train=200, limit_test=20)
+        train_baseline(run, data, BaselineSettings(model="resnet20", train=TrainSettings(
+            epochs=1, lr=0.05, batch_size=64)), progress=False)
+    return run
+
+
+def rows_for(run: RunDir, vid: str, board: str, budget: Budget, target: int | None
+             ) -> list[dict[str, Any]]:
+    settings = {"target_fps": target} if target else {}
+    t0 = time.perf_counter()
+    from fpgaslim.hw.build import BuildSettings
+
+    rep = build_variant(run, vid, board, settings=BuildSettings(**settings), verify_images=1)
+    a_wall = time.perf_counter() - t0
+    a = {"folding": f"(a) SetFolding at {rep.settings['target_fps']:,} fps",
+         "fps": rep.throughput.fps.value,
+         **{k: rep.resources[k].value for k in RESOURCES},
+         "LUT_pct": rep.resources["LUT"].percent,
+         "fits_budget": all((rep.resources[k].percent or 0) <= getattr(budget, k)
+                            for k in RESOURCES), "wall_s": a_wall}
+    out = [a]
+    for method, name in (("search", "(b) search target x wwidth"), ("optimal", "(c) optimal")):
+        t0 = time.perf_counter()
+        m = maxfit(run, vid, board, method, settings, budget)
+        wall = m.get("timings", {}).get("total_s") or time.perf_counter() - t0
+        out.append({"folding": name, "fps": m["fps"], **{k: m[k] for k in RESOURCES},
+                    "LUT_pct": m["percent"].get("LUT"), "fits_budget": m["fits_budget"],
+                    "wall_s": wall, "source": m["source"],
+                    **({"dwc_LUT": m["dwc_LUT"]} if "dwc_LUT" in m else {})})
+    search_fps = out[1]["fps"]
+    if search_fps:  # like for like: the optimizer's fewest LUTs at the search's frame rate
+        from fpgaslim.hw.folding_run import load_optfit, optimize_variant
+
+        t0 = time.perf_counter()
+        f = load_optfit(optimize_variant(run, vid, board, settings, budget, at_fps=search_fps))
+        out.append({"folding": "(d) optimal, fewest LUTs at (b)'s fps",
+                    "fps": None if f.fps is None else f.fps.value,
+                    **{k: (f.resources[k].value if k in f.resources else None)
+                       for k in RESOURCES}, "LUT_pct": f.percent.get("LUT"),
+                    "fits_budget": f.fits_budget,
+                    "wall_s": f.timings.get("total_s") or time.perf_counter() - t0,
+                    "source": f.source})
+    for r in out:
+        r["variant"] = vid
+        r["vs_search"] = None if not (search_fps and r["fps"]) else r["fps"] / search_fps
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, help="a run folder (default: an untrained ResNet-20)")
+    ap.add_argument("--variants", help="comma-separated variant ids (default: all)")
+    ap.add_argument("--board", default="pynq-z1")
+    ap.add_argument("--target", type=int, help="the user's target fps (default: the board's)")
+    ap.add_argument("--budget-lut", type=float, default=85.0)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    run = RunDir(args.run) if args.run else default_run(common.RESULTS / "tmp" / "folding-cpu")
+    vids = args.variants.split(",") if args.variants else run.ids()
+    budget = Budget(LUT=args.budget_lut)
+    rows = [r for vid in vids for r in rows_for(run, vid, args.board, budget, args.target)]
+    md = [f"# Folding side by side on {args.board}, budget {budget.model_dump()} % of the board",
+          "", "Run: " + (str(args.run) if args.run else "ResNet-20 w4a4, Fashion-MNIST 28x28, "
+                         "1 epoch on 200 images (untrained: folding estimates do not depend "
+                         "on the weights' values)"), "",
+          common.markdown_table(rows, COLUMNS), "", "Sources:", ""]
+    md += [f"- **{k}**: {v}" for k, v in SOURCES.items()]
+    meta = {"board": args.board, "budget": budget.model_dump(), "variants": vids,
+            "run": str(args.run or "untrained ResNet-20 w4a4 (results/tmp/folding-cpu)"),
+            "wall_s": round(time.perf_counter() - t0, 1), "sources": SOURCES}
+    common.publish("folding-cpu", meta, rows, "\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
