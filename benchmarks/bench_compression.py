@@ -4,11 +4,15 @@ Pynq-Z1, and the wall time it took to produce; plus a w2a2 baseline row, the iss
 checked against the best chained (dynamic pruning + layer fusion) variant, and the toolchain
 speed figures (seconds per FINN build, verification and training images per second).
 
-Run it after the method benchmarks (bench_layer_fusion, bench_dynamic_prune,
-bench_layer_importance), which leave their variants in the same run folder; builds and
-folding searches are cached per variant and board, so a rerun only does what is missing.
+The recipe is issue 20's (`bench_compression_methods`): 16,000 training images, 15 baseline
+epochs, all 10,000 test images; 3 baseline seeds for the seed-to-seed spread; every fpgaslim
+method and the peer (magnitude-prune, Torch-Pruning, at each method's MACs) from 2 of them.
+It produces the variants itself, in a run folder outside the work tree
+(~/.cache/fpgaslim-bench/...), and resumes there; builds and folding searches are cached per
+variant and board, so a rerun only does what is missing. FINN builds are made for the seed-0
+chain; the other seeds' rows carry accuracy and MACs only. Several hours on 2 CPU cores.
 
-    .venv/bin/python benchmarks/bench_compression.py            # the CPU recipe
+    .venv/bin/python benchmarks/bench_compression.py            # the CPU recipe (hours)
     .venv/bin/python benchmarks/bench_compression.py --smoke    # proves it runs
 
 Labels: accuracy "measured" (CPU, Brevitas, test split); params/MACs/depth counted on the
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_compression_methods as recipe  # noqa: E402
 import common  # noqa: E402  (benchmarks/common.py)
 
 from fpgaslim.compress.models.arch import BitWidths  # noqa: E402
@@ -84,9 +89,11 @@ def kept(run: RunDir) -> list[Variant]:
 
 def table_row(run: RunDir, rec: Variant, base: Variant, reports: dict[str, Any],
               maxfit: float | None) -> dict[str, Any]:
-    row = common.variant_row(rec, reports["pynq-z1"], base)
+    """`base`: the baseline the variant descends from (its own seed)."""
+    row = common.variant_row(rec, reports.get("pynq-z1"), base)
     row.update({"label": label(run, rec), "bits": bits(rec), "maxfit_fps": maxfit,
-                "produce_min": produce_seconds(run, rec) / 60})
+                "produce_min": produce_seconds(run, rec) / 60,
+                "root": recipe.root_of(run, rec).id})
     for board, rep in reports.items():
         row[f"fps_{board}"] = rep.throughput.fps.value
         row[f"fits_{board}"] = rep.fits
@@ -162,7 +169,26 @@ def markdown(rows, speed, tgt, meta) -> str:
         f"sweep; the sum of their measured build times): "
         f"{sum(s['build_wall_s'] or 0 for s in speed) / 60:.1f} min; this run's folding "
         f"searches: {meta['maxfit_wall_s'] / 60:.1f} min (0 when cached)", "",
-        common.markdown_table(speed, SPEED_COLUMNS)])
+        common.markdown_table(speed, SPEED_COLUMNS), "",
+        "## Seed-to-seed spread of the baseline (measured, test accuracy)", "",
+        "\n".join(f"- {k}: {v}" for k, v in meta.get("spread", {}).items()), "",
+        "## fpgaslim vs magnitude-prune (Torch-Pruning) at equal MACs (+-5 %)", "",
+        "Margin: mean over seeds of (method - peer) test accuracy, in points; a win needs "
+        ">= 0.5 points and more than the baseline's seed-to-seed range.", "",
+        common.markdown_table(meta.get("peers", []), PEER_COLUMNS), "",
+        "## Issue 20 targets (seed 0)", "",
+        "\n".join(f"- {k}: {v}" for k, v in meta.get("issue_targets", {}).items())])
+
+
+PEER_COLUMNS = [("method", "method"), ("seeds", "seeds", "d"),
+                ("MACs -%", "macs_reduction_pct", lambda v: ", ".join(f"{x:.1f}" for x in v)),
+                ("peer MACs -%", "peer_macs_reduction_pct",
+                 lambda v: ", ".join(f"{x:.1f}" for x in v)),
+                ("test acc %", "test_accuracy", lambda v: ", ".join(f"{x:.2f}" for x in v)),
+                ("peer test acc %", "peer_test_accuracy",
+                 lambda v: ", ".join(f"{x:.2f}" for x in v)),
+                ("margin", "mean_margin_points", "+.2f"),
+                ("seed range", "baseline_seed_range", ".2f"), ("verdict", "verdict")]
 
 
 def training_images_per_s(model: Any, data: Any, steps: int = 20, repeats: int = 3) -> float:
@@ -212,6 +238,7 @@ def w2a2_baseline(run: RunDir, data: Any, model: str, epochs: int) -> Variant | 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_recipe_args(ap, "resnet20", width=False)
+    recipe.add_args(ap)
     ap.add_argument("--no-w2a2", action="store_true", help="skip the w2a2 baseline row")
     ap.add_argument("--maxfit", choices=("targets", "leaves", "all", "none"), default="leaves",
                     help="folding searches for: the w4a4 baseline and the chained (dynamic "
@@ -221,15 +248,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tag, data = common.start(args)
     epochs, verify = (1, 4) if args.smoke else (args.epochs, args.verify_images)
-    run = RunDir(common.work_dir(args))
+    run = RunDir(recipe.run_folder(args))
     t0 = time.perf_counter()
     base = common.train_recipe_baseline(run, data, args.model, 1.0, epochs)
+    produced = {} if args.no_produce else recipe.produce(run, data, args)
     if not args.no_w2a2:
         w2a2_baseline(run, data, args.model, epochs)
     records = kept(run)
     parents = {r.parent for r in records}
     rows, speed, builds_s, maxfit_s = [], [], 0.0, 0.0
     for rec in records:
+        root = recipe.root_of(run, rec)
+        if root.id != base.id and rec.id != "baseline-w2a2":  # other seeds: accuracy, MACs
+            rows.append(table_row(run, rec, root, {}, None))
+            continue
         t = time.perf_counter()
         reports = {b: build_variant(run, rec.id, b, data=data, verify_images=verify)
                    for b in BOARDS}
@@ -246,15 +278,23 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(table_row(run, rec, base, reports, maxfit))  # drop vs the w4a4 baseline
         speed += speed_rows(rec, reports)
     base_row = next(r for r in rows if r["variant"] == base.id)
-    tgt = targets(rows, base_row)
+    tgt = targets([r for r in rows if r["root"] == base.id], base_row)
+    noise = recipe.spread(rows)
+    peers = recipe.peer_comparison(rows, noise)
+    issue = recipe.issue_targets(rows, noise)
     meta = common.recipe_meta(
         args, data, epochs, t0, builds_wall_s=builds_s, maxfit_wall_s=maxfit_s,
         train_images_per_s=training_images_per_s(run.load_model(base.id), data),
         sources={**common.ROW_SOURCES, "maxfit_fps": "FINN estimate, folding search",
                  "produce_min/build_wall_s/verify_images_per_s/train_images_per_s":
-                     "measured on this machine"})
-    common.publish(f"compression-{tag}", meta, rows, markdown(rows, speed, tgt, meta),
-                   extra={"targets": tgt, "speed": speed})
+                     "measured on this machine",
+                 "spread/peers": "measured (CPU, Brevitas, test split)"},
+        run_folder=str(run.path), seeds=args.seeds, peer_seeds=args.peer_seeds,
+        peer_epochs=args.peer_epochs, settings=produced)
+    shown = {**meta, "spread": noise, "peers": peers, "issue_targets": issue}
+    common.publish(f"compression-{tag}", meta, rows, markdown(rows, speed, tgt, shown),
+                   extra={"targets": tgt, "speed": speed, "spread": noise, "peers": peers,
+                          "issue_targets": issue})
     return 0
 
 
