@@ -31,22 +31,52 @@ def _is_batch_safe(op_type: str) -> bool:
     return op_type in _BATCH_SAFE or op_type.startswith(_BATCH_SAFE_PREFIX)
 
 
-def _mvau(inst: Any, node: Any, ctx: dict[str, np.ndarray], n: int) -> None:
-    """FINN's MVAU.execute_node (python mode, non-binary) with a batch dimension."""
+def threshold_count(v: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """qonnx's `multithreshold` count (number of thresholds t with v >= t), channels last, by
+    one binary search per element instead of comparing every element with every threshold.
+    Per-channel rows are made one sorted array by offsetting each channel by a multiple of a
+    power of two beyond the values' range (exact in float64 for float32 inputs). Falls back to
+    qonnx's own function where a row is not sorted."""
     from qonnx.custom_op.general.multithreshold import multithreshold
 
+    th = np.asarray(thresholds, dtype=np.float64)
+    c = v.shape[-1]
+    if th.ndim != 2 or th.shape[0] not in (1, c) or (np.diff(th, axis=1) < 0).any() \
+            or not (np.isfinite(th).all() and np.isfinite(v).all()):
+        return multithreshold(v, thresholds, channels_last=True).astype(np.float64)
+    th = np.broadcast_to(th, (c, th.shape[1]))
+    lo = min(float(v.min()), float(th.min()))
+    span = max(float(v.max()), float(th.max())) - lo + 1.0
+    step = 2.0 ** np.ceil(np.log2(span))
+    if step * c > 2.0 ** 50:
+        return multithreshold(v, thresholds, channels_last=True).astype(np.float64)
+    off = np.arange(c, dtype=np.float64) * step - lo
+    flat = (th + off[:, None]).reshape(-1)
+    pos = np.searchsorted(flat, v.astype(np.float64) + off, side="right")
+    return (pos - np.arange(c) * th.shape[1]).astype(np.float64)
+
+
+def _mvau(inst: Any, node: Any, ctx: dict[str, np.ndarray], n: int) -> None:
+    """FINN's MVAU.execute_node (python mode, non-binary) with a batch dimension; the
+    thresholds are applied channels last (FINN transposes to NCHW and back: the same)."""
     shape = list(inst.get_normal_input_shape())
     x = ctx[node.input[0]].reshape([n] + shape[1:])
     result = np.matmul(x, ctx[node.input[1]])
     if inst.get_nodeattr("noActivation") == 0:
         bipolar = inst.get_nodeattr("outputDataType") == "BIPOLAR"
         out_scale, out_bias = (2, -1) if bipolar else (1, inst.get_nodeattr("ActVal"))
-        if result.ndim == 4:
-            result = result.transpose((0, 3, 1, 2))
-        result = multithreshold(result, ctx[node.input[2]], out_scale, out_bias)
-        if result.ndim == 4:
-            result = result.transpose((0, 2, 3, 1))
-    ctx[node.output[0]] = result.reshape(ctx[node.output[0]].shape)
+        result = out_scale * threshold_count(result, ctx[node.input[2]]) + out_bias
+    ctx[node.output[0]] = result.astype(np.float32).reshape(ctx[node.output[0]].shape)
+
+
+def _thresholding(inst: Any, node: Any, ctx: dict[str, np.ndarray]) -> None:
+    """FINN's Thresholding.execute_node (channels last, + ActVal, BIPOLAR as 2y - 1)."""
+    from qonnx.core.datatype import DataType
+
+    y = threshold_count(ctx[node.input[0]], ctx[node.input[1]]) + inst.get_nodeattr("ActVal")
+    if DataType[inst.get_nodeattr("outputDataType")] == DataType["BIPOLAR"]:
+        y = 2 * y - 1
+    ctx[node.output[0]] = y.astype(np.float32)
 
 
 def _conv_input_generator(inst: Any, node: Any, ctx: dict[str, np.ndarray], n: int) -> None:
@@ -59,11 +89,21 @@ def _conv_input_generator(inst: Any, node: Any, ctx: dict[str, np.ndarray], n: i
     kh, kw = inst.get_nodeattr("ConvKernelDim")
     sh, sw = inst.get_nodeattr("Stride")
     dh, dw = inst.get_nodeattr("Dilation")
-    x = ctx[node.input[0]].transpose(0, 3, 1, 2)  # NHWC -> NCHW
+    x = ctx[node.input[0]]  # NHWC
+    oshape = ctx[node.output[0]].shape
+    if (dh, dw) == (1, 1):  # one strided slice per kernel position, same order as qonnx
+        oh, ow, c = oshape[1], oshape[2], x.shape[3]
+        out = np.empty((n, oh, ow, kh * kw * c), dtype=np.float32)
+        for a in range(kh):
+            for b in range(kw):
+                k = (a * kw + b) * c
+                out[..., k:k + c] = x[:, a:a + (oh - 1) * sh + 1:sh, b:b + (ow - 1) * sw + 1:sw]
+        ctx[node.output[0]] = out.reshape(oshape)
+        return
+    x = x.transpose(0, 3, 1, 2)  # NHWC -> NCHW
     c = x.shape[1]
     k, i, j = get_im2col_indices_nchw(x.shape, kh, kw, [0, 0, 0, 0], sh, sw, dh, dw)
     cols = x[:, k, i, j]  # (N, C*kh*kw, positions)
-    oshape = ctx[node.output[0]].shape
     cols = cols.reshape(n, c, kh, kw, oshape[1], oshape[2]).transpose(0, 4, 5, 2, 3, 1)
     ctx[node.output[0]] = cols.reshape(oshape)
 
@@ -93,8 +133,8 @@ def run_child(child: Any, x: np.ndarray, keep: set[str] | None = None) -> dict[s
     kept: dict[str, np.ndarray] = {}
     for node in child.graph.node:
         inst = getCustomOp(node)
-        for o in node.output:
-            ctx[o] = np.zeros([n] + list(child.get_tensor_shape(o))[1:], dtype=np.float32)
+        for o in node.output:  # FINN's execute_node reshapes to the context's shapes
+            ctx[o] = np.empty([n] + list(child.get_tensor_shape(o))[1:], dtype=np.float32)
         for t in node.input:
             if t in consts:
                 ctx[t] = consts[t]
@@ -106,6 +146,8 @@ def run_child(child: Any, x: np.ndarray, keep: set[str] | None = None) -> dict[s
         elif base == "ConvolutionInputGenerator" and list(
                 inst.get_nodeattr("IFMDim")) == list(ctx[node.input[0]].shape[1:3]):
             _conv_input_generator(inst, node, ctx, n)
+        elif base == "Thresholding" and not inst.get_nodeattr("runtime_writeable_weights"):
+            _thresholding(inst, node, ctx)
         elif base == "DuplicateStreams":
             for o in node.output:
                 ctx[o] = ctx[node.input[0]].reshape(ctx[o].shape).copy()
