@@ -17,6 +17,8 @@ partition and the output scaling after it; `build_steps.HOST_OPS`) are executed 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -198,8 +200,12 @@ def run_parent(parent: Any, child: Any, images: np.ndarray, keep: set[str] | Non
     k = sdp[0]
     child_outs = [o.name for o in child.graph.output]
     oname = parent.graph.output[0].name
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(images), batch):
+    for node in nodes[:k] + nodes[k + 1:]:  # fail before any work on a node not handled
+        if node.op_type not in ("Transpose", "Reshape", "Flatten", "Squeeze", "Identity",
+                                "Mul", "Add"):
+            raise NotImplementedError(node.op_type)
+
+    def one(start: int) -> dict[str, np.ndarray]:
         x = np.asarray(images[start:start + batch], dtype=np.float32)
         for node in nodes[:k]:
             x = _host(node, parent, x)
@@ -211,7 +217,12 @@ def run_parent(parent: Any, child: Any, images: np.ndarray, keep: set[str] | Non
             y = _host(node, parent, env.get(node.input[0], y))
             env[node.output[0]] = y
         got[oname] = env.get(oname, y)
-        for name, v in got.items():
-            if keep is None or name in keep or name == oname:
-                parts.setdefault(name, []).append(v)
-    return {name: np.concatenate(v) for name, v in parts.items()}
+        return {name: v for name, v in got.items()
+                if keep is None or name in keep or name == oname}
+
+    # numpy releases the GIL in its array loops: batches in threads use both cores
+    starts = list(range(0, len(images), batch))
+    threads = max(1, min(int(os.environ.get("FPGASLIM_EXEC_THREADS", "2")), len(starts)))
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(one, starts))
+    return {name: np.concatenate([r[name] for r in results]) for name in results[0]}

@@ -59,7 +59,7 @@ def last_weight_layer(model) -> tuple[str, str]:
 
 
 ACT_LAYER_OPS = ("MVAU", "VVAU", "Thresholding")
-LAYER_IMAGES = 500  # per-layer data is kept for at most this many images (memory)
+LAYER_IMAGES = 200  # per-layer data is kept for at most this many images (memory)
 
 
 def act_layers(model) -> list[tuple[str, str]]:
@@ -120,11 +120,20 @@ def execute_dataflow(finn_out: Path, inputs_npy: Path, out_npz: Path,
         outs.append(rest[oname].reshape(len(images) - k, -1))
     np.savez(out_npz, hw_int=np.concatenate(ints), hw_out=np.concatenate(outs))
     layer_npz = out_npz.with_name("hw_layers.npz")
-    np.savez(layer_npz, **{name: got[t].astype(np.int32) for name, t in layers})
+    np.savez(layer_npz, **{name: _small_int(got[t]) for name, t in layers})
     layer_npz.with_suffix(".json").write_text(json.dumps(
         {"images": k, "layers": [name for name, _ in layers], "last_layer": last_name}),
         encoding="utf-8")
     return last_name
+
+
+def _small_int(a: np.ndarray) -> np.ndarray:
+    """Integer levels in the narrowest of int8/int16/int32 that holds them (memory)."""
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    for t in (np.int8, np.int16):
+        if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+            return a.astype(t)
+    return a.astype(np.int32)
 
 
 def _execute_per_image(parent, sdp, child, images: np.ndarray, keep: set[str]
