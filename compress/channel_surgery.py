@@ -81,6 +81,16 @@ def prunable_groups(model: nn.Module, residual: bool = False) -> list[ChannelGro
         for j in range(len(arch.hidden)):
             groups.append(ChannelGroup(f"hidden.{j}", "hidden", f"hidden.{3 * j}",
                                        (f"hidden.{3 * j + 2}",), arch.hidden[j]))
+    elif getattr(arch, "kind", None) == "user":  # your own model: groups traced by DepGraph
+        from .user_model import user_channel_groups
+
+        groups += [ChannelGroup(root, kind, root, (act,), width)
+                   for root, kind, act, width in user_channel_groups(model)]
+        if not groups:
+            raise UnsupportedLayerError(
+                f"channel pruning found no prunable channel group in {arch.name!r}: it needs "
+                "quantized conv/linear layers each followed by a quantized activation (QuantReLU"
+                "/QuantIdentity) whose channels Torch-Pruning's DependencyGraph can cut")
     else:  # pragma: no cover - Arch is a closed union
         raise UnsupportedLayerError(f"channel pruning does not know architecture {arch.kind!r}")
     for g in groups:
@@ -208,7 +218,11 @@ def remove_channels(model: nn.Module, plan: Mapping[str, Sequence[int]],
                 value = value.index_select(0, keep)  # a per-output-channel scale
             state[f"{lname}.weight_quant.{key}"] = value
     # Rebuild from the record: the pruned model is then exactly what a checkpoint reloads.
-    work.arch = _updated_arch(work)
+    if getattr(work.arch, "kind", None) == "user":  # the record replays the cuts on the factory's
+        work.arch = work.arch.model_copy(update={"pruned": work.arch.pruned + tuple(
+            (groups[name].root, tuple(idxs)) for name, idxs in plan.items())})
+    else:
+        work.arch = _updated_arch(work)
     rebuilt = build_model(work.arch)
     missing, unexpected = rebuilt.load_state_dict(state, strict=False)
     # Brevitas keeps a runtime-statistics scale out of the state_dict until it has been

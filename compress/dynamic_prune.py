@@ -337,6 +337,11 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
 
 
 def _group_widths(arch) -> dict[str, int]:
+    if arch.kind == "user":  # your own model: the cuts its record replays, per layer
+        cut: dict[str, int] = {}
+        for name, idxs in arch.pruned:
+            cut[name] = cut.get(name, 0) + len(idxs)
+        return {f"{name} (removed)": n for name, n in cut.items()}
     if arch.kind == "resnet":
         return {f"blocks.{i}.mid": b.mid for i, b in enumerate(arch.blocks) if not b.removed}
     return {f"layer{i}": s.out_ch for i, s in enumerate(arch.layers) if s.kind == "conv"}

@@ -30,9 +30,9 @@ from fpgaslim.errors import ConfigError
 from .models.arch import UserArch, UserBits
 
 #: methods and what they need from a model (the error a user model gets says this)
+#: channel methods work on any model whose channel groups Torch-Pruning can trace
+CHANNEL_METHODS = {"dynamic-prune", "magnitude-prune"}
 METHOD_NEEDS = {
-    "dynamic-prune": "channel groups traced by Torch-Pruning's DependencyGraph (the zoo "
-                     "ResNets and plain CNNs)",
     "layer-fusion": "the zoo ResNets' residual blocks (resnet8..110)",
     "dynamic-prune+fuse": "the zoo ResNets' residual blocks (resnet8..110)",
     "layer-importance": "the zoo ResNets' residual blocks (resnet8..110)",
@@ -229,16 +229,103 @@ def build_user_model(arch: UserArch) -> nn.Module:
             "(__main__), which only that session can re-create; move the class into a .py file "
             "and add it again with factory='path/to/file.py:" f"{arch.name}'")
     model = create_user_model(arch.factory, arch.in_shape, arch.num_classes, arch.kwargs)
-    if arch.pruned:
-        raise ConfigError(f"model {arch.name!r}: pruned user models cannot be rebuilt yet")
     model.arch = arch
+    if arch.pruned:
+        replay_pruning(model, arch.pruned)
     return model
 
 
 def require_zoo(arch: Any, method: str) -> None:
     """A clear error when `method` needs what a user model does not have."""
+    if getattr(arch, "kind", None) == "user" and method in CHANNEL_METHODS:
+        if arch.source == "qonnx":
+            raise ConfigError(f"method {method!r} needs a PyTorch model; {arch.name!r} is an "
+                              "imported QONNX file")
+        return
     if getattr(arch, "kind", None) == "user":
         need = METHOD_NEEDS.get(method, "a zoo model")
         raise ConfigError(f"method {method!r} needs {need}; variant model {arch.name!r} is your "
                           f"own ({arch.source}). Build, verify, compare and deploy work on it "
                           "as is; for this method train a zoo model (--model resnet8, ...)")
+
+
+# --------------------------------------------------------------------------- channel pruning
+def _prune_fns():
+    import torch_pruning as tp
+
+    return tp.prune_conv_out_channels, tp.prune_linear_out_channels
+
+
+def _dependency_graph(model: nn.Module):
+    import warnings
+
+    import torch_pruning as tp
+
+    from .channel_surgery import _not_channel_params
+
+    dg = tp.DependencyGraph()
+    with warnings.catch_warnings(), torch.enable_grad():  # DepGraph traces with autograd
+        warnings.simplefilter("ignore")
+        dg.build_dependency(model, example_inputs=torch.zeros(1, *model.arch.in_shape),
+                            ignored_params=_not_channel_params(model), verbose=False)
+    return dg
+
+
+def user_channel_groups(model: nn.Module) -> list[tuple[str, str, str, int]]:
+    """(root layer, kind, activation, width) of every prunable channel group of a user model,
+    found by tracing: each quantized conv/linear except the classifier whose output channels
+    Torch-Pruning's DependencyGraph can cut alone (no coupled layer, e.g. a residual stream),
+    with the first quantized activation after it (where the channel sparsity is measured)."""
+    from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
+
+    kinds = (QuantConv2d, QuantLinear, QuantReLU, QuantIdentity)
+    order: list[str] = []  # the layers in the order the forward pass enters them
+    hooks = [m.register_forward_pre_hook(lambda mod, i, n=n: order.append(n))
+             for n, m in model.named_modules() if n and isinstance(m, kinds)]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *model.arch.in_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    mods = dict(model.named_modules())
+    weight_layers = [n for n in order if isinstance(mods[n], (QuantConv2d, QuantLinear))]
+    if not weight_layers:
+        return []
+    dg = _dependency_graph(model)
+    conv_fn, lin_fn = _prune_fns()
+    groups = []
+    for name in weight_layers[:-1]:  # the classifier's outputs are the classes
+        layer = mods[name]
+        after = order[order.index(name) + 1:]
+        act = next((a for a in after if isinstance(mods[a], (QuantReLU, QuantIdentity))
+                    or isinstance(mods[a], (QuantConv2d, QuantLinear))), None)
+        if act is None or isinstance(mods[act], (QuantConv2d, QuantLinear)):
+            continue  # no quantized activation before the next layer: nothing to measure
+        fn = conv_fn if isinstance(layer, nn.Conv2d) else lin_fn
+        group = dg.get_pruning_group(layer, fn, idxs=[0])
+        outs = [d for d, _ in group if d.handler in (conv_fn, lin_fn)]
+        if len(outs) != 1:
+            continue  # coupled with another layer's outputs (a residual stream)
+        width = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+        groups.append((name, "conv" if fn is conv_fn else "hidden", act, width))
+    return groups
+
+
+def replay_pruning(model: nn.Module, pruned) -> nn.Module:
+    """Cut `pruned` ((layer, removed output channels), in order) out of a fresh factory model,
+    with Torch-Pruning as the surgery did: the shapes a pruned checkpoint's state dict needs."""
+    conv_fn, lin_fn = _prune_fns()
+    for name, idxs in pruned:
+        mods = dict(model.named_modules())
+        if name not in mods:
+            raise ConfigError(f"model {model.arch.name!r}: the record prunes layer {name!r}, "
+                              "which the factory's model no longer has; was the factory edited?")
+        layer = mods[name]
+        dg = _dependency_graph(model)
+        fn = conv_fn if isinstance(layer, nn.Conv2d) else lin_fn
+        dg.get_pruning_group(layer, fn, idxs=list(idxs)).prune()
+    return model

@@ -193,9 +193,11 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
     prepared = load_onnx(vdir / QONNX_FILE)
     logits = execute_qonnx(prepared, x)
     num_classes = int(np.prod(logits.shape[1:]))
+    # the accuracy column of a comparison is PyTorch's; a file has none, so its qonnx-measured
+    # accuracy on the verification images is kept in the details, with its source
     acc = Accuracy()
-    if labels is not None:
-        acc = Accuracy(test=float((logits.argmax(1) == labels).mean() * 100), test_images=len(x))
+    qonnx_acc = (float((logits.argmax(1) == labels).mean() * 100) if labels is not None
+                 else None)
     arch = UserArch(name=path.stem, in_shape=tuple(iq.shape), num_classes=num_classes,
                     bits=UserBits(label=_bits_label(graph)), source="qonnx",
                     file_sha256=digest)
@@ -205,8 +207,9 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
                   "seed": seed},
         accuracy=acc, **_graph_summary(prepared),
         details={"input_quant": iq.model_dump(), "verify_data": origin_label,
-                 "accuracy_source": "measured: qonnx execution of the QONNX file on the "
-                                    "verification images" if labels is not None else None,
+                 "qonnx_accuracy": qonnx_acc, "qonnx_accuracy_source":
+                 f"measured: qonnx execution of the QONNX file on {origin_label}"
+                 if qonnx_acc is not None else None,
                  "data": {"spec": "inputs", "path": str(vdir / INPUTS_FILE),
                           "sha256": sha256_file(vdir / INPUTS_FILE),
                           "class_names": classes or [str(i) for i in range(num_classes)],

@@ -267,7 +267,8 @@ def render(report: HardwareReport, console: Any = None) -> Any:
         v = report.verification
         t.add_row("verification", f"{'bit-exact' if v.integer_exact else 'MISMATCH'} "
                   f"{v.images - v.mismatched_images}/{v.images}", "", "",
-                  f"hw acc {v.hw_accuracy}%; {v.source[:40]}...")
+                  (f"hw acc {v.hw_accuracy}%; " if v.hw_accuracy is not None else
+                   "no labels (random inputs); ") + f"{v.source[:40]}...")
     t.add_row("HW layers", ", ".join(f"{k} x{n}" for k, n in report.op_counts.items()), "", "",
               report.op_counts_source[:57])
     if console is not None:
