@@ -33,6 +33,9 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 TIE_REL = 1e-9  # near-tie: within this relative distance of a rounding boundary
+# errors this close to a boundary are what float32 threshold arithmetic (FINN's streamlining
+# absorbs BatchNorm and scales into the thresholds in float32) can place on the wrong side
+FLOAT32_REL = 1e-6
 
 
 class LayerCheck(BaseModel):
@@ -44,6 +47,7 @@ class LayerCheck(BaseModel):
     elements: int
     errors: int  # differing elements that are not near-ties (fed run)
     near_ties: int  # differing elements within TIE_REL of a rounding boundary (fed run)
+    errors_in_float32_band: int = 0  # errors within FLOAT32_REL of a boundary
     images_with_errors: int
     images_with_near_ties: int
     max_level_diff: float
@@ -177,10 +181,12 @@ def _check(layer: str, ref_name: str, hw: np.ndarray, event: dict[str, Any],
         idx = tuple(int(i) for i in where)
         first = (f"image {idx[0]}, element {idx[1:]} (channel first): hardware level "
                  f"{hw[idx]:g}, reference {ref[idx]:g} (reference x/scale = {v[idx]:.12g}, "
+                 f"{rel[idx]:.2g} from the boundary {b[idx]:g} relative; "
                  f"{'near-tie' if tie[idx] else 'error'})")
     return LayerCheck(
         layer=layer, reference=ref_name, elements=int(hw.size), errors=int(err.sum()),
-        near_ties=int(tie.sum()), images_with_errors=int(per_img_err.sum()),
+        near_ties=int(tie.sum()), errors_in_float32_band=int((err & (rel <= FLOAT32_REL)).sum()),
+        images_with_errors=int(per_img_err.sum()),
         images_with_near_ties=int(per_img_tie.sum()),
         max_level_diff=float(np.abs(hw - ref).max()) if hw.size else 0.0,
         min_tie_distance=float(rel[tie].min()) if tie.any() else None, first_difference=first,
@@ -238,6 +244,8 @@ def describe_failure(lv: LayerVerification) -> str:
     if lv.first_error_layer is None:
         return f"HW layers with no matching reference quantizer: {', '.join(lv.unmapped)}"
     c = next(c for c in lv.layers if c.layer == lv.first_error_layer)
+    band = (f"; {c.errors_in_float32_band} of them within float32 error of a rounding "
+            "boundary (FINN's float32 threshold arithmetic)" if c.errors_in_float32_band else "")
     return (f"first diverging layer {c.layer} (reference {c.reference}): {c.errors} of "
             f"{c.elements} elements on {c.images_with_errors}/{lv.images} images differ, max "
-            f"{c.max_level_diff:g} levels; {c.first_difference}")
+            f"{c.max_level_diff:g} levels{band}; {c.first_difference}")

@@ -106,6 +106,7 @@ def test_near_tie_or_error():
     c = _check("L", "q#0", hw, ev, ref)
     assert isinstance(c, LayerCheck)
     assert (c.near_ties, c.errors, c.images_with_errors) == (1, 2, 1)
+    assert c.errors_in_float32_band == 1  # 2.5 - 1e-6: float32 could miss it, float64 not
     assert c.min_tie_distance == pytest.approx(1e-12 / 2.5, rel=1e-3)
     assert c.end_to_end_diffs == 3 and "error" in c.first_difference
 
