@@ -62,6 +62,11 @@ def train_job(run: RunDir | str | Path, job: TrainJob, data: DataSplits | None =
     # fail fast on an unknown model name or a missing factory, before loading data
     if is_factory_ref(job.model):
         resolve(job.model)
+        if job.width != 1.0 or job.bits != BitWidths():
+            from fpgaslim.errors import ConfigError
+
+            raise ConfigError(f"--bits/--width (bits, width) are for the zoo models; your model "
+                              f"{job.model!r} sets its own: pass its arguments as model_args")
     else:
         make_arch(job.model, (1, 8, 8))
     data = data or job.data.load()

@@ -116,3 +116,21 @@ def test_readme_qonnx_file(byo_dir, monkeypatch):
     assert "onnx-digits" in csv and csv.count("qonnx-file") == 2  # both builds compared
     board = json.loads(out[4])
     assert board["label"] == "simulated" and board["accuracy"]["images"] == 20
+
+    # a FINN-ONNX file (the build's own QONNX->FINN graph): the input datatype comes from its
+    # annotation (that path was built bit-exactly by hand: `fpgaslim build` of this file)
+    from fpgaslim.hw.onnx_input import open_onnx, read_input_quant
+
+    finn_file = (byo_dir / "runs/onnx/variants/baseline/builds/pynq-z1/work/finn/"
+                 "intermediate_models/step_qonnx_to_finn.onnx")
+    iq = read_input_quant(open_onnx(finn_file))
+    assert iq.dtype == "INT8" and iq.step == 1.0 and "annotation" in iq.found
+
+    # the folding search finds such a build like any run's (two probes: a smoke test; the
+    # README's plain `fpgaslim maxfit runs/onnx` searches to the end, minutes)
+    from fpgaslim.compress.variants import RunDir
+    from fpgaslim.hw.folding_search import FoldingSearch, load_maxfit, search_variant
+
+    found = load_maxfit(search_variant(RunDir(byo_dir / "runs/onnx"), "baseline", "pynq-z1", {},
+                                       FoldingSearch(max_probes=2, mvau_wwidth_max=[36])))
+    assert found.fps is not None and len(found.probes) == 2
