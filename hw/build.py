@@ -36,7 +36,7 @@ from .verify import compare
 # The board-independent prefix of the step list ends here; later builds of the same graph for
 # other boards start from its saved output (streamlining dominates build time).
 PREFIX_LAST, RESUME_AT = "step_create_dataflow_partition", "step_specialize_layers"
-PREFIX_VERSION = "fpgaslim-prefix/2"  # bump when a prefix step changes what it produces
+PREFIX_VERSION = "fpgaslim-prefix/3"  # bump when a prefix step changes what it produces
 
 # Steps up to here turn the graph into HW layers: a failure there means FINN cannot map it.
 _MAPPING_STEPS = ("step_qonnx_to_finn", "step_tidy_up", "step_fpgaslim_streamline",
