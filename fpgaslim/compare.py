@@ -52,9 +52,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("BRAM_18K", "BRAM_18K"), Column("URAM", "URAM"), Column("LUT", "LUT"),
     Column("DSP", "DSP"), Column("offchip_bytes", "off-chip B/frame", unit="B"),
     Column("bandwidth_gbps", "GB/s", "{:.3f}", "GB/s"),
-    Column("fps", "fps", "{:,.1f}", "frames/s"), Column("latency_us", "latency us", "{:,.1f}", "us"),
-    Column("fits", "fits", "{}"), Column("maxfit_fps", "max-fit fps", "{:,.1f}", "frames/s"),
+    Column("maxfit_fps", "max-fit fps", "{:,.1f}", "frames/s"),
+    Column("maxfit_LUT", "max-fit LUT"), Column("maxfit_BRAM_18K", "max-fit BRAM_18K"),
+    Column("maxfit_DSP", "max-fit DSP"),
+    Column("fps", "default fps", "{:,.1f}", "frames/s"),
+    Column("latency_us", "latency us", "{:,.1f}", "us"), Column("fits", "fits", "{}"),
 )
+#: boards in this order in every table (then any other board by name)
+BOARD_ORDER = ("pynq-z1", "pynq-z2", "kv260", "zcu104", "u50", "u250", "u280")
 # columns whose source is the record (measured/counted on the PyTorch model), not a report
 RECORD_SOURCES = {
     "accuracy": "measured in PyTorch: the Brevitas QAT model on the dataset's test split "
@@ -101,6 +106,11 @@ class ComparisonRow(BaseModel):
     overflow: list[str]
     maxfit_fps: float | None = None
     maxfit_none_fits: bool = False  # a folding search ran and nothing fitted the budget
+    maxfit_method: str | None = None  # "optimal" (hw/folding_run.py) or "search"
+    maxfit_LUT: float | None = None  # resources of the max-fit folding (its FINN estimate)
+    maxfit_BRAM_18K: float | None = None
+    maxfit_URAM: float | None = None
+    maxfit_DSP: float | None = None
     verified: str | None = None  # e.g. "bit-exact 10/10" (simulated)
     report: str  # path of report.json
 
@@ -164,14 +174,37 @@ def _build_folders(run: RunDir, vid: str, all_builds: bool) -> list[Path]:
 
 
 def find_maxfit(build: Path, board: str) -> Path | None:
-    """The folding-search result for this build's board: `maxfit.json` in the build folder,
-    else the newest `builds/<board>-maxfit-<key>/maxfit.json` (hw/folding_search.py)."""
+    """The max-fit result for this build's board: `maxfit.json` in the build folder, else
+    the newest `builds/<board>-optfit-<key>/maxfit.json` (the optimal folding,
+    hw/folding_run.py), else the newest `builds/<board>-maxfit-<key>/maxfit.json` (the
+    target x wwidth search, hw/folding_search.py)."""
     own = build / MAXFIT_FILE
     if own.is_file():
         return own
-    pattern = re.compile(rf"^{re.escape(board)}-maxfit-[0-9a-f]+$")
-    found = [p for p in build.parent.glob(f"*/{MAXFIT_FILE}") if pattern.match(p.parent.name)]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    for kind in ("optfit", "maxfit"):
+        pattern = re.compile(rf"^{re.escape(board)}-{kind}-[0-9a-f]+$")
+        found = [p for p in build.parent.glob(f"*/{MAXFIT_FILE}")
+                 if pattern.match(p.parent.name)]
+        if found:
+            return max(found, key=lambda p: p.stat().st_mtime)
+    return None
+
+
+def read_maxfit_resources(path: Path, board_capacity: dict[str, float]) -> dict[str, Any]:
+    """Method and resources of a max-fit result: the optimal folding's confirming-build
+    figures, or the search's % of the board x capacity; {} when it has neither."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+    out: dict[str, Any] = {"maxfit_method": data.get("method", "search")}
+    res = data.get("resources") or {}
+    for k in ("LUT", "BRAM_18K", "URAM", "DSP"):
+        if isinstance(res.get(k), dict):
+            out[f"maxfit_{k}"] = float(res[k]["value"])
+        elif data.get("fps") is not None and k in (data.get("percent") or {}):
+            out[f"maxfit_{k}"] = float(data["percent"][k]) * board_capacity.get(k, 0) / 100.0
+    return out
 
 
 def read_maxfit(path: Path) -> Figure | None:
@@ -188,7 +221,8 @@ def read_maxfit(path: Path) -> Figure | None:
 
 
 def make_row(label: str, record: Variant, report: HardwareReport, build: Path,
-             maxfit: Figure | None = None, maxfit_searched: bool = False) -> ComparisonRow:
+             maxfit: Figure | None = None, maxfit_searched: bool = False,
+             maxfit_res: dict[str, Any] | None = None) -> ComparisonRow:
     """Join a variant record and one of its hardware reports into a row."""
     res, mem, thr = report.resources, report.memory, report.throughput
     ver = report.verification
@@ -214,7 +248,7 @@ def make_row(label: str, record: Variant, report: HardwareReport, build: Path,
         fits=report.fits, status=report.status, overflow=sorted(report.overflow),
         maxfit_fps=None if maxfit is None else maxfit.value,
         maxfit_none_fits=maxfit_searched and maxfit is None, verified=verified,
-        report=str(build / "report.json"))
+        report=str(build / "report.json"), **(maxfit_res or {}))
 
 
 def _legend(reports: list[HardwareReport], maxfits: list[Figure]) -> dict[str, str]:
@@ -242,6 +276,9 @@ def _legend(reports: list[HardwareReport], maxfits: list[Figure]) -> dict[str, s
                              + " | ".join(sorted(capacity)))
     legend["maxfit_fps"] = (distinct([f.source for f in maxfits]) if maxfits else
                             f"folding search ({MAXFIT_FILE}); empty: no search was run")
+    for k in ("LUT", "BRAM_18K", "DSP"):
+        legend[f"maxfit_{k}"] = ("the max-fit folding's FINN estimate (optimal folding: its "
+                                 "confirming estimate build; search: % of board x capacity)")
     return legend
 
 
@@ -264,7 +301,8 @@ def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
     skipped: list[Skipped] = []
     reports: list[HardwareReport] = []
     maxfits: list[Figure] = []
-    for label, run in zip(_run_labels(rundirs), rundirs):
+    labels = _run_labels(rundirs)
+    for label, run in zip(labels, rundirs):
         for vid in run.ids():
             try:
                 record = run.record(vid)
@@ -276,6 +314,8 @@ def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
                     report = load_report(build)
                     maxfit_path = find_maxfit(build, report.board)
                     maxfit = None if maxfit_path is None else read_maxfit(maxfit_path)
+                    maxfit_res = None if maxfit_path is None else read_maxfit_resources(
+                        maxfit_path, {k: f.capacity or 0 for k, f in report.resources.items()})
                 except CheckpointError as exc:
                     skipped.append(Skipped(path=str(build), reason=_reason(exc, build)))
                     continue
@@ -283,8 +323,20 @@ def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
                 if maxfit is not None:
                     maxfits.append(maxfit)
                 rows.append(make_row(label, record, report, build, maxfit,
-                                     maxfit_path is not None))
-    return rows, _legend(reports, maxfits), skipped
+                                     maxfit_path is not None, maxfit_res))
+    return sorted(rows, key=_row_order(rundirs, labels)), _legend(reports, maxfits), skipped
+
+
+def _board_rank(board: str) -> tuple[int, str]:
+    return (BOARD_ORDER.index(board) if board in BOARD_ORDER else len(BOARD_ORDER), board)
+
+
+def _row_order(rundirs: Sequence[RunDir], labels: list[str]):
+    """Rows in one order: run (as given), variant (as the run lists them), board (BOARD_ORDER),
+    then build folder name."""
+    ids = {lab: {v: i for i, v in enumerate(r.ids())} for lab, r in zip(labels, rundirs)}
+    runs = {lab: i for i, lab in enumerate(labels)}
+    return lambda r: (runs[r.run], ids[r.run].get(r.variant, 0), _board_rank(r.board), r.build)
 
 
 # --------------------------------------------------------------------------- Pareto

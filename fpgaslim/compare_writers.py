@@ -41,7 +41,7 @@ def _multi_run(rows: Sequence[ComparisonRow]) -> bool:
 
 CSV_EXTRA = ("run", "parent", "dataset", "board_display", "build", "test_images",
              "onchip_bram18k_equiv", "weight_bits_onchip", "bandwidth_percent", "bottleneck",
-             "status", "maxfit_none_fits", "verified", "report")
+             "status", "maxfit_none_fits", "maxfit_method", "maxfit_URAM", "verified", "report")
 
 
 def to_csv(rows: Sequence[ComparisonRow]) -> str:
@@ -82,13 +82,22 @@ def legend_name(key: str) -> str:
 
 
 def rich_table(rows: Sequence[ComparisonRow], legend: dict[str, str]) -> Any:
-    """A rich Table; the caption holds a short legend (full one in the files)."""
+    """A rich Table whose column headers carry footnote marks [n]; the caption lists every
+    distinct source in full under its mark (sources are never cut to the column width)."""
     from rich.table import Table
 
-    t = Table(title="Variants x boards", caption="acc.: measured in PyTorch; params/MACs/depth:"
-              " counted on the model; hardware: " + legend.get("fps", "no builds"))
+    notes: dict[str, int] = {}
+    marks = {}
     for c in COLUMNS:
-        t.add_column(c.header, justify="left" if c.fmt == "{}" else "right", overflow="fold")
+        if c.key in legend:
+            marks[c.key] = notes.setdefault(legend[c.key], len(notes) + 1)
+    if "percent" in legend:
+        notes.setdefault("(%): " + legend["percent"], len(notes) + 1)
+    caption = "\n".join(f"[{n}] {text}" for text, n in notes.items())
+    t = Table(title="Variants x boards", caption=caption or None, caption_justify="left")
+    for c in COLUMNS:
+        head = f"{c.header} [{marks[c.key]}]" if c.key in marks else c.header
+        t.add_column(head, justify="left" if c.fmt == "{}" else "right", overflow="fold")
     multi = _multi_run(rows)
     for r in rows:
         t.add_row(*[cell(r, c, multi) for c in COLUMNS], style=None if r.fits else "red")

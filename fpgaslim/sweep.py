@@ -19,7 +19,7 @@ import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -71,8 +71,12 @@ class MethodStep(BaseModel):
 
 
 class FoldingSearchSettings(BaseModel):
+    """Max-fit per variant x board: "optimal" (hw/folding_run.py, exact on FINN's per-layer
+    estimates) or "search" (target_fps x mvau_wwidth_max, hw/folding_search.py)."""
+
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
+    method: Literal["optimal", "search"] = "optimal"
     boards: list[str] | None = None  # None: every board of the sweep
     budget: dict[str, float] = Field(default_factory=lambda: {
         "LUT": 85.0, "BRAM_18K": 100.0, "URAM": 100.0, "DSP": 100.0})
@@ -164,10 +168,28 @@ def _build_task(run_path: str, variant_id: str, board: str, build: dict[str, Any
 
 def _maxfit_task(run_path: str, variant_id: str, board: str, build: dict[str, Any],
                  search: dict[str, Any]) -> str:
+    if search.get("method") == "optimal":
+        from fpgaslim.hw.folding_opt import Budget
+        from fpgaslim.hw.folding_run import optimize_variant
+
+        return str(optimize_variant(RunDir(run_path), variant_id, board, build,
+                                    Budget(**search["budget"])))
     from fpgaslim.hw.folding_search import FoldingSearch, search_variant
 
     return str(search_variant(RunDir(run_path), variant_id, board, build,
                               FoldingSearch(**search)))
+
+
+def _maxfit_path(run: RunDir, vid: str, board: str, build: dict[str, Any],
+                 search: FoldingSearchSettings) -> Path:
+    if search.method == "optimal":
+        from fpgaslim.hw.folding_opt import Budget
+        from fpgaslim.hw.folding_run import optfit_path
+
+        return optfit_path(run, vid, board, build, Budget(**search.budget))
+    from fpgaslim.hw.folding_search import maxfit_path
+
+    return maxfit_path(run, vid, board, build)
 
 
 class _Executor:
@@ -263,9 +285,7 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
         if search.enabled:
             for vid in variants:
                 for board in search.boards or config.boards:
-                    from fpgaslim.hw.folding_search import maxfit_path
-
-                    path = maxfit_path(run, vid, board, config.build)
+                    path = _maxfit_path(run, vid, board, config.build, search)
                     maxfit[f"{vid}@{board}"] = str(path)
                     if not path.is_file():
                         search_todo.append((vid, board))
@@ -286,7 +306,8 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
                     work["builds"] += 1
                     bar.advance_sub()
                 futures = [ex.submit(_maxfit_task, str(run.path), vid, board, config.build,
-                                     search.model_dump()) for vid, board in search_todo]
+                                     search.model_dump()) for vid, board in search_todo
+                           if f"{vid}@{board}" not in failures]  # no build, no max-fit
                 for fut in ex.as_completed(futures):
                     fut.result()
                     work["maxfit"] += 1

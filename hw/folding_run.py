@@ -182,7 +182,7 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     result = _result(variant_id, b, budget, report if ok else None, sol if ok else None,
                      default, pct, rounds, cfg_path if ok else None, timings, settings)
     if report is not None:
-        save_report(report, out.parent / "report.json")
+        save_report(report, out.parent / "confirm_report.json")  # not a build folder
     shutil.rmtree(work, ignore_errors=True)  # keep the answer, not 100s of MB of graphs
     atomic_write_json(out, result.model_dump(mode="json"))
     return out
