@@ -40,8 +40,9 @@ def find_build(run, variant_id: str, board: str) -> Path:
                           f"{builds}: run `fpgaslim build {run.path} --variant {variant_id} "
                           f"--board {name}` first")
     if len(done) > 1 and done[0] != builds / name:
-        raise ConfigError(f"several builds of {variant_id!r} for {name} ({', '.join(d.name for d in done)}); "
-                          "verify uses the default-settings build: build it first")
+        names = ", ".join(d.name for d in done)
+        raise ConfigError(f"several builds of {variant_id!r} for {name} ({names}); verify "
+                          "uses the default-settings build: build it first")
     return done[0]
 
 
@@ -96,6 +97,10 @@ def verify_build(run, variant_id: str, board: str, images: int = 20, data=None,
     return v
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f} %"
+
+
 def summary(v: Verification) -> str:
     """One paragraph for the terminal: verified or the first diverging layer."""
     from .verify_layers import describe_failure
@@ -103,8 +108,7 @@ def summary(v: Verification) -> str:
     lv = v.layers
     head = (f"{v.images} images, {v.images_per_s:,.0f} images/s; end to end "
             f"{v.images - v.mismatched_images}/{v.images} identical; hardware accuracy "
-            f"(simulated) {v.hw_accuracy if v.hw_accuracy is not None else float('nan'):.2f} % vs "
-            f"Brevitas {v.brevitas_accuracy if v.brevitas_accuracy is not None else float('nan'):.2f} %")
+            f"(simulated) {_pct(v.hw_accuracy)} vs Brevitas {_pct(v.brevitas_accuracy)}")
     if lv is None:
         return ("verified" if v.verified else "NOT verified") + ": " + head
     layers = (f"{len(lv.layers)} layers checked on {lv.images} images, {lv.errors} errors, "
