@@ -64,9 +64,12 @@ BOARD_ORDER = ("pynq-z1", "pynq-z2", "kv260", "zcu104", "u50", "u250", "u280")
 RECORD_SOURCES = {
     "accuracy": "measured in PyTorch: the Brevitas QAT model on the dataset's test split "
                 "(variant record)",
-    "params": "counted on the PyTorch model (compress/stats.py, variant record)",
-    "macs": "counted on the PyTorch model per conv/linear layer (compress/stats.py)",
-    "depth": "counted on the PyTorch model: conv + linear layers (compress/stats.py)",
+    "params": "counted on the PyTorch model (compress/stats.py, variant record); a QONNX-file "
+              "build (method qonnx-file): on its graph's Conv/MatMul/Gemm weights (hw/api.py)",
+    "macs": "counted on the PyTorch model per conv/linear layer (compress/stats.py); a "
+            "QONNX-file build: per Conv/MatMul/Gemm node of its graph (hw/api.py)",
+    "depth": "counted on the PyTorch model: conv + linear layers (compress/stats.py); a "
+             "QONNX-file build: its Conv/MatMul/Gemm nodes",
 }
 
 
