@@ -135,7 +135,8 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     work = out.parent / "work"
     shutil.rmtree(work, ignore_errors=True)
     timings: dict[str, float] = {}
-    graph = _start_graph(bdir)
+    # only a finished build's graph (an interrupted one may have left a stale folder)
+    graph = _start_graph(bdir) if (bdir / "report.json").is_file() else None
     default = load_report(bdir / "report.json") if (bdir / "report.json").is_file() else None
     if graph is None:  # no earlier build to start from: make one (no Python execution)
         default = build_estimate(vdir / record.qonnx, work / "start", settings, model=model,
