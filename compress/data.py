@@ -249,7 +249,9 @@ def _load_any(name: str, data_dir, download: bool, seed: int):
         xtr, ytr, xte, yte, source, files = _load_cifar(data_dir, download)
     else:
         xtr, ytr, xte, yte, source, files = _load_idx(name, data_dir, download)
-    return xtr, ytr, xte, yte, source, files, CLASS_NAMES[name], Path(source)
+    # the folder `--data-dir` finds the files in again (CIFAR's batches sit one level down)
+    root = Path(source).parent if name == "cifar10" else Path(source)
+    return xtr, ytr, xte, yte, source, files, CLASS_NAMES[name], root
 
 
 def load_dataset(

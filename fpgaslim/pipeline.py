@@ -109,6 +109,12 @@ def export_variant(run: RunDir | str | Path, variant_id: str, data: DataSplits |
 
     run = as_run(run)
     record = run.record(variant_id)
+    if getattr(record.arch, "source", None) == "qonnx":
+        from fpgaslim.errors import ConfigError
+
+        raise ConfigError(f"variant {variant_id!r} of {run.path} is an imported QONNX file "
+                          f"({record.settings.get('file')}): it is QONNX already and has no "
+                          "PyTorch model to export; build it with `fpgaslim build`")
     model = run.load_model(variant_id)
     path = run.variant_dir(variant_id) / QONNX_FILE
     with Timer() as t:
