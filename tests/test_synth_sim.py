@@ -120,3 +120,19 @@ def test_missing_compiler_and_time_limit_are_reported_not_raised(tiny_build, mon
     assert sims and all(s.status == "unavailable" and "C++ compiler" in s.reason for s in sims)
     assert all(x.synth.status in ("timeout", "failed") for x in rtl), [x.synth for x in rtl]
     assert any(x.synth.status == "timeout" and "per-layer limit" in x.synth.reason for x in rtl)
+
+
+def test_cli_build_prints_the_second_opinion(tiny_build):
+    """`fpgaslim build RUN --prefer-rtl --synth yosys --sim verilator`: the same build folder
+    (synth/sim are not part of its key), its saved second opinion printed beside FINN's."""
+    from click.testing import CliRunner
+
+    from fpgaslim.cli import main
+
+    run, _, _, _, _ = tiny_build
+    res = CliRunner().invoke(main, ["build", str(run.path), "--board", "pynq-z1",
+                                    "--prefer-rtl", "--synth", "yosys", "--sim", "verilator",
+                                    "--verify-images", "4"])
+    assert res.exit_code == 0, res.output
+    assert "Second opinion on" in res.output and "Yosys LUT" in res.output
+    assert "Verilator cycles" in res.output and "FMPadding_rtl_0" in res.output
