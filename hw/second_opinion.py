@@ -138,7 +138,8 @@ def run_second_opinion(work: Path, settings, part: str,
            if killed else f"the second-opinion child stopped (code {proc.returncode}): {tail}")
     return SecondOpinion(synth=settings.synth if settings.synth != "none" else None,
                          sim=settings.sim if settings.sim != "none" else None, family=family,
-                         layer_timeout_s=settings.layer_timeout_s, layers=_partial(so_dir),
+                         layer_timeout_s=settings.layer_timeout_s,
+                         layers=_partial(so_dir, time.time() - (time.perf_counter() - t0)),
                          seconds=round(time.perf_counter() - t0, 2), note=why)
 
 
@@ -155,9 +156,12 @@ def _report_progress(prog: Path, seen: int, progress: Callable[[str], None] | No
     return len(lines)
 
 
-def _partial(so_dir: Path) -> list[LayerOpinion]:
+def _partial(so_dir: Path, since: float) -> list[LayerOpinion]:
+    """The layers the child finished before it was stopped (written since `since`)."""
     out = []
-    for f in sorted(so_dir.glob("*/result.json")):
+    for f in sorted(so_dir.glob("*/opinion.json")):
+        if f.stat().st_mtime < since:
+            continue
         try:
             out.append(LayerOpinion.model_validate_json(f.read_text(encoding="utf-8")))
         except ValueError:
@@ -348,6 +352,9 @@ def run_child(job: dict) -> int:
         with _LOCK:
             done[0] += 1
             _progress(so_dir, f"[{done[0]}/{len(nodes)}] {_summary(op)}")
+            if (so_dir / node.name).is_dir():  # for a child stopped at its overall limit
+                (so_dir / node.name / "opinion.json").write_text(op.model_dump_json(),
+                                                                  encoding="utf-8")
         return op
 
     # the work is in Yosys / Verilator child processes: run as many layers at once as there
