@@ -76,8 +76,9 @@ def near_chance_warning(val_acc: float, num_classes: int, epoch: int = 1) -> str
     if num_classes < 2 or val_acc >= 2 * chance:
         return None
     return (f"validation accuracy {val_acc:.1f}% after epoch {epoch} is near chance "
-            f"({chance:.1f}% for {num_classes} classes): the model is not learning. Try a lower "
-            "learning rate (--lr), more bits (e.g. --bits w4a4 or --first-bits 8) or more epochs")
+            f"({chance:.1f}% for {num_classes} classes): the model is not learning. Try another "
+            "learning rate (--lr: lower if the loss jumps, higher if it barely moves), more bits "
+            "(e.g. --bits w4a4 or --first-bits 8) or more epochs")
 
 
 class KDSettings(BaseModel):

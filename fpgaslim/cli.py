@@ -54,7 +54,8 @@ def main() -> None:
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML/TOML file with TrainJob fields; options below override it.")
 @click.option("--model", help="resnet8/14/20/32/56/110, cnv, tfc, sfc, lfc (default "
-              "resnet8), or your own Brevitas model: path/to/file.py:factory or package.module:factory (keyword "
+              "resnet8), or your own Brevitas model: path/to/file.py:factory or "
+              "package.module:factory (keyword "
               "arguments: model_args in --config)")
 @click.option("--dataset", help="digits (default), fashion-mnist, mnist, cifar10, or your own: "
               "folder:PATH (a subfolder of PNG/JPEG per class), npz:PATH (x, y), idx:PATH")

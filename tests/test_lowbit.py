@@ -116,7 +116,7 @@ def test_channel_surgery_keeps_low_bit_scales():
     torch.manual_seed(0)
     model = create_model("tfc", (1, 8, 8), 10, _bits(2, 2), 0.5).eval()
     x = torch.randint(0, 256, (8, 1, 8, 8)).float()
-    # hidden.1 (module hidden.3) is a 2-bit layer: per-output-channel statistics scales, sliced with its channels
+    # group hidden.1 (module hidden.3) is 2-bit: per-output-channel statistics scales
     pruned = remove_channels(model, {"hidden.1": [0, 5, 7]}).model
     keep = [c for c in range(32) if c not in (0, 5, 7)]
     inp = model.input_quant(x / 255).flatten(1)
