@@ -43,7 +43,10 @@ def test_bit_exact_on_real_images(builds, name, board):
     v = r.verification
     assert v is not None and v.images == N_IMAGES
     assert v.integer_exact and v.mismatched_images == 0 and v.max_abs_int_diff == 0
-    assert v.argmax_agreement == 1.0 and v.hw_accuracy == v.brevitas_accuracy
+    assert v.argmax_agreement == 1.0  # over the images without tied top logits
+    # accuracies equal, up to the images whose top two reference logits tie (decided_images)
+    tied = v.images - v.decided_images
+    assert abs(v.hw_accuracy - v.brevitas_accuracy) <= 100 * tied / v.images
     assert v.hw_accuracy >= 80  # trained models, real digits
     assert r.finn_verification == {"finn_onnx_python": "SUCCESS",
                                    "initial_python": "SUCCESS",
