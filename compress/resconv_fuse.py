@@ -27,26 +27,33 @@ class PruneDecision(BaseModel):
     """Which layers went, and why: the record of one pruning step."""
 
     rate: float
-    threshold: float  # |m| below this was pruned
+    by: str = "strength"  # the score: "strength" (|m| * mean|gamma|) or "m" (|m|)
+    threshold: float  # a score (|m| * mean|gamma|, or |m|) below this was pruned
     layers: list[dict]  # per ResConv: name, shortcut, m, g, pruned, prunable
 
 
-def prune(net: ResConvNet, rate: float) -> tuple[ResConvNet, PruneDecision]:
-    """A new network in which round(rate * #ResConvs) layers with the smallest |m| keep only
-    their shortcut (fewer if too few layers are prunable). The input network is not modified."""
+def prune(net: ResConvNet, rate: float, by: str = "strength") -> tuple[ResConvNet, PruneDecision]:
+    """A new network in which round(rate * #ResConvs) layers with the smallest score keep only
+    their shortcut (fewer if too few layers are prunable). The score is what the sparsity
+    penalty acted on: |m| * mean|gamma| (`by="strength"`) or |m| (`"m"`, the paper). The
+    input network is not modified."""
     if not 0.0 <= rate < 1.0:
         raise ConfigError(f"rate {rate}: the pruning rate must be in [0, 1)")
     blocks = net.blocks()
     live = [b for b in blocks if not b.spec.pruned]
-    cands = sorted((b for b in live if b.spec.prunable), key=lambda b: abs(float(b.m.detach())))
+
+    def score(b: ResConv) -> float:
+        return float(b.strength().detach()) if by == "strength" else abs(float(b.m.detach()))
+
+    cands = sorted((b for b in live if b.spec.prunable), key=score)
     k = min(int(round(rate * len(blocks))), len(cands))
     chosen = {id(b) for b in cands[:k]}
     if k == 0:
-        threshold = min((abs(float(b.m.detach())) for b in cands), default=0.0)
+        threshold = min((score(b) for b in cands), default=0.0)
     elif k < len(cands):
-        threshold = 0.5 * (abs(float(cands[k - 1].m.detach())) + abs(float(cands[k].m.detach())))
+        threshold = 0.5 * (score(cands[k - 1]) + score(cands[k]))
     else:
-        threshold = abs(float(cands[-1].m.detach())) * (1 + 1e-6) + 1e-12
+        threshold = score(cands[-1]) * (1 + 1e-6) + 1e-12
     layers, table = [], []
     for layer, mod in zip(net.spec.layers, net.features):
         if isinstance(mod, ResConv):
@@ -54,12 +61,16 @@ def prune(net: ResConvNet, rate: float) -> tuple[ResConvNet, PruneDecision]:
             layer = layer.model_copy(update={"pruned": gone})
             table.append({"name": layer.name, "shortcut": layer.shortcut,
                           "m": None if mod.spec.pruned else float(mod.m.detach()),
+                          "strength": None if mod.spec.pruned
+                          else float(mod.strength().detach()),
+                          "score": None if mod.spec.pruned else score(mod),
                           "g": float(mod.g.detach()), "pruned": gone, "prunable": layer.prunable})
         layers.append(layer)
     new = ResConvNet(net.spec.model_copy(update={"layers": tuple(layers)}))
     keep = new.state_dict().keys()
     new.load_state_dict({k: v for k, v in net.state_dict().items() if k in keep})
-    return new.train(net.training), PruneDecision(rate=rate, threshold=threshold, layers=table)
+    decision = PruneDecision(rate=rate, by=by, threshold=threshold, layers=table)
+    return new.train(net.training), decision
 
 
 @torch.no_grad()
@@ -184,6 +195,60 @@ def float_plain(arch: PlainArch, state: dict[str, torch.Tensor]) -> FloatPlainNe
     net = FloatPlainNet(arch)
     net.load_state_dict(state)
     return net.eval()
+
+
+@torch.no_grad()
+def with_channel_bn(arch: PlainArch, state: dict[str, torch.Tensor],
+                    calibration: torch.Tensor, batch_size: int = 128
+                    ) -> tuple[PlainArch, dict[str, torch.Tensor]]:
+    """The fused network with a BatchNorm after every fused conv, equal to it in float.
+
+    Why (the issue's finding): an identity-fused kernel carries g ~ 1 on its centre tap while
+    the folded conv weights are 0.03-0.1, so a per-tensor 4-bit max-abs scale rounds most of
+    them to zero. Each output channel's weights are divided by their max-abs a_c and the BN
+    takes a_c back: the per-tensor weight quantizer then acts per output channel, and FINN
+    absorbs the BN (like any per-channel scale) into the next MultiThreshold. Its running
+    statistics are the measured mean mu_c and std sigma_c of the normalised conv output on
+    `calibration`, with gamma = a_c sigma_c and beta = a_c mu_c + b_c: eval mode is exact and a
+    train-mode batch starts close to it, so QAT fine-tuning starts where the fused net is
+    (a BN-free fused ResNet's QAT fine-tune diverged on Fashion-MNIST)."""
+    convs = [i for i, spec in enumerate(arch.layers) if isinstance(spec, ConvSpec)
+             and not spec.bn]
+    new_state = dict(state)
+    scale = {}
+    for i in convs:
+        w = state[f"features.{i}.conv.weight"]
+        a = w.abs().amax(dim=(1, 2, 3))
+        scale[i] = torch.where(a > 0, a, torch.ones_like(a))
+        new_state[f"features.{i}.conv.weight"] = w / scale[i].view(-1, 1, 1, 1)
+    net = float_plain(arch, state)
+    sums: dict[int, list[torch.Tensor]] = {i: [] for i in convs}
+    hooks = [net.features[i].conv.register_forward_hook(
+        lambda _m, _inp, out, i=i: sums[i].append(
+            ((out - state[f"features.{i}.conv.bias"].view(1, -1, 1, 1))
+             / scale[i].view(1, -1, 1, 1)).transpose(0, 1).flatten(1)))
+        for i in convs]
+    try:
+        for x in calibration.split(batch_size):
+            net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    layers = list(arch.layers)
+    for i in convs:
+        z = torch.cat(sums[i], dim=1)
+        mu, var = z.mean(dim=1), z.var(dim=1, unbiased=False)
+        var = torch.clamp(var, min=1e-4)
+        eps = 1e-5
+        sigma = torch.sqrt(var + eps)
+        b = new_state.pop(f"features.{i}.conv.bias")
+        new_state.update({
+            f"features.{i}.bn.weight": scale[i] * sigma,
+            f"features.{i}.bn.bias": scale[i] * mu + b,
+            f"features.{i}.bn.running_mean": mu, f"features.{i}.bn.running_var": var,
+            f"features.{i}.bn.num_batches_tracked": torch.zeros((), dtype=torch.long)})
+        layers[i] = layers[i].model_copy(update={"bias": False, "bn": True})
+    return arch.model_copy(update={"layers": tuple(layers)}), new_state
 
 
 @torch.no_grad()

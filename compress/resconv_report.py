@@ -26,14 +26,15 @@ def plot_scales(decision: PruneDecision, lam: float, path: Path, title: str = ""
 
     rows = [r for r in decision.layers if r["m"] is not None]
     names = [r["name"] for r in rows]
-    vals = [abs(r["m"]) for r in rows]
+    vals = [r["score"] if r.get("score") is not None else abs(r["m"]) for r in rows]
     colors = ["tab:red" if r["pruned"] else "tab:blue" for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
     ax1.bar(range(len(vals)), vals, color=colors)
     ax1.axhline(decision.threshold, color="k", ls="--", lw=1,
                 label=f"threshold {decision.threshold:.3g} (rate {decision.rate:.2f})")
     ax1.set_xticks(range(len(vals)), names, rotation=60, ha="right", fontsize=7)
-    ax1.set_ylabel("|m_i| (layer scale)")
+    ax1.set_ylabel("pruning score |m_i| * mean|gamma_i|" if decision.by == "strength"
+                   else "|m_i| (layer scale)")
     ax1.set_xlabel("ResConv layer (red: pruned)")
     ax1.legend(fontsize=8)
     ax2.hist([r["m"] for r in rows], bins=max(5, len(rows) // 2), color="tab:gray")
