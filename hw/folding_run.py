@@ -42,6 +42,9 @@ from .report import HardwareReport, load_report, save_report
 
 OPT_VERSION = "fpgaslim-optfit/1"  # bump when the cost model or the solver changes answers
 MAX_ROUNDS = 3
+#: CBC time for the fewest-LUT folding at the optimal bottleneck (the frame rate itself is
+#: exact either way; past this the best folding found is kept and lut_optimal is False)
+POLISH_S = 15.0
 #: the last saved graph of an estimate build, newest step first
 GRAPH_STEPS = ("step_generate_estimate_reports", "step_transpose_decomposition",
                "step_minimize_bit_width")
@@ -64,6 +67,7 @@ class OptFit(BaseModel):
     dwc_LUT: Figure | None  # data-width converters the folding needs (not in the build's LUT)
     default_fps: Figure | None  # the starting build's (FINN SetFolding at the target)
     predicted: dict[str, float]  # the cost model's own totals (incl. DWCs): evidence only
+    lut_optimal: bool | None = None  # the LUT minimum at this frame rate was proven
     rounds: int
     folding_config: str | None  # file name beside maxfit.json
     timings: dict[str, float]
@@ -158,7 +162,7 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     while rounds < MAX_ROUNDS:
         rounds += 1
         t1 = time.perf_counter()
-        sol = solve(table, limit, at_cycles=None if not at_fps else
+        sol = solve(table, limit, max_seconds=POLISH_S, at_cycles=None if not at_fps else
                     int(1e9 / (settings.clock_ns * at_fps) + 1e-6))
         solve_s += time.perf_counter() - t1
         if sol is None:
@@ -217,6 +221,7 @@ def _result(variant_id: str, b: Any, budget: Budget, report: HardwareReport | No
             report.throughput.bottleneck_cycles.value),
         dwc_LUT=dwc, default_fps=None if default is None else default.throughput.fps,
         predicted={} if sol is None else sol.predicted, rounds=rounds,
+        lut_optimal=None if sol is None else sol.lut_optimal,
         folding_config=None if cfg is None else cfg.name, timings=timings, source=src)
 
 
