@@ -231,8 +231,7 @@ def make_row(label: str, record: Variant, report: HardwareReport, build: Path,
     ver = report.verification
     verified = None
     if ver is not None:
-        verified = (f"{'bit-exact' if ver.integer_exact else 'MISMATCH'} "
-                    f"{ver.images - ver.mismatched_images}/{ver.images}")
+        verified = ver.summary()
     return ComparisonRow(
         run=label, variant=record.id, parent=record.parent, method=record.method,
         dataset=record.dataset, bits=record.arch.bits.tag, board=report.board,

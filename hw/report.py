@@ -265,8 +265,7 @@ def render(report: HardwareReport, console: Any = None) -> Any:
         row(f"OVER: {k}", f)
     if report.verification is not None:
         v = report.verification
-        t.add_row("verification", f"{'bit-exact' if v.integer_exact else 'MISMATCH'} "
-                  f"{v.images - v.mismatched_images}/{v.images}", "", "",
+        t.add_row("verification", v.summary(), "", "",
                   (f"hw acc {v.hw_accuracy}%; " if v.hw_accuracy is not None else
                    "no labels (random inputs); ") + f"{v.source[:40]}...")
     t.add_row("HW layers", ", ".join(f"{k} x{n}" for k, n in report.op_counts.items()), "", "",

@@ -48,6 +48,20 @@ class Verification(BaseModel):
     source: str = ("simulated: Python execution of the folded FINN dataflow graph (generic "
                    "base ops) vs Brevitas (PyTorch, CPU)")
 
+    def summary(self) -> str:
+        """One line for tables: 'bit-exact 20/20', 'verified 19/20, 1 near-tie' (every
+        difference within float64 error of a rounding boundary) or 'MISMATCH 17/20 (first:
+        layer)'. The one place that decides how a verification reads, for every table."""
+        ok = self.images - self.mismatched_images
+        lv = self.layers
+        ties = lv.near_ties if lv is not None else 0
+        note = f", {ties} near-tie{'s' * (ties != 1)}" if ties else ""
+        passed = self.verified if self.verified is not None else self.integer_exact
+        if passed:
+            return f"{'bit-exact' if self.integer_exact else 'verified'} {ok}/{self.images}{note}"
+        first = f" (first: {lv.first_error_layer})" if lv and lv.first_error_layer else ""
+        return f"MISMATCH {ok}/{self.images}{first}"
+
 
 def last_weight_layer(model) -> tuple[str, str]:
     """(node name, output tensor) of the last MVAU/VVAU: its output is the integer accumulator
