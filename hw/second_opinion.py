@@ -317,8 +317,8 @@ def run_child(job: dict) -> int:
     so_dir = work / "second_opinion"
     finn_compat.activate()
     from qonnx.core.modelwrapper import ModelWrapper
-    from finn.util.basic import getHWCustomOp
 
+    getHWCustomOp = finn_compat.builder().getHWCustomOp
     model = ModelWrapper(str(work / "finn" / "intermediate_models" /
                              "step_fpgaslim_layer_table.onnx"))
     res = json.loads((work / "finn" / "report" / "estimate_layer_resources.json")
