@@ -165,8 +165,14 @@ def test_add_model_keeps_weights_and_methods_say_what_they_need(tmp_path, digits
     sys.modules.pop("mynet")  # a later process: re-created from the file, weights_only load
     again = fpgaslim.RunDir(tmp_path / "run").load_model("baseline")
     assert torch.equal(again.fc.weight, net.fc.weight)
-    for method in ("layer-fusion", "dynamic-prune", "resconv"):
+    for method in ("layer-fusion", "layer-importance", "resconv"):
         settings = fpgaslim.get_method(method).Settings.preset("cpu")
         with pytest.raises(ConfigError, match=f"method '{method}' needs .*your own"):
             fpgaslim.run_method(tmp_path / "run", method, "baseline", settings, data=digits)
+    from fpgaslim.errors import UnsupportedLayerError
+
+    settings = fpgaslim.get_method("dynamic-prune").Settings.preset("cpu")
+    with pytest.raises(UnsupportedLayerError, match="no prunable channel group in 'Net'"):
+        fpgaslim.run_method(tmp_path / "run", "dynamic-prune", "baseline", settings,
+                            data=digits)  # a plain float Linear: nothing quantized to measure
     assert fpgaslim.RunDir(tmp_path / "run").ids() == ["baseline"]
