@@ -185,8 +185,8 @@ def load_folder(root: Path) -> Arrays:
     if split:
         test_classes = [d.name for d in _class_dirs(root / "test")]
         if not set(test_classes) <= set(classes):
-            raise DataFormatError(f"{root / 'test'}: classes {sorted(set(test_classes) - set(classes))} "
-                                  "are not in train/")
+            extra = sorted(set(test_classes) - set(classes))
+            raise DataFormatError(f"{root / 'test'}: classes {extra} are not in train/")
         xt, yt, tfiles = _read_images(root / "test", classes if test_classes == classes
                                       else test_classes)
         if test_classes != classes:

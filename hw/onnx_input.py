@@ -173,7 +173,8 @@ def prepare_onnx(src: str | Path, dst: str | Path, where: str | None = None) -> 
     try:
         model = cleanup_model(model)
     except Exception as exc:
-        raise CheckpointError(f"{where or src}: qonnx cannot process this graph ({type(exc).__name__}: "
+        raise CheckpointError(f"{where or src}: qonnx cannot process this graph "
+                              f"({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
     iq = read_input_quant(model, where or str(src))
     iname = model.graph.input[0].name
