@@ -172,7 +172,8 @@ def markdown(rows, speed, tgt, meta) -> str:
         common.markdown_table(speed, SPEED_COLUMNS), "",
         "## Seed-to-seed spread of the baseline (measured, test accuracy)", "",
         "\n".join(f"- {k}: {v}" for k, v in meta.get("spread", {}).items()), "",
-        "## fpgaslim vs magnitude-prune (Torch-Pruning) at equal MACs (+-5 %)", "",
+        "## fpgaslim vs magnitude-prune (Torch-Pruning) at equal MACs (+-5 % of the "
+        "baseline's)", "",
         "Margin: mean over seeds of (method - peer) test accuracy, in points; a win needs "
         ">= 0.5 points and more than the baseline's seed-to-seed range.", "",
         common.markdown_table(meta.get("peers", []), PEER_COLUMNS), "",

@@ -117,7 +117,7 @@ def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
             update={"seed": seed}), progress=False)
         base_macs = run.record(b).macs
         for leaf in leaves(made):
-            cut = round(1 - leaf.macs / base_macs, 2)
+            cut = round(1 - leaf.macs / base_macs, 3)
             if 0.01 <= cut <= 0.95:
                 magnitude_prune.run(run, b, data, peer.model_copy(
                     update={"macs_reduction": cut, "seed": seed}), progress=False)
@@ -137,7 +137,8 @@ def spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def peer_comparison(rows: list[dict[str, Any]], noise: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each fpgaslim method's last variant against magnitude-prune at equal MACs (+-5 %) from
+    """Each fpgaslim method's last variant against magnitude-prune at equal MACs (the MACs
+    reduction within +-5 points, i.e. +-5 % of the baseline's MACs) from
     the same baseline, averaged over the seeds both sides have; the margin is held to the
     baseline's seed-to-seed range."""
     out = []
@@ -149,8 +150,8 @@ def peer_comparison(rows: list[dict[str, Any]], noise: dict[str, Any]) -> list[d
         peers = [r for r in rs if r["method"] == PEER]
         mine = [r for r in rs if r["method"] in FPGASLIM]
         for leaf in leaves_rows(mine):
-            match = [p for p in peers if leaf["macs"] and
-                     abs(p["macs"] - leaf["macs"]) <= 0.05 * leaf["macs"]]
+            match = [p for p in peers if leaf["macs_reduction_pct"] is not None and
+                     abs(p["macs_reduction_pct"] - leaf["macs_reduction_pct"]) <= 5.0]
             if match:
                 p = min(match, key=lambda p: abs(p["macs"] - leaf["macs"]))
                 pairs.setdefault(leaf["label"], []).append((leaf, p))
