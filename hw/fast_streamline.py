@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, contains
 from typing import Any
 
 # ModelWrapper attributes a memo key covers; a wrapper with any other state is not memoized.
@@ -176,6 +177,15 @@ def get_tensor_shape(self: Any, tensor_name: str, fix_missing_init_shape: bool =
     return list(tensor_init.shape)
 
 
+def find_producer(self: Any, tensor_name: str) -> Any:
+    """qonnx's ModelWrapper.find_producer, exactly (the first node with the tensor among its
+    outputs, the same message object the stock loop returns), with the loop in C."""
+    nodes = self._model_proto.graph.node
+    hits = map(contains, map(_OUTPUT, nodes), repeat(tensor_name))
+    return next(compress(nodes, hits), None)
+
+
+_OUTPUT = attrgetter("output")
 _ACTIVE: list[Memo] = []
 
 

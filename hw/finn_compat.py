@@ -272,8 +272,9 @@ STREAMLINE_INTERNALS = {
     "qonnx.util.basic:get_by_name": "282c772dede0ef12",
     "qonnx.core.modelwrapper:ModelWrapper.get_initializer": "acf96b1bc0e0664c",
     "qonnx.core.modelwrapper:ModelWrapper.get_tensor_shape": "f20ed84b49f97332",
+    "qonnx.core.modelwrapper:ModelWrapper.find_producer": "74c71a930439d2c5",
 }
-_FAST_METHODS = ("get_initializer", "get_tensor_shape")  # ModelWrapper methods replaced
+_FAST_METHODS = ("get_initializer", "get_tensor_shape", "find_producer")  # replaced
 
 
 def _internal_source(ref: str) -> str:
