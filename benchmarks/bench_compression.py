@@ -224,7 +224,7 @@ def w2a2_baseline(run: RunDir, data: Any, model: str, epochs: int) -> Variant | 
     a lower learning rate; None (with the reason printed) if its training diverges anyway."""
     from fpgaslim.compress.baseline import BaselineSettings, train_baseline
     from fpgaslim.compress.train import TrainSettings
-    from fpgaslim.errors import TrainingDivergedError
+    from fpgaslim.core.errors import TrainingDivergedError
 
     try:
         return train_baseline(run, data, BaselineSettings(

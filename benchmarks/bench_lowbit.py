@@ -124,7 +124,7 @@ def anchor(tag: str, work: Path, timeout_s: float) -> dict:
 def train_recipe(tag: str, mnist: str | None, train_images: int, epochs: int, width: float,
                  work: Path) -> dict:
     from fpgaslim.compress.data import load_dataset
-    from fpgaslim.errors import DatasetNotFoundError
+    from fpgaslim.core.errors import DatasetNotFoundError
     from fpgaslim.pipeline import TrainJob, train_job
 
     try:

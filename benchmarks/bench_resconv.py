@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (benchmarks/common.py)
 
 from fpgaslim.compress import resconv  # noqa: E402
-from fpgaslim.compress.resconv_report import SKIP_OPS  # noqa: E402
+from fpgaslim.compare import resconv as skip_paths  # noqa: E402
+from fpgaslim.compare.resconv import SKIP_OPS  # noqa: E402
 from fpgaslim.compress.variants import RunDir  # noqa: E402
-from fpgaslim.errors import VerificationError  # noqa: E402
+from fpgaslim.core.errors import VerificationError  # noqa: E402
 from fpgaslim.hw.api import build_variant  # noqa: E402
 
 COLUMNS = [("variant", "variant"), ("lambda", "lambda", "g"),
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({**common.variant_row(v), "lambda": lam, "bit_exact": f"no: {e}"})
             continue
         rows.append(row(v, hw, lam))
-        reports.append(resconv.skip_path_report(base, v, base_hw, hw).markdown())
+        reports.append(skip_paths.skip_path_report(base, v, base_hw, hw).markdown())
     meta = common.recipe_meta(args, data, epochs, t0, rate=args.rate,
                               settings=settings.model_dump(mode="json", by_alias=True))
     common.publish(f"resconv-{tag}", meta, rows, markdown(rows, reports, meta))

@@ -63,7 +63,7 @@ def bench_model(name: str, root: Path, images: int) -> dict:
 
     from fpgaslim.compress.models import create_model
     from fpgaslim.hw.build import BuildSettings, build_estimate
-    from fpgaslim.hw.fast_streamline import canonical_bytes
+    from fpgaslim.hw.streamline_check import canonical_bytes
     from fpgaslim.hw.qonnx_export import export_qonnx
 
     shape, width = MODELS[name]

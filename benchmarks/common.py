@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fpgaslim.atomic import atomic_write_json, atomic_write_text
+from fpgaslim.core.atomic import atomic_write_json, atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -256,7 +256,7 @@ def save_results(name: str, meta: dict[str, Any], rows: list[dict[str, Any]], ma
                  *, extra: dict[str, Any] | None = None,
                  results_dir: str | Path = RESULTS) -> tuple[Path, Path]:
     """Write `<results_dir>/<name>.json` ({"meta", "rows", **extra}) and `<name>.md`, each
-    atomically (`fpgaslim.atomic`). `meta` gets the machine description (`machine()`), the
+    atomically (`fpgaslim.core.atomic`). `meta` gets the machine description (`machine()`), the
     ISO date (UTC) and, unless it has its own, the row field sources (`ROW_SOURCES`); the
     Markdown gets a footer with the machine and the date. Returns (json path, md path)."""
     info = machine()

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .data import DataSplits
 from .models import BitWidths, create_model
 from .train import TrainSettings, evaluate, train
-from .user_model import create_user_model, is_factory_ref
+from .models.user import create_user_model, is_factory_ref
 from .variants import Accuracy, RunDir, Timer, Variant, check_id, describe
 
 
@@ -53,7 +53,7 @@ def train_baseline(run: RunDir, data: DataSplits, settings: BaselineSettings,
                    model: nn.Module | None = None) -> Variant:
     """Train (or resume training) and save the baseline; a finished one is returned as is.
 
-    `model`: your own module (with an `arch` record, compress/user_model.py) instead of the
+    `model`: your own module (with an `arch` record, compress/models/user.py) instead of the
     one `settings.model` names; with `train.epochs == 0` its weights are kept as they are."""
     check_id(variant_id)
     if run.has(variant_id):

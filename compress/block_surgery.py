@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.errors import ConfigError
 
 from .models import BlockSpec, ResNetArch, build_model
 

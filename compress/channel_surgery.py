@@ -27,9 +27,10 @@ import torch_pruning as tp
 from brevitas.nn import QuantConv2d, QuantLinear
 from torch import nn
 
-from fpgaslim.errors import ConfigError, UnsupportedLayerError
+from fpgaslim.core.errors import ConfigError, UnsupportedLayerError
 
 from .models import BlockSpec, ConvSpec, PlainArch, ResNetArch, build_model
+from .models.quant import non_channel_params
 
 GroupKind = Literal["inner", "residual", "conv", "hidden"]
 
@@ -82,7 +83,7 @@ def prunable_groups(model: nn.Module, residual: bool = False) -> list[ChannelGro
             groups.append(ChannelGroup(f"hidden.{j}", "hidden", f"hidden.{3 * j}",
                                        (f"hidden.{3 * j + 2}",), arch.hidden[j]))
     elif getattr(arch, "kind", None) == "user":  # your own model: groups traced by DepGraph
-        from .user_model import user_channel_groups
+        from .models.user import user_channel_groups
 
         groups += [ChannelGroup(root, kind, root, (act,), width)
                    for root, kind, act, width in user_channel_groups(model)]
@@ -121,15 +122,6 @@ def _quant_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def _out_channels(m: nn.Module) -> int:
     return m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-
-
-def _not_channel_params(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters TP must leave alone: quantizer scales and omegas are per-tensor scalars
-    here (TP would otherwise guess a dimension to cut, see its 'unwrapped parameters')."""
-    owned = {id(p) for m in model.modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d))
-             for p in m.parameters(recurse=False)}
-    return [p for p in model.parameters() if id(p) not in owned]
 
 
 def _updated_arch(model: nn.Module):
@@ -192,7 +184,7 @@ def remove_channels(model: nn.Module, plan: Mapping[str, Sequence[int]],
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dg.build_dependency(work, example_inputs=torch.zeros(1, *work.arch.in_shape),
-                            ignored_params=_not_channel_params(work), verbose=False)
+                            ignored_params=non_channel_params(work), verbose=False)
     out_cut: dict[str, list[int]] = {}
     mods = dict(work.named_modules())
     for name, idxs in plan.items():

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from fpgaslim.errors import DatasetNotFoundError, UnknownNameError
+from fpgaslim.core.errors import DatasetNotFoundError, UnknownNameError
 
 from .data_sources import content_hash, load_spec, parse_spec, read_idx
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fpgaslim.errors import DatasetNotFoundError
+from fpgaslim.core.errors import DatasetNotFoundError
 
 SPEC_KINDS = ("folder", "npz", "idx")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}

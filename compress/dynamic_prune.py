@@ -34,8 +34,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from fpgaslim.atomic import atomic_write, atomic_write_json
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.atomic import atomic_write, atomic_write_json
+from fpgaslim.core.errors import ConfigError
 
 from .channel_surgery import remove_channels, thin_layers
 from .data import DataSplits

@@ -32,8 +32,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from fpgaslim.atomic import atomic_write, atomic_write_json
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.atomic import atomic_write, atomic_write_json
+from fpgaslim.core.errors import ConfigError
 
 from .block_surgery import BlockInfo, list_blocks, remove_blocks, resnet_arch_of
 from .data import DataSplits

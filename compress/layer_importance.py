@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from fpgaslim.atomic import atomic_write, atomic_write_json
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.atomic import atomic_write, atomic_write_json
+from fpgaslim.core.errors import ConfigError
 
 from .block_surgery import list_blocks, present_blocks, remove_blocks, resnet_arch_of, set_omegas
 from .data import DataSplits

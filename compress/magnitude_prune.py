@@ -30,10 +30,11 @@ import torch_pruning as tp
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from fpgaslim.atomic import atomic_write_json
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.atomic import atomic_write_json
+from fpgaslim.core.errors import ConfigError
 
-from .channel_surgery import _not_channel_params, prunable_groups, remove_channels
+from .channel_surgery import prunable_groups, remove_channels
+from .models.quant import non_channel_params
 from .data import DataSplits
 from .dynamic_prune import _save_model
 from .stats import count_macs
@@ -110,7 +111,7 @@ def select_channels(model: nn.Module, ratio: float, settings: Settings) -> dict[
     # keeps the classes; ignoring the stream convs (stem, conv2, shortcuts) keeps the streams
     kinds = (nn.Linear,) if settings.residual else (nn.Conv2d, nn.Linear)
     ignored: list = [m for m in work.modules() if isinstance(m, kinds) and id(m) not in roots]
-    ignored += _not_channel_params(work)
+    ignored += non_channel_params(work)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pruner = tp.pruner.MagnitudePruner(

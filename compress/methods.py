@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from fpgaslim.errors import UnknownNameError
+from fpgaslim.core.errors import UnknownNameError
 
 METHODS: dict[str, str] = {
     "dynamic-prune": "fpgaslim.compress.dynamic_prune",

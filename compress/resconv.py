@@ -18,7 +18,8 @@ What makes it survive quantization (the issue's findings on Fashion-MNIST ResNet
   * the QAT fine-tune warms up (`finetune_warmup` epochs), clips gradients
     (`finetune_clip`) at a low lr.
 For a FINN dataflow accelerator the fused network needs no DuplicateStreams, no
-elementwise adds and no skip-path FIFOs; `skip_path_report` shows what that saves.
+elementwise adds and no skip-path FIFOs; `fpgaslim.compare.resconv.skip_path_report` shows
+what that saves.
 """
 
 from __future__ import annotations
@@ -27,21 +28,18 @@ import copy
 import hashlib
 import json
 import re
-from pathlib import Path
-
-import torch
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fpgaslim.errors import UnknownNameError
+from fpgaslim.core.errors import UnknownNameError
 
 from .data import DataSplits
 from .resconv_fuse import FloatPlainNet, float_plain, fuse, prune, requantize, with_channel_bn
 from .resconv_net import ResConvNet, load_resconv, save_resconv, sparsity_loss, to_resconv
-from .resconv_report import (SKIP_OPS, SkipPathComparison, plot_scales, saved_skip_path_report,
-                             skip_path_report)
-from .train import TrainResult, TrainSettings, evaluate, predict, train
+from .resconv_report import plot_scales
+from .train import TrainResult, TrainSettings, evaluate, train
 from .variants import Accuracy, RunDir, Timer, Variant, describe
 
 METHOD = "resconv"
@@ -140,7 +138,7 @@ def sparse_train(run: RunDir, parent: str, data: DataSplits, settings: Settings,
     meta = {"init_val": init_val, "val": evaluate(net, data.val), "seconds": t.seconds,
             "history": result.history, "scales": net.scales()}
     save_resconv(net, done)
-    from fpgaslim.atomic import atomic_write_json
+    from fpgaslim.core.atomic import atomic_write_json
 
     atomic_write_json(info, meta)
     (work / "sparse-state.pt").unlink(missing_ok=True)
@@ -240,5 +238,4 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     return [record]
 
 
-__all__ = ["SKIP_OPS", "Settings", "SkipPathComparison", "run", "saved_skip_path_report",
-           "skip_path_report", "sparse_train"]
+__all__ = ["Settings", "run", "sparse_train"]

@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from fpgaslim.errors import CheckpointError, ConfigError
+from fpgaslim.core.errors import CheckpointError, ConfigError
 
 from .models.arch import AvgPoolSpec, ConvSpec, PlainArch, PoolSpec
 from .models.plain import QuantPlainNet

@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from fpgaslim.errors import UnsupportedLayerError
+from fpgaslim.core.errors import UnsupportedLayerError
 
 from .models.arch import AvgPoolSpec, BitWidths, PoolSpec
 from .models.plain import ConvBNAct, QuantPlainNet
@@ -247,7 +247,7 @@ def to_resconv(model: nn.Module) -> ResConvNet:
         heads = [(lin[j], lin[j + 1]) for j in range(0, len(lin), 3)]
         hidden, head_bias = tuple(arch.hidden), arch.head_bias
     elif isinstance(model, QuantResNet):
-        from fpgaslim.hw.qonnx_export import fold_omegas
+        from .models.fold import fold_omegas
 
         model = fold_omegas(model)
         b.conv("stem", model.stem, model.stem_bn)
@@ -278,7 +278,7 @@ def to_resconv(model: nn.Module) -> ResConvNet:
 
 def save_resconv(net: ResConvNet, path) -> None:
     """Spec as JSON text plus tensors: loadable with torch.load(weights_only=True)."""
-    from fpgaslim.atomic import atomic_write
+    from fpgaslim.core.atomic import atomic_write
 
     payload = {"spec": net.spec.model_dump_json(),
                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}

@@ -20,8 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from fpgaslim.atomic import atomic_write
-from fpgaslim.errors import CheckpointError, TrainingDivergedError
+from fpgaslim.core.atomic import atomic_write
+from fpgaslim.core.errors import CheckpointError, TrainingDivergedError
 
 
 class TrainSettings(BaseModel):

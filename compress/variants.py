@@ -18,8 +18,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from fpgaslim.atomic import atomic_write, atomic_write_text
-from fpgaslim.errors import CheckpointError, ConfigError
+from fpgaslim.core.atomic import atomic_write, atomic_write_text
+from fpgaslim.core.errors import CheckpointError, ConfigError
 
 from .models import Arch, build_model
 from .stats import conv_depth, count_macs, count_params, layer_widths

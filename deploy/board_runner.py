@@ -28,7 +28,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from fpgaslim.errors import BundleError, ConfigError, FpgaslimError, ToolMissingError
+from fpgaslim.core.errors import BundleError, ConfigError, FpgaslimError, ToolMissingError
 
 from .manifest import sha256_file, unpack, verify_manifest
 

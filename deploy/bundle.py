@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fpgaslim.errors import BundleError, ConfigError
+from fpgaslim.core.errors import BundleError, ConfigError
 
 from .manifest import pack, write_manifest
 

@@ -17,7 +17,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fpgaslim.errors import BundleError
+from fpgaslim.core.errors import BundleError
 
 MANIFEST = "manifest.json"
 FORMAT = "fpgaslim-bundle/1"

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
-from fpgaslim.errors import ConfigError, ToolMissingError
+from fpgaslim.core.errors import ConfigError, ToolMissingError
 
 
 class Remote:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fpgaslim.errors import BundleError, FpgaslimError
+from fpgaslim.core.errors import BundleError, FpgaslimError
 
 SOURCE = ("simulated: Python execution of the bundle's folded FINN dataflow graph "
           "(generic base ops), CPU")

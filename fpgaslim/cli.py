@@ -13,7 +13,7 @@ from typing import Any, Callable
 import click
 from pydantic import BaseModel
 
-from fpgaslim.errors import FpgaslimError
+from fpgaslim.core.errors import FpgaslimError
 
 
 def _handle_errors(fn: Callable) -> Callable:
@@ -73,7 +73,7 @@ def main() -> None:
 @_handle_errors
 def train(run: Path, config: Path | None, **opts: Any) -> None:
     """Train a baseline QAT model into RUN (resumes if interrupted)."""
-    from fpgaslim.config import parse_bits, read_config_file, validate
+    from fpgaslim.core.config import parse_bits, read_config_file, validate
     from fpgaslim.pipeline import TrainJob, train_job
 
     data = read_config_file(config) if config else {}
@@ -186,7 +186,7 @@ def _method_command(name: str) -> click.Command:
     @_handle_errors
     def callback(run: Path, variant_id: str, preset: str, config: Path | None,
                  data_dir: str | None, **opts: Any) -> None:
-        from fpgaslim.config import read_config_file, validate
+        from fpgaslim.core.config import read_config_file, validate
         from fpgaslim.pipeline import run_method
 
         base = settings_cls.preset(preset).model_dump(by_alias=True)
@@ -336,7 +336,7 @@ def verify(run: Path, variant_id: str, board: str, images: int, as_json: bool) -
     v = verify_job(run, variant_id, board, images=images)
     click.echo(v.model_dump_json(indent=2) if as_json else summary(v))
     if not v.verified:
-        from fpgaslim.errors import VerificationError
+        from fpgaslim.core.errors import VerificationError
 
         sys.exit(VerificationError.exit_code)
 
@@ -372,7 +372,7 @@ def maxfit(run: Path, variant_id: str, board: str, method: str, budget_lut: floa
     import json
 
     from fpgaslim.compress.variants import RunDir
-    from fpgaslim.config import validate
+    from fpgaslim.core.config import validate
     from fpgaslim.hw.folding_opt import Budget
     from fpgaslim.hw.folding_run import maxfit as run_maxfit
 

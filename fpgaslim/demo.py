@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fpgaslim.config import validate
+from fpgaslim.core.config import validate
 from fpgaslim.sweep import SweepConfig
 
 DEMO = {

@@ -57,13 +57,13 @@ def train_job(run: RunDir | str | Path, job: TrainJob, data: DataSplits | None =
               progress: bool | None = None) -> Variant:
     """Train the baseline of a run (resumes an interrupted training; a finished one is kept)."""
     from fpgaslim.compress.models import make_arch
-    from fpgaslim.compress.user_model import is_factory_ref, resolve
+    from fpgaslim.compress.models.user import is_factory_ref, resolve
 
     # fail fast on an unknown model name or a missing factory, before loading data
     if is_factory_ref(job.model):
         resolve(job.model)
         if job.width != 1.0 or job.bits != BitWidths():
-            from fpgaslim.errors import ConfigError
+            from fpgaslim.core.errors import ConfigError
 
             raise ConfigError(f"--bits/--width (bits, width) are for the zoo models; your model "
                               f"{job.model!r} sets its own: pass its arguments as model_args")
@@ -85,7 +85,7 @@ def add_model(run: RunDir | str | Path, module, data: DataSplits | DataSettings 
     record that re-creates it (`factory`, a callable or 'file.py:name'; default the module's
     own class, called with `kwargs`). Then it exports, builds, compares and deploys like a
     zoo model."""
-    from fpgaslim.compress.user_model import adopt_module
+    from fpgaslim.compress.models.user import adopt_module
 
     run = as_run(run)
     if run.has(variant_id):
@@ -110,7 +110,7 @@ def export_variant(run: RunDir | str | Path, variant_id: str, data: DataSplits |
     run = as_run(run)
     record = run.record(variant_id)
     if getattr(record.arch, "source", None) == "qonnx":
-        from fpgaslim.errors import ConfigError
+        from fpgaslim.core.errors import ConfigError
 
         raise ConfigError(f"variant {variant_id!r} of {run.path} is an imported QONNX file "
                           f"({record.settings.get('file')}): it is QONNX already and has no "
@@ -136,7 +136,7 @@ def run_method(run: RunDir | str | Path, method: str, parent: str, settings: Bas
                progress: bool | None = None) -> list[Variant]:
     """Run one compression method on variant `parent`; returns the new variants."""
     from fpgaslim.compress.methods import get_method
-    from fpgaslim.compress.user_model import require_zoo
+    from fpgaslim.compress.models.user import require_zoo
 
     run = as_run(run)
     module = get_method(method)
@@ -151,7 +151,7 @@ def run_chain(run: RunDir | str | Path, parent: str, preset: str = "cpu",
     """Dynamic channel pruning followed by layer fusion (the paper's full method)."""
     from fpgaslim.compress import dynamic_prune, layer_fusion
 
-    from fpgaslim.compress.user_model import require_zoo
+    from fpgaslim.compress.models.user import require_zoo
 
     run = as_run(run)
     require_zoo(run.record(parent).arch, "dynamic-prune+fuse")
@@ -164,7 +164,7 @@ def build_job(run: RunDir | str | Path, variant_id: str, board: str,
               overrides: dict | None = None, verify_images: int = 20, bitfile: bool = False,
               data: DataSplits | None = None):
     """FINN build of one variant for one board; returns its HardwareReport."""
-    from fpgaslim.config import validate
+    from fpgaslim.core.config import validate
     from fpgaslim.hw.api import build_variant
     from fpgaslim.hw.build import BuildSettings
 
@@ -187,7 +187,7 @@ def verify_job(run: RunDir | str | Path, variant_id: str, board: str, images: in
 
     run = as_run(run)
     if not run.has(variant_id):
-        from fpgaslim.errors import ConfigError
+        from fpgaslim.core.errors import ConfigError
 
         raise ConfigError(f"run {run.path} has no variant {variant_id!r} (see `fpgaslim info "
                           f"{run.path}`)")
@@ -199,7 +199,7 @@ def build_onnx_job(path: str | Path, board: str, out: str | Path | None = None,
                    verify_images: int = 20):
     """`fpgaslim build MODEL.onnx`: FINN build of a QONNX / FINN-ONNX file (hw.api.build_onnx);
     returns its HardwareReport."""
-    from fpgaslim.config import validate
+    from fpgaslim.core.config import validate
     from fpgaslim.hw.api import build_onnx
     from fpgaslim.hw.build import BuildSettings
 

@@ -23,10 +23,10 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fpgaslim.atomic import atomic_write_json
+from fpgaslim.core.atomic import atomic_write_json
 from fpgaslim.compress.variants import RunDir
-from fpgaslim.config import validate
-from fpgaslim.errors import ConfigError, FpgaslimError
+from fpgaslim.core.config import validate
+from fpgaslim.core.errors import ConfigError, FpgaslimError
 from fpgaslim.pipeline import TrainJob, as_run, train_job
 
 CHAIN = "dynamic-prune+fuse"
@@ -127,7 +127,7 @@ class SweepConfig(BaseModel):
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
-    from fpgaslim.config import read_config_file
+    from fpgaslim.core.config import read_config_file
 
     data = read_config_file(path)
     base = Path(path).resolve().parent

@@ -45,7 +45,7 @@ def build_dir_for(run: RunDir, variant_id: str, settings: BuildSettings) -> Path
 
 def _check_export(run: RunDir, variant_id: str, path: Path) -> None:
     """A damaged export of a variant: say so, and how to write it again."""
-    from fpgaslim.errors import CheckpointError
+    from fpgaslim.core.errors import CheckpointError
 
     from .onnx_input import open_onnx
 
@@ -144,11 +144,11 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
     sha256, the input quantizer), the prepared graph and the verification inputs. A folder
     that already holds this file is reused; one that holds another file (or this path with
     other contents) is an error."""
-    from fpgaslim.atomic import atomic_write_text
+    from fpgaslim.core.atomic import atomic_write_text
     from fpgaslim.compress.data import load_dataset
     from fpgaslim.compress.models.arch import UserArch, UserBits
     from fpgaslim.compress.variants import Accuracy, Variant
-    from fpgaslim.errors import ConfigError
+    from fpgaslim.core.errors import ConfigError
 
     from .onnx_input import (open_onnx, prepare_onnx, random_integers, sha256_file,
                              to_integers)

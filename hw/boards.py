@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fpgaslim.errors import ConfigError, UnknownNameError
+from fpgaslim.core.errors import ConfigError, UnknownNameError
 
 RESOURCES = ("LUT", "FF", "BRAM_18K", "URAM", "DSP")
 

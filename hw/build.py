@@ -24,8 +24,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from fpgaslim.atomic import atomic_write_json
-from fpgaslim.errors import (BuildTimeoutError, FpgaslimError, ToolMissingError,
+from fpgaslim.core.atomic import atomic_write_json
+from fpgaslim.core.errors import (BuildTimeoutError, FpgaslimError, ToolMissingError,
                              UnsupportedLayerError)
 
 from . import finn_compat
@@ -219,7 +219,7 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
 
     open_onnx(onnx_path)  # a missing / truncated / non-ONNX file: a clear error, not the child's
     if images is None:
-        from fpgaslim.errors import ConfigError
+        from fpgaslim.core.errors import ConfigError
 
         raise ConfigError("build_estimate needs real input images (verification input)")
     x = images.detach().cpu().float()

@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from fpgaslim.errors import UnsupportedLayerError
+from fpgaslim.core.errors import UnsupportedLayerError
 
 from . import finn_compat
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fpgaslim.errors import ToolMissingError
+from fpgaslim.core.errors import ToolMissingError
 
 EXPECTED_FINN_VERSION = "1.6.1"
 FINN_DIST = "finn-plus"

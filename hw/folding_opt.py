@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.errors import ConfigError
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 

@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from fpgaslim.atomic import atomic_write_json
+from fpgaslim.core.atomic import atomic_write_json
 from fpgaslim.compress.data import load_dataset
 from fpgaslim.compress.variants import RunDir
-from fpgaslim.errors import BuildTimeoutError, FpgaslimError
+from fpgaslim.core.errors import BuildTimeoutError, FpgaslimError
 
 from . import finn_compat
 from .api import build_dir_for
@@ -244,7 +244,7 @@ def maxfit(run: RunDir, variant_id: str, board: str, method: str = "optimal",
                 "default_fps": None if r.default_fps is None else r.default_fps.value,
                 "timings": r.timings, "source": r.source, "path": str(path)}
     if method != "search":
-        from fpgaslim.errors import ConfigError
+        from fpgaslim.core.errors import ConfigError
 
         raise ConfigError(f"maxfit --method {method!r}: use 'optimal' or 'search'")
     from .folding_search import FoldingSearch, load_maxfit, search_variant

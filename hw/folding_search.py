@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fpgaslim.atomic import atomic_write_json
+from fpgaslim.core.atomic import atomic_write_json
 from fpgaslim.compress.data import load_for_variant
 from fpgaslim.compress.variants import RunDir
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from fpgaslim.errors import CheckpointError, ConfigError, UnsupportedLayerError
+from fpgaslim.core.errors import CheckpointError, ConfigError, UnsupportedLayerError
 
 _SHAPE_OPS = {"Reshape", "Flatten", "Transpose", "Identity", "Squeeze", "Unsqueeze"}
 INT_INPUT = "fpgaslim_int_input"

@@ -3,7 +3,6 @@ real test images (qonnx's own executor, the same one FINN starts from)."""
 
 from __future__ import annotations
 
-import copy
 import warnings
 from pathlib import Path
 
@@ -12,8 +11,9 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from fpgaslim.atomic import atomic_write
-from fpgaslim.errors import CheckpointError
+from fpgaslim.core.atomic import atomic_write
+from fpgaslim.compress.models.fold import fold_omegas
+from fpgaslim.core.errors import CheckpointError
 
 
 class ExportCheck(BaseModel):
@@ -22,20 +22,6 @@ class ExportCheck(BaseModel):
     argmax_agreement: float  # fraction of decided images (see `ties`) with identical argmax
     ties: int = 0  # images whose top two PyTorch logits are within the float tolerance
     source: str = "qonnx execution vs PyTorch (Brevitas), CPU"
-
-
-def fold_omegas(model: nn.Module) -> nn.Module:
-    """Return a copy with learned residual scales (x + w*F(x)) folded into the block's last BN,
-    which is exact and leaves no extra Mul for FINN to streamline."""
-    model = copy.deepcopy(model)
-    for m in model.modules():
-        omega = getattr(m, "omega", None)
-        if isinstance(omega, nn.Parameter) and hasattr(m, "bn2"):
-            with torch.no_grad():
-                m.bn2.weight.mul_(omega)
-                m.bn2.bias.mul_(omega)
-            m.omega = None
-    return model
 
 
 def export_qonnx(model: nn.Module, path: str | Path) -> Path:

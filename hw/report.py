@@ -12,13 +12,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fpgaslim.atomic import atomic_write_json, atomic_write_text
-from fpgaslim.errors import CheckpointError
+from fpgaslim.core.atomic import atomic_write_json, atomic_write_text
+from fpgaslim.core.errors import CheckpointError
 
 from .boards import Board
 from .figure import Figure
 from .offchip import OffChipTraffic, offchip_traffic
-from .bitfile import PostSynthesis
+from .postsynth import PostSynthesis
 from .second_opinion import SecondOpinion
 from .verify import Verification
 

@@ -12,7 +12,6 @@ divided by its output scale are the same integers (FINN_NOTES: bit-exact on real
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,10 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from fpgaslim.errors import VerificationError
+from fpgaslim.core.errors import VerificationError
 
-from .qonnx_export import decided_images, fold_omegas
-from .verify_layers import LayerCheck, LayerVerification
+from .qonnx_export import decided_images
+from .verify_layers import LayerCheck, LayerVerification, reference_model
 
 LAST_STEP = "step_fpgaslim_layer_table"
 
@@ -185,30 +184,9 @@ def brevitas_reference(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     float64. Seen on a pruned ResNet-14: one 8-bit fc weight one level off moved the last
     accumulator by up to 17 on 14 of 20 images, while the float32 model, the QONNX export and
     the hardware graph all agreed."""
-    exported = fold_omegas(copy.deepcopy(model)).cpu().eval()
-    reference = copy.deepcopy(exported).double()
-    _use_exported_weights(exported, reference)
+    reference = reference_model(model)
     with torch.no_grad():
         return reference(images.double()).numpy()
-
-
-def _use_exported_weights(exported: nn.Module, reference: nn.Module) -> None:
-    """Make every quantized layer of the float64 `reference` use the integer weights (and
-    scale) that float32 `exported` quantizes to, instead of requantizing in float64."""
-    from brevitas.nn.quant_layer import QuantWeightBiasInputOutputLayer
-    from brevitas.quant_tensor import IntQuantTensor
-
-    layers = dict(exported.named_modules())
-    for name, layer in reference.named_modules():
-        if not (isinstance(layer, QuantWeightBiasInputOutputLayer)
-                and layer.weight_quant.is_quant_enabled):
-            continue
-        with torch.no_grad():
-            qt = layers[name].quant_weight()
-        scale, zero = qt.scale.double(), qt.zero_point.double()
-        frozen = IntQuantTensor((qt.int().double() - zero) * scale, scale, zero,
-                                qt.bit_width.double(), qt.signed, False)
-        layer.quant_weight = lambda *args, _qt=frozen, **kwargs: _qt  # type: ignore[method-assign]
 
 
 def output_map(hw_int: np.ndarray, hw_out: np.ndarray, last_layer: str
@@ -317,7 +295,7 @@ def _check_layers(layer_npz: Path, model: nn.Module, images: torch.Tensor, hw_in
                   scale: float, bias: np.ndarray, last_layer: str) -> LayerVerification:
     """hw/verify_layers.py's per-layer check, with the last accumulator compared like the
     logits above (fed: from the hardware's own last activations)."""
-    from .verify_layers import reference_model, verify_layers
+    from .verify_layers import verify_layers
 
     def logits_check(fed: np.ndarray, free: np.ndarray, k: int) -> LayerCheck:
         d = int_diff(fed.reshape(k, -1), hw_int[:k], scale, bias)

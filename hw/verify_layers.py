@@ -229,9 +229,9 @@ def verify_layers(hw_npz: Path, reference: nn.Module, images: torch.Tensor,
 
 
 def reference_model(model: nn.Module) -> nn.Module:
-    """The float64 reference of hw/verify.py (omegas folded, float32 integer weights)."""
+    """The float64 reference of hw/verify.py (omegas folded, float32 integer weights; why:
+    `verify.brevitas_reference`)."""
     from .qonnx_export import fold_omegas
-    from .verify import _use_exported_weights
 
     exported = fold_omegas(copy.deepcopy(model)).cpu().eval()
     reference = copy.deepcopy(exported).double()
@@ -249,3 +249,22 @@ def describe_failure(lv: LayerVerification) -> str:
     return (f"first diverging layer {c.layer} (reference {c.reference}): {c.errors} of "
             f"{c.elements} elements on {c.images_with_errors}/{lv.images} images differ, max "
             f"{c.max_level_diff:g} levels{band}; {c.first_difference}")
+
+
+def _use_exported_weights(exported: nn.Module, reference: nn.Module) -> None:
+    """Make every quantized layer of the float64 `reference` use the integer weights (and
+    scale) that float32 `exported` quantizes to, instead of requantizing in float64."""
+    from brevitas.nn.quant_layer import QuantWeightBiasInputOutputLayer
+    from brevitas.quant_tensor import IntQuantTensor
+
+    layers = dict(exported.named_modules())
+    for name, layer in reference.named_modules():
+        if not (isinstance(layer, QuantWeightBiasInputOutputLayer)
+                and layer.weight_quant.is_quant_enabled):
+            continue
+        with torch.no_grad():
+            qt = layers[name].quant_weight()
+        scale, zero = qt.scale.double(), qt.zero_point.double()
+        frozen = IntQuantTensor((qt.int().double() - zero) * scale, scale, zero,
+                                qt.bit_width.double(), qt.signed, False)
+        layer.quant_weight = lambda *args, _qt=frozen, **kwargs: _qt  # type: ignore[method-assign]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fpgaslim.errors import BuildTimeoutError, ConfigError, FpgaslimError
+from fpgaslim.core.errors import BuildTimeoutError, ConfigError, FpgaslimError
 
 from .verify import LAST_STEP, Verification, compare
 

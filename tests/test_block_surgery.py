@@ -10,7 +10,7 @@ from fpgaslim.compress.block_surgery import list_blocks, remove_blocks, set_omeg
 from fpgaslim.compress.models import create_model
 from fpgaslim.compress.models.resnet import resnet_arch
 from fpgaslim.compress.variants import Accuracy, RunDir, Variant, describe, load_checkpoint
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.errors import ConfigError
 
 
 def _randomized(model: torch.nn.Module) -> torch.nn.Module:

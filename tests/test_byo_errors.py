@@ -154,7 +154,7 @@ def test_add_model_keeps_weights_and_methods_say_what_they_need(tmp_path, digits
     import torch
 
     import fpgaslim
-    from fpgaslim.errors import ConfigError
+    from fpgaslim.core.errors import ConfigError
 
     (tmp_path / "mynet.py").write_text(NET, encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -169,7 +169,7 @@ def test_add_model_keeps_weights_and_methods_say_what_they_need(tmp_path, digits
         settings = fpgaslim.get_method(method).Settings.preset("cpu")
         with pytest.raises(ConfigError, match=f"method '{method}' needs .*your own"):
             fpgaslim.run_method(tmp_path / "run", method, "baseline", settings, data=digits)
-    from fpgaslim.errors import UnsupportedLayerError
+    from fpgaslim.core.errors import UnsupportedLayerError
 
     settings = fpgaslim.get_method("dynamic-prune").Settings.preset("cpu")
     with pytest.raises(UnsupportedLayerError, match="no prunable channel group in 'Net'"):

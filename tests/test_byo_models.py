@@ -97,7 +97,7 @@ def test_dynamic_pruning_of_a_user_model_reloads_and_builds_bit_exact(cnn_run, d
 
 def test_block_methods_need_the_zoo_resnets(cnn_run, digits):
     from fpgaslim.compress import layer_fusion
-    from fpgaslim.errors import ConfigError
+    from fpgaslim.core.errors import ConfigError
     from fpgaslim.pipeline import run_method
 
     run, _ = cnn_run

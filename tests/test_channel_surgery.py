@@ -9,7 +9,7 @@ from fpgaslim.compress.channel_surgery import prunable_groups, remove_channels, 
 from fpgaslim.compress.models import create_model
 from fpgaslim.compress.sparsity import SparsityReport, channel_sparsity, select_channels
 from fpgaslim.compress.variants import RunDir, load_checkpoint
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.errors import ConfigError
 
 
 def _kill(block, channels: list[int]) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from fpgaslim.compare import COLUMNS, compare_runs, pareto_front
-from fpgaslim.compare_writers import cell
-from fpgaslim.errors import ConfigError, UnknownNameError
+from fpgaslim.compare.writers import cell
+from fpgaslim.core.errors import ConfigError, UnknownNameError
 from fpgaslim.hw.figure import Figure
 from fpgaslim.hw.folding_search import MaxFit
 from fpgaslim.hw.report import load_report

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fpgaslim.compress.data import DEBIAN_FASHION_MNIST, load_dataset
-from fpgaslim.errors import DatasetNotFoundError, UnknownNameError
+from fpgaslim.core.errors import DatasetNotFoundError, UnknownNameError
 
 
 def test_digits_splits_are_disjoint_seeded_and_uint8_range(digits):

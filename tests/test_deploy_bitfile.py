@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fpgaslim.errors import ToolMissingError, UnknownNameError
+from fpgaslim.core.errors import ToolMissingError, UnknownNameError
 from fpgaslim.hw import finn_compat
 from fpgaslim.hw.bitfile import (HARDWARE_STEPS, bitfile_config, build_bitfile, parse_wns,
                                  read_post_synth, require_tools, resolve_board)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fpgaslim.deploy.manifest import pack, unpack, verify_manifest, write_manifest
-from fpgaslim.errors import BundleError
+from fpgaslim.core.errors import BundleError
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ from fpgaslim.compress import dynamic_prune as dp
 from fpgaslim.compress.data import DataSplits
 from fpgaslim.compress.methods import get_method
 from fpgaslim.compress.train import evaluate
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.errors import ConfigError
 
 
 def _search(accuracy, target=95.0, **kw):

@@ -26,7 +26,7 @@ _CHILD = r"""
 import json, shutil, sys
 from fpgaslim.hw import finn_compat
 finn_compat.activate()
-from fpgaslim.hw.fast_streamline import run_estimate_steps
+from fpgaslim.hw.streamline_check import run_estimate_steps
 out = {}
 for name, path in json.loads(sys.argv[1]).items():
     runs = {}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from fpgaslim.errors import UnknownNameError
+from fpgaslim.core.errors import UnknownNameError
 from fpgaslim.hw.boards import RESOURCES, get_board, list_boards
 
 

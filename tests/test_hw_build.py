@@ -14,7 +14,7 @@ import pytest
 import torch
 from qonnx.core.datatype import DataType
 
-from fpgaslim.errors import BuildTimeoutError, UnsupportedLayerError
+from fpgaslim.core.errors import BuildTimeoutError, UnsupportedLayerError
 from fpgaslim.hw.api import BuildSettings, build_dir_for, build_variant, load_report
 from fpgaslim.hw.boards import get_board
 from fpgaslim.hw.build import build_estimate
@@ -238,7 +238,7 @@ def test_verification_detects_a_one_lsb_difference(builds, resnet8_run, digits, 
     graph's output map stays consistent): strict mode raises, lenient mode counts it."""
     import numpy as np
 
-    from fpgaslim.errors import VerificationError
+    from fpgaslim.core.errors import VerificationError
     from fpgaslim.hw.verify import compare, output_map
 
     r = builds["resnet8", "pynq-z1"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from fpgaslim.errors import CheckpointError, UnknownNameError
+from fpgaslim.core.errors import CheckpointError, UnknownNameError
 from fpgaslim.hw.api import BuildSettings, build_dir_for, load_report
 from fpgaslim.hw.boards import get_board
 from fpgaslim.hw.figure import Figure
@@ -68,7 +68,7 @@ def test_board_capacities_feed_percentages():
 def test_output_map_recovers_scale_and_bias_and_rejects_non_affine():
     import numpy as np
 
-    from fpgaslim.errors import VerificationError
+    from fpgaslim.core.errors import VerificationError
     from fpgaslim.hw.verify import output_map
 
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ from fpgaslim.compress.block_surgery import list_blocks
 from fpgaslim.compress.models import create_model
 from fpgaslim.compress.train import evaluate
 from fpgaslim.compress.variants import RunDir, load_checkpoint
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.errors import ConfigError
 
 
 def test_omega_only_on_non_first_units():

@@ -15,8 +15,8 @@ from fpgaslim.compress.models import BitWidths, create_model, make_arch
 from fpgaslim.compress.train import (TrainSettings, defaults_for, evaluate, near_chance_warning,
                                      train, with_defaults_for)
 from fpgaslim.compress.variants import RunDir
-from fpgaslim.config import parse_bits
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.config import parse_bits
+from fpgaslim.core.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,7 @@ def test_settings_split_the_budget_and_reject_bad_values():
     from pydantic import ValidationError
 
     from fpgaslim.compress import magnitude_prune as mp
-    from fpgaslim.errors import ConfigError
+    from fpgaslim.core.errors import ConfigError
 
     assert mp.Settings(epochs=7, steps=3).step_epochs() == [2, 2, 3]
     with pytest.raises(ValidationError):

@@ -9,7 +9,7 @@ from fpgaslim.compress.models import BitWidths, create_model, make_arch
 from fpgaslim.compress.models.resnet import resnet_arch
 from fpgaslim.compress.stats import count_macs
 from fpgaslim.compress.train import TrainSettings, train
-from fpgaslim.errors import CheckpointError, UnknownNameError
+from fpgaslim.core.errors import CheckpointError, UnknownNameError
 from fpgaslim.hw.qonnx_export import check_export, export_qonnx
 
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from fpgaslim.compare import resconv as skip_paths
 from fpgaslim.compress.models.arch import AvgPoolSpec, BitWidths, ConvSpec
 from fpgaslim.compress.resconv_fuse import float_plain, fuse, prune, requantize
 from fpgaslim.compress.resconv_net import (AvgPoolLayer, MaxPoolLayer, ResConvLayer, ResConvNet,
                                            ResConvSpec, load_resconv, save_resconv, to_resconv)
-from fpgaslim.errors import ConfigError, UnknownNameError
+from fpgaslim.core.errors import ConfigError, UnknownNameError
 
 KINDS = ("identity", "conv1x1", "avgpool", "avgpool+conv1x1")
 
@@ -276,7 +277,7 @@ def test_fused_resnet_builds_in_finn_without_skip_layers(resnet8_run, digits):
     assert res_hw.op_counts.get("DuplicateStreams", 0) == 3  # one fork per residual block
     assert fused_hw.verification.integer_exact and fused_hw.verification.images == 6
     assert res_hw.verification.integer_exact
-    cmp = resconv.skip_path_report(resnet8_run.record("baseline"), v, res_hw, fused_hw)
+    cmp = skip_paths.skip_path_report(resnet8_run.record("baseline"), v, res_hw, fused_hw)
     rows = {r.metric: r for r in cmp.rows}
     assert rows["residual adds in the model"].residual == 3
     assert rows["residual adds in the model"].fused == 0
@@ -289,6 +290,6 @@ def test_fused_resnet_builds_in_finn_without_skip_layers(resnet8_run, digits):
     md = cmp.markdown()
     assert "DuplicateStreams layers" in md and "FINN estimate" in md
     # regenerated from the saved records and reports alone, and written as Markdown
-    again = resconv.saved_skip_path_report(resnet8_run, v.id, "pynq-z1")
+    again = skip_paths.saved_skip_path_report(resnet8_run, v.id, "pynq-z1")
     assert again == cmp
     assert (resnet8_run.variant_dir(v.id) / "skip_paths-pynq-z1.md").read_text() == md

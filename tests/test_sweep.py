@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fpgaslim.config import validate
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.config import validate
+from fpgaslim.core.errors import ConfigError
 from fpgaslim.sweep import SweepConfig, load_sweep, run_sweep
 
 SMALL = {

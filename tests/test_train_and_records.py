@@ -10,7 +10,7 @@ import torch
 from fpgaslim.compress.models import create_model
 from fpgaslim.compress.train import KDSettings, TrainSettings, kd_loss, train
 from fpgaslim.compress.variants import RunDir, load_checkpoint
-from fpgaslim.errors import CheckpointError, ConfigError, TrainingDivergedError
+from fpgaslim.core.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 
 def test_resnet8_baseline_reaches_90_percent_on_digits(resnet8_run, digits):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fpgaslim.errors import VerificationError
+from fpgaslim.core.errors import VerificationError
 from fpgaslim.hw.api import build_variant
 from fpgaslim.hw.verify import compare
 from fpgaslim.hw.verify_layers import LayerCheck, _check

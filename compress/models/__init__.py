@@ -7,7 +7,7 @@ from typing import Callable
 from pydantic import TypeAdapter
 from torch import nn
 
-from fpgaslim.errors import UnknownNameError
+from fpgaslim.core.errors import UnknownNameError
 
 from .arch import (Arch, BitWidths, BlockSpec, ConvSpec, PlainArch, PoolSpec, ResNetArch,
                    UserArch)
@@ -52,7 +52,7 @@ def build_model(arch: ResNetArch | PlainArch | dict) -> nn.Module:
     if isinstance(arch, dict):
         arch = TypeAdapter(Arch).validate_python(arch)
     if isinstance(arch, UserArch):  # your own model: its factory re-creates it
-        from ..user_model import build_user_model
+        from .user import build_user_model
 
         return build_user_model(arch)
     return QuantResNet(arch) if isinstance(arch, ResNetArch) else QuantPlainNet(arch)

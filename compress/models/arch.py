@@ -113,7 +113,7 @@ class UserBits(_Strict):
 
 
 class UserArch(_Strict):
-    """A model fpgaslim did not design (compress/user_model.py): a factory reference
+    """A model fpgaslim did not design (compress/models/user.py): a factory reference
     (`path/to/file.py:fn` or `package.module:fn`) with its keyword arguments, re-created before
     loading a checkpoint's state dict; or a QONNX file imported as is (`source="qonnx"`: no
     PyTorch model). `pruned` replays a channel pruning on the factory's fresh model."""

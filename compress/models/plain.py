@@ -8,7 +8,7 @@ import torch
 from brevitas.nn import QuantLinear, TruncAvgPool2d
 from torch import nn
 
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.errors import ConfigError
 
 from .arch import AvgPoolSpec, BitWidths, ConvSpec, PlainArch, PoolSpec
 from .quant import FloorTrunc, act_layer, act_relu, input_quant, weight_quant

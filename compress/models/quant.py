@@ -113,3 +113,12 @@ def residual_quant(act_bits: int) -> QuantIdentity:
 
 def input_quant() -> QuantIdentity:
     return QuantIdentity(act_quant=InputQuant, return_quant_tensor=False)
+
+
+def non_channel_params(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters TP must leave alone: quantizer scales and omegas are per-tensor scalars
+    here (TP would otherwise guess a dimension to cut, see its 'unwrapped parameters')."""
+    owned = {id(p) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d))
+             for p in m.parameters(recurse=False)}
+    return [p for p in model.parameters() if id(p) not in owned]

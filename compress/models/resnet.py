@@ -8,7 +8,7 @@ import torch
 from brevitas.nn import QuantConv2d, QuantLinear, TruncAvgPool2d
 from torch import nn
 
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.errors import ConfigError
 
 from .arch import BitWidths, BlockSpec, ResNetArch
 from .quant import FloorTrunc, act_relu, input_quant, residual_quant, weight_quant

@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from fpgaslim.hw.report import FIT_RESOURCES, HardwareReport, load_report
 
 if TYPE_CHECKING:
-    from fpgaslim.compare import ComparisonResult, ComparisonRow
+    from .rows import ComparisonData, ComparisonRow
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 PYTORCH_ACC = "accuracy: measured in PyTorch (Brevitas QAT model, test split)"
@@ -90,7 +90,7 @@ def _label_groups(points: Sequence[tuple[float, float, str]], log_x: bool,
 def tradeoff(rows: Sequence[ComparisonRow], name: str, x: Callable[[ComparisonRow], float],
              xlabel: str, maximize_x: bool, source: str, log_x: bool = False) -> NamedFigure:
     """Accuracy against one cost/benefit, with the Pareto front of every board marked."""
-    from fpgaslim.compare import pareto_front
+    from .rows import pareto_front
 
     fig = _figure(7.0, 4.6)
     ax = fig.add_subplot()
@@ -257,7 +257,7 @@ def _throughput_source(rows: Sequence[ComparisonRow], legend: dict[str, str]) ->
     return f"max-fit throughput ({n} of {len(rows)} points): {legend['maxfit_fps']}{rest}"
 
 
-def comparison_figures(result: ComparisonResult) -> list[NamedFigure]:
+def comparison_figures(result: ComparisonData) -> list[NamedFigure]:
     """Every figure of the HTML report, in page order."""
     rows = result.rows
     legend = result.legend

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .compare import COLUMNS, Column, ComparisonRow
+from .rows import COLUMNS, Column, ComparisonRow
 
 if TYPE_CHECKING:
-    from .compare import ComparisonResult
+    from .rows import ComparisonData
     from .plots import NamedFigure
 
 def cell(row: ComparisonRow, col: Column, multi_run: bool = False) -> str:
@@ -140,7 +140,7 @@ def _esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _table(result: ComparisonResult) -> str:
+def _table(result: ComparisonData) -> str:
     multi = len({r.run for r in result.rows}) > 1
 
     head = "".join(f'<th title="{_esc(result.legend.get(c.key, ""))}">{_esc(c.header)}</th>'
@@ -159,7 +159,7 @@ def _table(result: ComparisonResult) -> str:
             f'</thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
-def _legend(result: ComparisonResult) -> str:
+def _legend(result: ComparisonData) -> str:
     items = "".join(f"<dt>{_esc(legend_name(k))}</dt><dd>{_esc(v)}</dd>"
                     for k, v in result.legend.items())
     return f'<dl class="legend">{items}</dl>'
@@ -176,7 +176,7 @@ def _figure(fig: NamedFigure) -> str:
             "</figure>")
 
 
-def render_html(result: ComparisonResult, figures: Sequence[NamedFigure]) -> str:
+def render_html(result: ComparisonData, figures: Sequence[NamedFigure]) -> str:
     """The whole page as a string."""
     rows = result.rows
     variants = list(dict.fromkeys(r.key for r in rows))

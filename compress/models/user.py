@@ -25,9 +25,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from fpgaslim.errors import ConfigError
+from fpgaslim.core.errors import ConfigError
 
-from .models.arch import UserArch, UserBits
+from .arch import UserArch, UserBits
+from .quant import non_channel_params
 
 #: methods and what they need from a model (the error a user model gets says this)
 #: channel methods work on any model whose channel groups Torch-Pruning can trace
@@ -261,13 +262,11 @@ def _dependency_graph(model: nn.Module):
 
     import torch_pruning as tp
 
-    from .channel_surgery import _not_channel_params
-
     dg = tp.DependencyGraph()
     with warnings.catch_warnings(), torch.enable_grad():  # DepGraph traces with autograd
         warnings.simplefilter("ignore")
         dg.build_dependency(model, example_inputs=torch.zeros(1, *model.arch.in_shape),
-                            ignored_params=_not_channel_params(model), verbose=False)
+                            ignored_params=non_channel_params(model), verbose=False)
     return dg
 
 
