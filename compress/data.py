@@ -90,11 +90,8 @@ DATASETS = tuple(CLASS_NAMES)
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def candidate_dirs(name: str, data_dir: str | Path | None) -> list[Path]:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from fpgaslim.core.errors import (BuildTimeoutError, FpgaslimError, ToolMissingE
 
 from . import finn_compat
 from .boards import Board, get_board
+from .child import run_logged
 from .report import HardwareReport, build_report
 from .verify import compare
 
@@ -92,34 +92,18 @@ def _last_step(progress: Path) -> tuple[str | None, dict | None]:
     return running, error
 
 
-def _die_with_parent() -> None:
-    """Linux: the build child gets SIGKILL when the process that started it dies, so a killed
-    sweep leaves no orphan build writing into a folder that the resumed sweep reuses."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the build folder lock in the sweep still serialises reuse
-
-
 def _run_child(job_path: Path, out: Path, env: dict[str, str], timeout_s: float) -> None:
     log = out / "child.log"
-    with open(log, "w", encoding="utf-8") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "fpgaslim.hw.worker", str(job_path)],
-                                env=env, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the child's own session: it and its helpers
-            proc.wait()
-            step, _ = _last_step(out / "progress.jsonl")
-            raise BuildTimeoutError(
-                f"FINN build ran past its {timeout_s:g} s limit in step "
-                f"{step or 'before the first step'}; killed. Raise timeout_s, or if "
-                "it is a streamlining step, check the model (nn.AvgPool2d makes streamlining "
-                f"loop forever; use TruncAvgPool2d). Log: {log}") from None
+    try:
+        rc = run_logged([sys.executable, "-m", "fpgaslim.hw.worker", str(job_path)], log,
+                        timeout_s, env=env, tie_to_parent=True)
+    except subprocess.TimeoutExpired:
+        step, _ = _last_step(out / "progress.jsonl")
+        raise BuildTimeoutError(
+            f"FINN build ran past its {timeout_s:g} s limit in step "
+            f"{step or 'before the first step'}; killed. Raise timeout_s, or if "
+            "it is a streamlining step, check the model (nn.AvgPool2d makes streamlining "
+            f"loop forever; use TruncAvgPool2d). Log: {log}") from None
     if rc == 0:
         return
     step, error = _last_step(out / "progress.jsonl")

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from .child import run_logged
 
 SOURCE = "Verilator cycle-accurate RTL simulation (one frame, no backpressure)"
 
@@ -158,15 +159,7 @@ int main(int argc, char** argv) {{
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float, log: Path) -> int:
-    with open(log, "a", encoding="utf-8") as f:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            return proc.wait(timeout=max(1.0, timeout_s))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
+    return run_logged(cmd, log, max(1.0, timeout_s), env=env, cwd=cwd, append=True)
 
 
 def _tail_error(log: Path) -> str:

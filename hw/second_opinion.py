@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .child import kill_group
 from .rtlsim_verilator import SimResult
 from .synth_yosys import SOURCE as SYNTH_SOURCE, SynthResult
 
@@ -127,8 +127,7 @@ def run_second_opinion(work: Path, settings, part: str,
             time.sleep(0.5)
             seen = _report_progress(prog, seen, progress)
             if time.perf_counter() - t0 > limit:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                kill_group(proc)
                 killed = True
         _report_progress(prog, seen, progress)
     if result_path.is_file():

@@ -19,15 +19,15 @@ parameter declarations from Yosys's own Xilinx cell library), so they stay count
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
+
+from .child import run_logged
 
 SOURCE = "Yosys synth_xilinx (pre-place-and-route)"
 
@@ -187,16 +187,11 @@ def synthesize(files: list[str], top: str, family: str, workdir: Path, timeout_s
         f"tee -q -o {stat.name} stat -json\n", encoding="utf-8")
     log = workdir / "yosys.log"
     t0 = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as f:
-        proc = subprocess.Popen([*cmd, "-q", "-s", script.name], cwd=workdir, stdout=f,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return SynthResult(status="timeout", scope=scope, seconds=round(timeout_s, 1),
-                               reason=f"Yosys ran past the per-layer limit of {timeout_s:g} s")
+    try:
+        rc = run_logged([*cmd, "-q", "-s", script.name], log, timeout_s, cwd=workdir)
+    except subprocess.TimeoutExpired:
+        return SynthResult(status="timeout", scope=scope, seconds=round(timeout_s, 1),
+                           reason=f"Yosys ran past the per-layer limit of {timeout_s:g} s")
     secs = round(time.perf_counter() - t0, 2)
     text = log.read_text(encoding="utf-8", errors="replace")
     if rc != 0 or not stat.is_file():

@@ -11,8 +11,6 @@ hw/verify_layers.py) and writes the result into the build's report.json as its
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ import numpy as np
 
 from fpgaslim.core.errors import BuildTimeoutError, ConfigError, FpgaslimError
 
+from .child import run_logged
 from .verify import LAST_STEP, Verification, compare
 
 
@@ -71,17 +70,12 @@ def verify_build(run, variant_id: str, board: str, images: int = 20, data=None,
            "layer_images": int(layer_images or LAYER_IMAGES)}
     (out / "job.json").write_text(json.dumps(job), encoding="utf-8")
     env = child_environment(out)
-    with open(out / "child.log", "w", encoding="utf-8") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "fpgaslim.hw.verify_run",
-                                 str(out / "job.json")], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise BuildTimeoutError(f"executing the dataflow graph on {images} images ran past "
-                                    f"{timeout_s:g} s; use fewer --images") from None
+    try:
+        rc = run_logged([sys.executable, "-m", "fpgaslim.hw.verify_run", str(out / "job.json")],
+                        out / "child.log", timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        raise BuildTimeoutError(f"executing the dataflow graph on {images} images ran past "
+                                f"{timeout_s:g} s; use fewer --images") from None
     if rc != 0:
         tail = (out / "child.log").read_text(encoding="utf-8", errors="replace")[-1500:]
         raise FpgaslimError(f"executing the dataflow graph failed (log {out / 'child.log'}):"
