@@ -13,8 +13,9 @@ import pytest
 
 from fpgaslim.core.errors import ToolMissingError, UnknownNameError
 from fpgaslim.hw import finn_compat
-from fpgaslim.hw.bitfile import (HARDWARE_STEPS, bitfile_config, build_bitfile, parse_wns,
-                                 read_post_synth, require_tools, resolve_board)
+from fpgaslim.hw.bitfile import (HARDWARE_STEPS, bitfile_config, build_bitfile, require_tools,
+                                 resolve_board)
+from fpgaslim.hw.postsynth import parse_wns, read_post_synth
 from fpgaslim.hw.toolchain import Flow
 
 NO_TOOLS = {"PATH": "/usr/bin:/bin"}

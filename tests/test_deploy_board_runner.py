@@ -173,7 +173,7 @@ def test_post_synthesis_in_hardware_report(cnv_bundle: Path, cnv_run, tmp_path: 
     from rich.console import Console
 
     from fpgaslim.hw.api import BuildSettings, build_dir_for, load_report
-    from fpgaslim.hw.bitfile import read_post_synth
+    from fpgaslim.hw.postsynth import read_post_synth
     from fpgaslim.hw.report import render
 
     report = load_report(build_dir_for(cnv_run, "baseline", BuildSettings().resolved()))
