@@ -186,18 +186,24 @@ def test_auto_placement_moves_the_largest_layers_off_chip(big_cnv):
 
 
 def _with_unsupported_op(src, dst):
-    """The CNV graph with an ONNX Sin (which FINN has no HW layer for) on its input."""
+    """The CNV graph with an ONNX Sin (which FINN has no HW layer for) right after its input
+    quantizer (a Sin in front of it is refused earlier, before FINN: tests/test_byo_errors.py)."""
     from onnx import helper
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.infer_shapes import InferShapes
 
     m = ModelWrapper(str(src))
-    inp = m.graph.input[0].name
+    node = m.find_consumer(m.graph.input[0].name)
+    while node.op_type != "Quant":  # the input's own quantizer (x/255 comes first)
+        node = m.find_consumer(node.output[0])
+    first_quant = list(m.graph.node).index(node)
+    inp = node.output[0]
     for node in m.graph.node:
         for i, t in enumerate(node.input):
             if t == inp:
                 node.input[i] = "sin_out"
-    m.graph.node.insert(0, helper.make_node("Sin", [inp], ["sin_out"], name="MySin"))
+    m.graph.node.insert(first_quant + 1,
+                        helper.make_node("Sin", [inp], ["sin_out"], name="MySin"))
     m.save(str(dst))
     m = ModelWrapper(str(dst)).transform(InferShapes())
     m.save(str(dst))
