@@ -27,13 +27,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from fpgaslim.core.atomic import atomic_write_json
-from fpgaslim.compress.data import load_dataset
+from fpgaslim.compress.data import load_for_variant
 from fpgaslim.compress.variants import RunDir
 from fpgaslim.core.errors import BuildTimeoutError, FpgaslimError
 
 from . import finn_compat
 from .api import build_dir_for
 from .boards import get_board
+from .child import run_logged
 from .build import BuildSettings, build_estimate
 from .figure import Figure
 from .folding_opt import RESOURCES, Budget, folding_config, solve
@@ -87,27 +88,17 @@ def load_optfit(path: str | Path) -> OptFit:
     return OptFit.model_validate_json(Path(path).read_text(encoding="utf-8"))
 
 
-def _start_graph(bdir: Path) -> Path | None:
-    inter = bdir / "work" / "finn" / "intermediate_models"
-    for step in GRAPH_STEPS:
-        if (inter / f"{step}.onnx").is_file():
-            return inter / f"{step}.onnx"
-    return None
-
-
 def _tabulate(graph: Path, part: str, work: Path, timeout_s: float) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     job = atomic_write_json(work / "table_job.json", {"model": str(graph), "part": part,
                                                       "out": str(work / "table.json")})
     log = work / "table.log"
-    with open(log, "w", encoding="utf-8") as f:
-        try:
-            rc = subprocess.run([sys.executable, "-m", "fpgaslim.hw.folding_table", str(job)],
-                                env=finn_compat.child_environment(work), stdout=f,
-                                stderr=subprocess.STDOUT, timeout=timeout_s).returncode
-        except subprocess.TimeoutExpired:
-            raise BuildTimeoutError(f"folding table of {graph} ran past {timeout_s:g} s; "
-                                    f"log: {log}") from None
+    try:
+        rc = run_logged([sys.executable, "-m", "fpgaslim.hw.folding_table", str(job)], log,
+                        timeout_s, env=finn_compat.child_environment(work), tie_to_parent=True)
+    except subprocess.TimeoutExpired:
+        raise BuildTimeoutError(f"folding table of {graph} ran past {timeout_s:g} s; "
+                                f"log: {log}") from None
     if rc != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
         raise FpgaslimError(f"folding table of {graph} failed (exit {rc}); log {log}:\n{tail}")
@@ -128,7 +119,7 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     settings = BuildSettings(board=board, **build).resolved()
     vdir = run.variant_dir(variant_id)
     record = ensure_qonnx(run, variant_id)
-    test = load_dataset(record.dataset, limit_train=1).test.tensors
+    test = load_for_variant(run, variant_id, limit_train=1).test.tensors
     images, labels = test[0][:1], test[1][:1]
     # with the model, the verification reference (and so the streamlined-prefix key) is the
     # one the variant's builds used, and the folded graph is checked bit-exact on the image
@@ -140,7 +131,8 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     shutil.rmtree(work, ignore_errors=True)
     timings: dict[str, float] = {}
     # only a finished build's graph (an interrupted one may have left a stale folder)
-    graph = _start_graph(bdir) if (bdir / "report.json").is_file() else None
+    graph = _start_graph_in(bdir / "work", required=False) \
+        if (bdir / "report.json").is_file() else None
     default = load_report(bdir / "report.json") if (bdir / "report.json").is_file() else None
     if graph is None:  # no earlier build to start from: make one (no Python execution)
         default = build_estimate(vdir / record.qonnx, work / "start", settings, model=model,
@@ -193,12 +185,15 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     return out
 
 
-def _start_graph_in(build_out: Path) -> Path:
+def _start_graph_in(build_out: Path, required: bool = True) -> Path | None:
+    """The last folded graph an estimate build saved in `build_out` (its work folder)."""
     inter = build_out / "finn" / "intermediate_models"
     for step in GRAPH_STEPS:
         if (inter / f"{step}.onnx").is_file():
             return inter / f"{step}.onnx"
-    raise FpgaslimError(f"the estimate build in {build_out} saved no folded graph")
+    if required:
+        raise FpgaslimError(f"the estimate build in {build_out} saved no folded graph")
+    return None
 
 
 def _result(variant_id: str, b: Any, budget: Budget, report: HardwareReport | None, sol: Any,
