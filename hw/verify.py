@@ -22,7 +22,8 @@ from torch import nn
 from fpgaslim.core.errors import VerificationError
 
 from .qonnx_export import decided_images
-from .verify_layers import LayerCheck, LayerVerification, reference_model
+from .verify_layers import (LayerCheck, LayerVerification, describe_failure, reference_model,
+                            verify_layers)
 
 LAST_STEP = "step_fpgaslim_layer_table"
 
@@ -260,7 +261,6 @@ def compare(hw_npz: Path, model: nn.Module | None, images: torch.Tensor,
         explained = bad == 0 or lv.near_ties > 0
         result.verified = lv.verified and beyond == 0 and explained
         if strict and not result.verified:
-            from .verify_layers import describe_failure
 
             why = (describe_failure(lv) if not lv.verified else
                    f"{beyond} images beyond the {lv.images} checked per layer differ"
@@ -295,7 +295,6 @@ def _check_layers(layer_npz: Path, model: nn.Module, images: torch.Tensor, hw_in
                   scale: float, bias: np.ndarray, last_layer: str) -> LayerVerification:
     """hw/verify_layers.py's per-layer check, with the last accumulator compared like the
     logits above (fed: from the hardware's own last activations)."""
-    from .verify_layers import verify_layers
 
     def logits_check(fed: np.ndarray, free: np.ndarray, k: int) -> LayerCheck:
         d = int_diff(fed.reshape(k, -1), hw_int[:k], scale, bias)

@@ -58,6 +58,10 @@ def verify_build(run, variant_id: str, board: str, images: int = 20, data=None,
     if images < 1:
         raise ConfigError(f"--images must be at least 1, got {images}")
     bdir = find_build(run, variant_id, board)
+    if getattr(run.record(variant_id).arch, "source", None) == "qonnx":
+        raise ConfigError(f"variant {variant_id!r} is an imported QONNX file: it has no PyTorch "
+                          "model to verify against; rebuild it with `fpgaslim build MODEL.onnx "
+                          "--board B --verify-images N` (verified against the file itself)")
     model = run.load_model(variant_id)
     if data is None:
         data = load_for_variant(run, variant_id, limit_train=1)
@@ -83,10 +87,9 @@ def verify_build(run, variant_id: str, board: str, images: int = 20, data=None,
     res = json.loads((out / "result.json").read_text(encoding="utf-8"))
     v = compare(out / "hw_outputs.npz", model, x, y, res["exec_s"], res["last_layer"],
                 strict=False)
-    v.images_per_s = images / res["exec_s"] if res["exec_s"] > 0 else 0.0
     report = load_report(bdir / "report.json")
     report.verification = v
-    report.settings["verify_images"] = images
+    report.settings["verify_images"] = len(x)
     save_report(report, bdir / "report.json")
     return v
 

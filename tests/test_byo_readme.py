@@ -134,3 +134,11 @@ def test_readme_qonnx_file(byo_dir, monkeypatch):
     found = load_maxfit(search_variant(RunDir(byo_dir / "runs/onnx"), "baseline", "pynq-z1", {},
                                        FoldingSearch(max_probes=2, mvau_wwidth_max=[36])))
     assert found.fps is not None and len(found.probes) == 2
+
+    # `fpgaslim verify` re-checks against a PyTorch model, which an imported file has not:
+    # a clear error that says how such a build is verified, before any work
+    from fpgaslim.core.errors import ConfigError
+    from fpgaslim.hw.verify_run import verify_build
+
+    with pytest.raises(ConfigError, match="imported QONNX file.*fpgaslim build MODEL.onnx"):
+        verify_build(RunDir(byo_dir / "runs/onnx"), "baseline", "pynq-z1")
