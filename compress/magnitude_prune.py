@@ -179,7 +179,7 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
         if old.get("settings") == key and old.get("parent_macs") == base_macs:
             log = old["steps"]
     epochs = settings.step_epochs()
-    val = evaluate(model, data.val)
+    parent_val = val = evaluate(model, data.val)  # `model` is the parent here
     with Timer() as t:
         for k in range(1, settings.steps + 1):
             done = next((s for s in log if s["step"] == k), None)
@@ -217,7 +217,7 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
                  "total_s": t.seconds},
         details={"parent_macs": base_macs, "macs_target": base_macs *
                  (1 - settings.macs_reduction), "steps": log,
-                 "parent_val": evaluate(run.load_model(parent), data.val),
+                 "parent_val": parent_val,
                  "parent_record_accuracy": parent_rec.accuracy.model_dump(mode="json"),
                  "pruner": f"torch_pruning {tp.__version__} MagnitudePruner, "
                            f"{settings.importance} importance",

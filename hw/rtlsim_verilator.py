@@ -94,18 +94,6 @@ def pack_words(values: np.ndarray, bits: int, signed: bool, word_bits: int) -> l
     return out
 
 
-def unpack_words(words: list[int], n_elems: int, bits: int, signed: bool) -> np.ndarray:
-    mask = (1 << bits) - 1
-    out = np.zeros((len(words), n_elems), dtype=np.int64)
-    for j, w in enumerate(words):
-        for i in range(n_elems):
-            v = (w >> (i * bits)) & mask
-            if signed and v >> (bits - 1):
-                v -= 1 << bits
-            out[j, i] = v
-    return out
-
-
 _TB = r"""// fpgaslim: AXI-stream testbench for one FINN RTL layer (generated)
 #include <cstdio>
 #include <cstdint>
