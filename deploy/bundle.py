@@ -247,21 +247,22 @@ class BuildLocation:
         self.report_path = report_path
 
 
-def locate_build(run: Any, variant_id: str, board: str, settings: Any = None) -> BuildLocation:
+def locate_build(run: Any, variant_id: str, board: Any, settings: Any = None) -> BuildLocation:
     """The estimate build's FINN folder (hw.api layout), or the full-flow folder next to it
     when `--bitfile` produced one (same steps, so the same graph plus the bitfile)."""
     from fpgaslim.hw.api import BuildSettings, build_dir_for, load_report
-    from fpgaslim.hw.boards import get_board
+    from fpgaslim.hw.boards import as_board
     from fpgaslim.hw.verify import LAST_STEP
 
-    settings = (settings or BuildSettings()).model_copy(update={"board": board}).resolved()
+    entry = as_board(board)
+    settings = (settings or BuildSettings()).model_copy(update={"board": entry.name}
+                                                        ).resolved(entry)
     bdir = build_dir_for(run, variant_id, settings)
     if not (bdir / "report.json").is_file():
-        raise ConfigError(f"variant {variant_id!r} has no finished build for {board} with these "
-                          f"settings ({bdir}); run `fpgaslim build {run.path} --variant "
+        raise ConfigError(f"variant {variant_id!r} has no finished build for {entry.name} with "
+                          f"these settings ({bdir}); run `fpgaslim build {run.path} --variant "
                           f"{variant_id} --board {board}` first")
     report = load_report(bdir / "report.json")
-    entry = get_board(settings.board)
     finn_out = Path(report.build_dir) / "finn"
     full = bdir / "bitfile"
     if (full / "bitfile").is_dir() and any((full / "bitfile").iterdir()):

@@ -6,8 +6,11 @@ that is later read as valid):
   baseline            variants/baseline/record.json
   a method step       sweep/steps/<key>.json (the variant ids it produced), after the method's
                       own variants (a method interrupted half-way resumes by its own rules)
-  a build             variants/<id>/builds/<board>/report.json
-  a folding search    variants/<id>/builds/<board>/maxfit.json
+  a build             variants/<id>/builds/<folder>/report.json, then build.json (its key)
+  a folding search    variants/<id>/builds/<folder>/maxfit.json, then build.json
+A build or search is done when its record's key (hw/build_key.py: model content, board,
+keyed build settings, verification images, versions) equals the key computed now, so a
+changed setting redoes exactly the builds it changes.
 Builds are independent, so they run in a local process pool, or on a Dask cluster when a
 scheduler address is given (Vivado builds that take hours can then spread over machines).
 """
@@ -19,7 +22,7 @@ import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -28,6 +31,9 @@ from fpgaslim.compress.variants import RunDir
 from fpgaslim.core.config import validate
 from fpgaslim.core.errors import ConfigError, FpgaslimError
 from fpgaslim.pipeline import TrainJob, as_run, train_job
+
+if TYPE_CHECKING:
+    from fpgaslim.hw.boards import Board
 
 CHAIN = "dynamic-prune+fuse"
 
@@ -97,6 +103,8 @@ class SweepConfig(BaseModel):
     methods: list[MethodStep] = Field(default_factory=list)
     boards: list[str] = Field(default_factory=lambda: ["pynq-z1"])
     build: dict[str, Any] = Field(default_factory=dict)  # BuildSettings fields except board
+    # per board, BuildSettings fields over `build`, e.g. {u250: {clock_ns: 4.0}}
+    build_by_board: dict[str, dict[str, Any]] = Field(default_factory=dict)
     verify_images: int = Field(20, ge=0)
     folding_search: FoldingSearchSettings = FoldingSearchSettings(enabled=False)
     parallel: ParallelSettings = ParallelSettings()
@@ -118,12 +126,32 @@ class SweepConfig(BaseModel):
     def _check_nested(self) -> "SweepConfig":
         from fpgaslim.hw.build import BuildSettings
 
+        from fpgaslim.hw.boards import get_board
+
         if "board" in self.build:
             raise ValueError("build.board: list boards under `boards:` instead")
         validate(BuildSettings, self.build, "build")
+        by_board = {}
+        for name, over in self.build_by_board.items():
+            try:
+                board = get_board(name).name
+            except ConfigError as exc:
+                raise ValueError(f"build_by_board.{name}: {exc}") from None
+            if board not in self.boards:
+                raise ValueError(f"build_by_board.{name}: not one of the sweep's boards "
+                                 f"({', '.join(self.boards)})")
+            if "board" in over:
+                raise ValueError(f"build_by_board.{name}.board: the key names the board")
+            validate(BuildSettings, {**self.build, **over}, f"build_by_board.{name}")
+            by_board[board] = over
+        self.build_by_board = by_board
         for step in self.methods:
             step.resolved_settings()
         return self
+
+    def build_for(self, board: str) -> dict[str, Any]:
+        """The BuildSettings fields (without the board) of the builds for `board`."""
+        return {**self.build, **self.build_by_board.get(board, {})}
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
@@ -146,7 +174,7 @@ class SweepResult(BaseModel):
     report: dict[str, str] = Field(default_factory=dict)  # written report files
 
 
-def _build_task(run_path: str, variant_id: str, board: str, build: dict[str, Any],
+def _build_task(run_path: str, variant_id: str, board: "Board", build: dict[str, Any],
                 verify_images: int) -> str:
     """One build, in a worker process (pool or Dask): returns the report path."""
     import fcntl
@@ -155,7 +183,7 @@ def _build_task(run_path: str, variant_id: str, board: str, build: dict[str, Any
     from fpgaslim.hw.build import BuildSettings
 
     run = RunDir(run_path)
-    settings = BuildSettings(board=board, **build)
+    settings = BuildSettings(board=board.name, **build).resolved(board)
     bdir = build_dir_for(run, variant_id, settings)
     bdir.mkdir(parents=True, exist_ok=True)
     # One build per folder at a time: a build left running by a killed sweep finishes (and
@@ -166,7 +194,7 @@ def _build_task(run_path: str, variant_id: str, board: str, build: dict[str, Any
     return str(bdir / "report.json")
 
 
-def _maxfit_task(run_path: str, variant_id: str, board: str, build: dict[str, Any],
+def _maxfit_task(run_path: str, variant_id: str, board: "Board", build: dict[str, Any],
                  search: dict[str, Any]) -> str:
     if search.get("method") == "optimal":
         from fpgaslim.hw.folding_opt import Budget
@@ -180,16 +208,20 @@ def _maxfit_task(run_path: str, variant_id: str, board: str, build: dict[str, An
                               FoldingSearch(**search)))
 
 
-def _maxfit_path(run: RunDir, vid: str, board: str, build: dict[str, Any],
-                 search: FoldingSearchSettings) -> Path:
+def _maxfit_plan(run: RunDir, vid: str, board: "Board", build: dict[str, Any],
+                 search: FoldingSearchSettings) -> tuple[Path, bool]:
+    """Where the max-fit result of (vid, board) goes, and whether it is done (its key)."""
     if search.method == "optimal":
         from fpgaslim.hw.folding_opt import Budget
-        from fpgaslim.hw.folding_run import optfit_path
+        from fpgaslim.hw.folding_run import optfit_done, optfit_path
 
-        return optfit_path(run, vid, board, build, Budget(**search.budget))
-    from fpgaslim.hw.folding_search import maxfit_path
+        budget = Budget(**search.budget)
+        return (optfit_path(run, vid, board, build, budget),
+                optfit_done(run, vid, board, build, budget))
+    from fpgaslim.hw.folding_search import FoldingSearch, maxfit_path, search_done
 
-    return maxfit_path(run, vid, board, build)
+    return (maxfit_path(run, vid, board, build),
+            search_done(run, vid, board, build, FoldingSearch(**search.model_dump())))
 
 
 class _Executor:
@@ -231,7 +263,9 @@ class _Executor:
 def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
     """Run (or resume) the whole sweep; a finished sweep run again does no work."""
     from fpgaslim.hw.api import build_dir_for
+    from fpgaslim.hw.boards import get_board
     from fpgaslim.hw.build import BuildSettings
+    from fpgaslim.hw.build_key import is_done, variant_key
     from fpgaslim.pipeline import run_method
 
     from .sweep_progress import SweepProgress
@@ -269,14 +303,16 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
             variants += [v for v in ids if v not in variants]
             bar.advance()
 
+        boards = {name: get_board(name) for name in config.boards}  # the one lookup
         builds: dict[str, str] = {}  # planned; a failed one has no report.json
         todo = []
         for vid in variants:
-            for board in config.boards:
-                settings = BuildSettings(board=board, **config.build)
-                path = build_dir_for(run, vid, settings) / "report.json"
-                builds[f"{vid}@{settings.resolved().board}"] = str(path)
-                if not path.is_file():
+            for name, board in boards.items():
+                settings = BuildSettings(board=name, **config.build_for(name)).resolved(board)
+                bdir = build_dir_for(run, vid, settings)
+                builds[f"{vid}@{name}"] = str(bdir / "report.json")
+                key = variant_key(run, vid, settings, board, "estimate", config.verify_images)
+                if not is_done(bdir, key):
                     todo.append((vid, board))
         maxfit: dict[str, str] = {}
         failures: dict[str, str] = {}
@@ -284,10 +320,12 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
         search_todo = []
         if search.enabled:
             for vid in variants:
-                for board in search.boards or config.boards:
-                    path = _maxfit_path(run, vid, board, config.build, search)
-                    maxfit[f"{vid}@{board}"] = str(path)
-                    if not path.is_file():
+                for name in search.boards or config.boards:
+                    board = boards.get(name) or get_board(name)
+                    path, done = _maxfit_plan(run, vid, board, config.build_for(board.name),
+                                              search)
+                    maxfit[f"{vid}@{board.name}"] = str(path)
+                    if not done:
                         search_todo.append((vid, board))
         bar.stage(f"FINN builds ({len(todo)} to do)", total=len(todo) + len(search_todo))
         if todo or search_todo:
@@ -295,9 +333,9 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
             try:
                 keys = {}
                 for vid, board in todo:
-                    fut = ex.submit(_build_task, str(run.path), vid, board, config.build,
-                                    config.verify_images)
-                    keys[fut] = f"{vid}@{board}"
+                    fut = ex.submit(_build_task, str(run.path), vid, board,
+                                    config.build_for(board.name), config.verify_images)
+                    keys[fut] = f"{vid}@{board.name}"
                 for fut in ex.as_completed(list(keys)):
                     try:
                         fut.result()
@@ -305,9 +343,10 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
                         failures[keys[fut]] = str(exc)  # others: reported, retried next run
                     work["builds"] += 1
                     bar.advance_sub()
-                futures = [ex.submit(_maxfit_task, str(run.path), vid, board, config.build,
-                                     search.model_dump()) for vid, board in search_todo
-                           if f"{vid}@{board}" not in failures]  # no build, no max-fit
+                futures = [ex.submit(_maxfit_task, str(run.path), vid, board,
+                                     config.build_for(board.name), search.model_dump())
+                           for vid, board in search_todo
+                           if f"{vid}@{board.name}" not in failures]  # no build, no max-fit
                 for fut in ex.as_completed(futures):
                     fut.result()
                     work["maxfit"] += 1

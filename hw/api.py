@@ -1,9 +1,10 @@
 """The Python API the CLI and the other developers call: build a variant of a run on a board.
 
 `build_variant` exports the variant to QONNX if needed, runs the estimate build with real
-test images of the variant's dataset, verifies it, and saves report.json under
-variants/<id>/builds/<board>[-<settings hash>]/. A finished build with the same settings is
-returned from disk, so a sweep over variants x boards resumes where it stopped.
+test images of the variant's dataset, verifies it, and saves report.json and its build record
+(build.json, hw/build_key.py) under variants/<id>/builds/<board>[-<settings hash>]/. A build
+whose record holds the key computed now is returned from disk, so a sweep over variants x
+boards resumes where it stopped, and a changed model, setting or FINN version builds again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import numpy as np
 from fpgaslim.compress.data import DataSplits, load_for_variant
 from fpgaslim.compress.variants import RunDir
 
+from .boards import Board, as_board
 from .build import BuildSettings, attach_second_opinion, build_estimate
+from .build_key import UNKEYED, is_done, variant_key, write_record
 from .second_opinion import needs_second_opinion
 from .qonnx_export import ensure_qonnx
 from .report import HardwareReport, load_report, save_report
@@ -28,13 +31,12 @@ __all__ = ["BuildSettings", "HardwareReport", "build_dir_for", "build_onnx", "bu
 
 
 def build_dir_for(run: RunDir, variant_id: str, settings: BuildSettings) -> Path:
-    """builds/<board> for the default settings of that board, else builds/<board>-<hash>."""
+    """builds/<board> for the default settings of that board, else builds/<board>-<hash>: a
+    name for people; whether the build in it is done is its record's (hw/build_key.py)."""
     s = settings.resolved()
     default = BuildSettings(board=s.board).resolved()
-    unkeyed = {"timeout_s", "strict", "streamline"}  # streamline: the same graph either way
-    # the second opinion runs on a finished build (its own per-layer cache); prefer_rtl off
-    # leaves the folder names of existing builds as they were
-    unkeyed |= {"synth", "sim", "layer_timeout_s"} | (set() if s.prefer_rtl else {"prefer_rtl"})
+    # prefer_rtl off leaves the folder names of existing builds as they were
+    unkeyed = set(UNKEYED) | (set() if s.prefer_rtl else {"prefer_rtl"})
     keyed = s.model_dump(mode="json", exclude=unkeyed)
     name = s.board
     if keyed != default.model_dump(mode="json", exclude=unkeyed):
@@ -56,25 +58,27 @@ def _check_export(run: RunDir, variant_id: str, path: Path) -> None:
                               f"{variant_id}` writes it again") from exc
 
 
-def build_variant(run: RunDir, variant_id: str, board: str = "pynq-z1",
+def build_variant(run: RunDir, variant_id: str, board: str | Board = "pynq-z1",
                   settings: BuildSettings | None = None, data: DataSplits | None = None,
                   verify_images: int = 20) -> HardwareReport:
     """Estimate-build variant `variant_id` of `run` for `board` (settings.board is replaced by
     `board`) and verify it bit-exactly on `verify_images` real test images."""
-    settings = (settings or BuildSettings()).model_copy(update={"board": board}).resolved()
+    board = as_board(board)
+    settings = (settings or BuildSettings()).model_copy(update={"board": board.name}
+                                                        ).resolved(board)
     record = run.record(variant_id)
     if getattr(record.arch, "source", None) == "qonnx":  # an imported file: no PyTorch model
-        return _build_imported(run, record, settings, verify_images)
+        return _build_imported(run, record, settings, board, verify_images)
     bdir = build_dir_for(run, variant_id, settings)
     done = bdir / "report.json"
-    if done.is_file():
+    key = variant_key(run, variant_id, settings, board, "estimate", verify_images)
+    if is_done(bdir, key):
         report = load_report(done)
-        if report.settings.get("verify_images") == verify_images:
-            if needs_second_opinion(report, settings) and (bdir / "work").is_dir():
-                attach_second_opinion(report, bdir / "work", settings)
-                report.settings.update(synth=settings.synth, sim=settings.sim)
-                save_report(report, done)
-            return report
+        if needs_second_opinion(report, settings) and (bdir / "work").is_dir():
+            attach_second_opinion(report, bdir / "work", settings, board)
+            report.settings.update(synth=settings.synth, sim=settings.sim)
+            save_report(report, done)
+        return report
     model = run.load_model(variant_id)
     vdir = run.variant_dir(variant_id)
     record = ensure_qonnx(run, variant_id, model)
@@ -89,9 +93,11 @@ def build_variant(run: RunDir, variant_id: str, board: str = "pynq-z1",
     report = build_estimate(vdir / record.qonnx, work, settings,
                             model=model if verify_images > 0 else None, images=images,
                             labels=labels, variant=variant_id,
-                            prefix_cache=run.variant_dir(variant_id) / "builds" / ".prefix")
+                            prefix_cache=run.variant_dir(variant_id) / "builds" / ".prefix",
+                            board=board)
     report.settings["verify_images"] = verify_images
     save_report(report, done)
+    write_record(bdir, key)  # the commit point: done from here on
     return report
 
 
@@ -218,7 +224,7 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
     return run, rec
 
 
-def build_onnx(path: str | Path, board: str = "pynq-z1", out: str | Path | None = None,
+def build_onnx(path: str | Path, board: str | Board = "pynq-z1", out: str | Path | None = None,
                data: str | None = None, settings: BuildSettings | None = None,
                verify_images: int = 20, data_dir: str | None = None) -> HardwareReport:
     """`fpgaslim build MODEL.onnx`: estimate-build any QONNX / FINN-ONNX file for `board` and
@@ -228,12 +234,14 @@ def build_onnx(path: str | Path, board: str = "pynq-z1", out: str | Path | None 
     maxfit, compare, deploy bundle and the simulated board find it like any variant's."""
     out = Path(out) if out is not None else Path("runs") / Path(path).stem
     run, rec = import_onnx(path, out, data, verify_images, data_dir=data_dir)
-    settings = (settings or BuildSettings()).model_copy(update={"board": board}).resolved()
-    return _build_imported(run, rec, settings, verify_images)
+    board = as_board(board)
+    settings = (settings or BuildSettings()).model_copy(update={"board": board.name}
+                                                        ).resolved(board)
+    return _build_imported(run, rec, settings, board, verify_images)
 
 
-def _build_imported(run: RunDir, rec, settings: BuildSettings, verify_images: int
-                    ) -> HardwareReport:
+def _build_imported(run: RunDir, rec, settings: BuildSettings, board: Board,
+                    verify_images: int) -> HardwareReport:
     import torch
 
     from .qonnx_export import execute_qonnx, load_onnx
@@ -242,11 +250,9 @@ def _build_imported(run: RunDir, rec, settings: BuildSettings, verify_images: in
     bdir = build_dir_for(run, rec.id, settings)
     done = bdir / "report.json"
     label = rec.details["verify_data"]
-    if done.is_file():
-        report = load_report(done)
-        if (report.settings.get("verify_images") == verify_images
-                and report.settings.get("verify_data") == label):
-            return report
+    key = variant_key(run, rec.id, settings, board, "estimate", verify_images)
+    if is_done(bdir, key):
+        return load_report(done)
     vdir = run.variant_dir(rec.id)
     with np.load(vdir / INPUTS_FILE) as f:
         x, y = f["x"], f["y"]
@@ -261,8 +267,9 @@ def _build_imported(run: RunDir, rec, settings: BuildSettings, verify_images: in
         reference=lambda imgs: execute_qonnx(prepared, imgs),
         reference_source=("simulated: Python execution of the folded FINN dataflow graph "
                           "(generic base ops) vs the QONNX file executed by qonnx "
-                          f"(qonnx.core.onnx_exec), CPU, on {label}"))
+                          f"(qonnx.core.onnx_exec), CPU, on {label}"), board=board)
     report.settings["verify_images"] = verify_images
     report.settings["verify_data"] = label
     save_report(report, done)
+    write_record(bdir, key)
     return report

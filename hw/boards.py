@@ -81,3 +81,9 @@ def get_board(name: str) -> Board:
         if key in (_key(board.finn_board), _key(board.display)):
             return board
     raise UnknownNameError("board", name, list(cat))
+
+
+def as_board(board: "str | Board") -> Board:
+    """A Board as it is, a name looked up once (the public entry points take either; the
+    layers below them take the Board)."""
+    return board if isinstance(board, Board) else get_board(board)

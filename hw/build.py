@@ -67,9 +67,11 @@ class BuildSettings(BaseModel):
     # .py), the same graph byte for byte, so not part of a build's cache key; "stock": unchanged
     streamline: Literal["fast", "stock"] = "fast"
 
-    def resolved(self) -> "BuildSettings":
-        """Board name normalised and target_fps filled in, so equal builds hash equal."""
-        board = get_board(self.board)
+    def resolved(self, board: Board | None = None) -> "BuildSettings":
+        """Board name normalised and target_fps filled in, so equal builds hash equal.
+        `board`: the Board these settings are for, already looked up (its name replaces
+        `self.board`); without it, `self.board` is looked up."""
+        board = board if board is not None else get_board(self.board)
         return self.model_copy(update={"board": board.name, "target_fps": self.target_fps
                                        or board.default_target_fps})
 
@@ -180,7 +182,8 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
                    labels: torch.Tensor | None = None, variant: str | None = None,
                    prefix_cache: Path | None = None,
                    folding_config: Path | None = None, reference=None,
-                   reference_source: str | None = None) -> HardwareReport:
+                   reference_source: str | None = None,
+                   board: Board | None = None) -> HardwareReport:
     """Run finn-plus's estimate flow on a QONNX file and return its report.
 
     `images` (raw 0..255 pixels, N x C x H x W) are real test images: the first is FINN's
@@ -191,9 +194,10 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
     `folding_config`: a FINN folding-config JSON applied over the weight placement's (the
     folding optimizer's choice, hw/folding_run.py).
     `reference` (without `model`): a function images -> logits, e.g. the QONNX file executed by
-    qonnx, that all images are compared against instead (labelled `reference_source`)."""
-    settings = settings.resolved()
-    board: Board = get_board(settings.board)
+    qonnx, that all images are compared against instead (labelled `reference_source`).
+    `board`: the Board, looked up by the caller (else settings.board is looked up here)."""
+    board = board if board is not None else get_board(settings.board)
+    settings = settings.resolved(board)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("progress.jsonl", "child_result.json", "hw_outputs.npz"):
@@ -259,11 +263,12 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
                                       strict=settings.strict, reference=ref_logits,
                                       reference_source=reference_source)
         report.timings["verify_exec_s"] = child["exec_s"]
-    attach_second_opinion(report, out, settings)
+    attach_second_opinion(report, out, settings, board)
     return report
 
 
-def attach_second_opinion(report: HardwareReport, work: Path, settings: BuildSettings) -> None:
+def attach_second_opinion(report: HardwareReport, work: Path, settings: BuildSettings,
+                          board: Board | None = None) -> None:
     """Yosys / Verilator figures for the RTL layers of the finished build in `work`, when the
     settings ask for them (progress on the `fpgaslim.hw.second_opinion` logger). Never fails
     the build: problems are recorded per layer."""
@@ -275,6 +280,6 @@ def attach_second_opinion(report: HardwareReport, work: Path, settings: BuildSet
 
     log = logging.getLogger("fpgaslim.hw.second_opinion")
     t0 = time.perf_counter()
-    report.second_opinion = run_second_opinion(work, settings, get_board(settings.board).part,
-                                               progress=log.info)
+    part = (board if board is not None else get_board(settings.board)).part
+    report.second_opinion = run_second_opinion(work, settings, part, progress=log.info)
     report.timings["second_opinion_s"] = round(time.perf_counter() - t0, 3)

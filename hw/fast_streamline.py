@@ -29,10 +29,11 @@ to stock finn-plus's on zoo models. A model wrapper with state besides the ONNX 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 from itertools import compress, repeat
-from operator import attrgetter, contains
+from operator import attrgetter, contains, or_
 from typing import Any
 
 # ModelWrapper attributes a memo key covers; a wrapper with any other state is not memoized.
@@ -227,3 +228,322 @@ def memo_composed_apply(self: Any, model: Any) -> tuple[Any, bool]:
                 break
         model, key = memo.tidy(model, key)
     return model, graph_modified
+
+
+# ---- the whole fast build (every step, not only streamlining): fast_steps(mode)
+# Profiling the fast ResNet-20 build after the memo above (cProfile of the build child) left
+# most of the time in qonnx's clean-up after every `transform` (SortGraph: a find_producer scan
+# per node input and toposort's pass per graph level; GiveUniqueParameterTensors: a
+# get_initializer scan per node input), in InferShapes/InferDataTypes re-run on graphs they
+# leave unchanged, and in rename_tensor (GiveReadableTensorNames). fast_steps() installs, for
+# the steps it wraps, exact faster copies of those functions and a memo of no-op results: a
+# pure transformation (PURE_TRANSFORMS, or cleanup()) that left a graph unchanged is not run
+# on that graph again. Outside the scope qonnx is stock; `streamline: stock` never enters it.
+
+# transformations whose result is a function of the graph and their constructor arguments
+# (no randomness, files, clocks); the memo also checks that a run drew no random numbers
+PURE_TRANSFORMS = {"qonnx.transformation.infer_shapes.InferShapes",
+                   "qonnx.transformation.infer_datatypes.InferDataTypes"}
+_PLAIN = (bool, int, float, str, type(None))
+
+
+class BuildMemo:
+    """No-op results of pure transformations and of cleanup() in one build, by graph digest."""
+
+    def __init__(self) -> None:
+        self.noop: set[tuple[Any, ...]] = set()
+        self.clean: set[bytes] = set()
+        self.last: tuple[Any, bytes | None] | None = None  # (proto, its key) after cleanup()
+        self.stats = {"transform_run": 0, "transform_skipped": 0, "cleanup_run": 0,
+                      "cleanup_skipped": 0}
+
+
+_BUILD: list[BuildMemo] = []
+_STOCK: dict[str, Any] = {}  # the stock functions fast_steps() replaced, while installed
+
+
+def _pure_key(transformation: Any) -> tuple[Any, ...] | None:
+    cls = type(transformation)
+    if f"{cls.__module__}.{cls.__qualname__}" not in PURE_TRANSFORMS:
+        return None
+    state = vars(transformation)
+    if not all(isinstance(v, _PLAIN) for v in state.values()):
+        return None
+    return (cls, tuple(sorted(state.items())))
+
+
+def _rng_state() -> tuple[Any, ...]:
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    return random.getstate(), np_state[0], np_state[1].tobytes(), np_state[2:]
+
+
+def memo_transform(self: Any, transformation: Any, make_deepcopy: bool = True,
+                   cleanup: bool = True, apply_to_subgraphs: bool = False,
+                   use_preorder_traversal: bool = True) -> Any:
+    """qonnx's ModelWrapper.transform, with the no-op memo for pure transformations (a hit
+    returns a deep copy of the model, as stock does). Everything else runs stock."""
+    stock = _STOCK["transform"]
+    memo = _BUILD[-1] if _BUILD else None
+    tkey = _pure_key(transformation) if memo is not None else None
+    if tkey is None or not make_deepcopy or apply_to_subgraphs:
+        return stock(self, transformation, make_deepcopy, cleanup, apply_to_subgraphs,
+                     use_preorder_traversal)
+    key, _ = Memo.digest(self)
+    if key is not None and (tkey, cleanup, key) in memo.noop:
+        memo.stats["transform_skipped"] += 1
+        return copy.deepcopy(self)
+    memo.stats["transform_run"] += 1
+    rng = _rng_state()
+    memo.last = None
+    out = stock(self, transformation, make_deepcopy, cleanup, apply_to_subgraphs,
+                use_preorder_traversal)
+    if key is None or _rng_state() != rng:
+        return out
+    # transform's last act is cleanup(): its digest of the result is still valid
+    last = memo.last
+    out_key = last[1] if cleanup and last and last[0] is out._model_proto else None
+    if out_key is None:
+        out_key, _ = Memo.digest(out)
+    if out_key == key:
+        memo.noop.add((tkey, cleanup, key))
+    return out
+
+
+def memo_cleanup(self: Any) -> Any:
+    """qonnx's ModelWrapper.cleanup, skipped on a graph it already left unchanged; a skip
+    re-seats the node list as stock's SortGraph does (references to old nodes detach)."""
+    stock = _STOCK["cleanup"]
+    memo = _BUILD[-1] if _BUILD else None
+    if memo is None:
+        return stock(self)
+    key, _ = Memo.digest(self)
+    if key is not None and key in memo.clean:
+        memo.stats["cleanup_skipped"] += 1
+        nodes = self._model_proto.graph.node
+        if len(nodes) > 1:
+            kept = list(nodes)
+            del nodes[:]
+            nodes.extend(kept)
+        memo.last = (self._model_proto, key)
+        return self
+    memo.stats["cleanup_run"] += 1
+    rng = _rng_state()
+    out = stock(self)
+    out_key, _ = Memo.digest(self)
+    if key is not None and out is self and out_key == key and _rng_state() == rng:
+        memo.clean.add(key)
+    memo.last = (self._model_proto, out_key)
+    return out
+
+
+def sort_graph_apply(self: Any, model: Any) -> tuple[Any, bool]:
+    """qonnx's SortGraph.apply, exactly: the producers from one pass over the nodes (the first
+    producer of each tensor, as find_producer) and toposort_flatten's rounds by counting."""
+    import qonnx.util.basic as util
+
+    if len(model.graph.node) == 1:
+        return (model, False)
+    node_list = [n for n in model.graph.node]
+    producer: dict[str, int] = {}
+    for idx, n in enumerate(node_list):
+        for o in n.output:
+            producer.setdefault(o, idx)
+    graph_dependencies = {}
+    for node_idx, n in enumerate(node_list):
+        preds = [producer[t] for t in n.input if t in producer]
+        if not preds:
+            if len(n.input) > 0:
+                for name in n.input:
+                    if util.get_by_name(model.graph.initializer, name) or util.get_by_name(
+                            model.graph.input, name):
+                        graph_dependencies[node_idx] = set()
+                        break
+            continue
+        graph_dependencies[node_idx] = set(preds)
+    sorted_node_indexes = toposort_flatten(graph_dependencies)
+    for n in node_list:
+        model.graph.node.remove(n)
+    for new_idx, sorted_idx in enumerate(sorted_node_indexes):
+        model.graph.node.insert(new_idx, node_list[sorted_idx])
+    return (model, False)
+
+
+def toposort_flatten(data: dict[Any, set[Any]]) -> list[Any]:
+    """toposort.toposort_flatten(data, sort=True), exactly: the same rounds (items whose
+    dependencies all came in earlier rounds), each sorted, in O(items + edges) instead of a
+    pass over all remaining items per round. A cycle: the library's own error."""
+    deps = {item: {e for e in dep if e != item} for item, dep in data.items()}
+    for extra in {v for vs in deps.values() for v in vs} - set(deps):
+        deps[extra] = set()
+    waiting = {item: len(dep) for item, dep in deps.items()}
+    users: dict[Any, list[Any]] = {}
+    for item, dep in deps.items():
+        for d in dep:
+            users.setdefault(d, []).append(item)
+    result: list[Any] = []
+    ready = sorted(item for item, n in waiting.items() if n == 0)
+    while ready:
+        result.extend(ready)
+        nxt = []
+        for item in ready:
+            for u in users.get(item, ()):
+                waiting[u] -= 1
+                if waiting[u] == 0:
+                    nxt.append(u)
+        ready = sorted(nxt)
+    if len(result) != len(deps):
+        import toposort
+
+        return toposort.toposort_flatten(data, sort=True)  # raises CircularDependencyError
+    return result
+
+
+def unique_parameter_tensors_apply(self: Any, model: Any) -> tuple[Any, bool]:
+    """qonnx's GiveUniqueParameterTensors.apply with "is it an initializer" from a set of
+    names instead of a get_initializer scan (and decode) per node input; the same graph
+    (initializers are decoded for the duplicates it copies, as stock)."""
+    graph = model.graph
+    graph_modified = False
+    init_names = set(map(_NAME, graph.initializer))
+    seen_parameters: set[str] = set()
+    for n in graph.node:
+        node_inputs_list = [x for x in n.input]
+        for input_idx, node_input in enumerate(node_inputs_list):
+            if node_input not in init_names:
+                continue  # dynamic input
+            if node_input not in seen_parameters:
+                seen_parameters.add(node_input)
+                continue
+            input_init = model.get_initializer(node_input)
+            new_param_name = model.make_new_valueinfo_name()
+            model.set_initializer(new_param_name, input_init)
+            model.set_tensor_datatype(new_param_name, model.get_tensor_datatype(node_input))
+            n.input[input_idx] = new_param_name
+            init_names.add(new_param_name)
+    return (model, graph_modified)
+
+
+_INPUT = attrgetter("input")
+
+
+def rename_tensor(self: Any, old_name: str, new_name: str) -> None:
+    """qonnx's ModelWrapper.rename_tensor, exactly, with the scan over the nodes in C."""
+    import qonnx.util.basic as util
+
+    graph = self.graph
+    for part in (graph.input, graph.output, graph.value_info, graph.initializer):
+        found = util.get_by_name(part, old_name)
+        if found is not None:
+            found.name = new_name
+    quant_annotation = util.get_by_name(graph.quantization_annotation, old_name, "tensor_name")
+    if quant_annotation is not None:
+        quant_annotation.tensor_name = new_name
+    nodes = graph.node
+    ins = list(map(contains, map(_INPUT, nodes), repeat(old_name)))
+    outs = list(map(contains, map(_OUTPUT, nodes), repeat(old_name)))
+    for i in compress(range(len(ins)), map(or_, ins, outs)):
+        n = nodes[i]
+        if ins[i]:
+            n.input[list(n.input).index(old_name)] = new_name
+        if outs[i]:
+            n.output[list(n.output).index(old_name)] = new_name
+
+
+# qonnx/toposort internals fast_steps() replaces or relies on, with the SHA-256 (first 16 hex
+# digits) of their source in qonnx 1.0.0 / toposort 1.10: a release that changes one makes
+# check_internals() (and tests/test_fast_streamline.py) fail, and fast_steps() refuse to run:
+# re-read the new source, port the copy above, then update the digest here.
+INTERNALS = {
+    "qonnx.core.modelwrapper:ModelWrapper.transform": "decef9c00176cee9",
+    "qonnx.core.modelwrapper:ModelWrapper.cleanup": "425fdc1526ee8a72",
+    "qonnx.core.modelwrapper:ModelWrapper.rename_tensor": "0db45a4cd64999c2",
+    "qonnx.core.modelwrapper:ModelWrapper.find_producer": "74c71a930439d2c5",
+    "qonnx.core.modelwrapper:ModelWrapper.find_direct_predecessors": "5fd159c084b8529d",
+    "qonnx.core.modelwrapper:ModelWrapper.get_initializer": "acf96b1bc0e0664c",
+    "qonnx.transformation.general:SortGraph.apply": "d811a084752c74b5",
+    "qonnx.transformation.general:GiveUniqueParameterTensors.apply": "3f01172cc61c6d87",
+    "qonnx.transformation.infer_shapes:InferShapes.apply": "d24b8ad3598b9aa1",
+    "qonnx.transformation.infer_datatypes:InferDataTypes.__init__": "9f7d14663ad105bb",
+    "qonnx.transformation.infer_datatypes:InferDataTypes.apply": "2e95b4270754c866",
+    "toposort:toposort": "aff4296306982986",
+    "toposort:toposort_flatten": "a1585ba3897b3517",
+}
+# (class, attribute) -> the fast copy installed over it
+_PATCHES = {("qonnx.core.modelwrapper:ModelWrapper", "transform"): memo_transform,
+            ("qonnx.core.modelwrapper:ModelWrapper", "cleanup"): memo_cleanup,
+            ("qonnx.core.modelwrapper:ModelWrapper", "rename_tensor"): rename_tensor,
+            ("qonnx.transformation.general:SortGraph", "apply"): sort_graph_apply,
+            ("qonnx.transformation.general:GiveUniqueParameterTensors", "apply"):
+                unique_parameter_tensors_apply}
+_MEMO = BuildMemo()  # no-op results stay valid for the whole process (pure functions)
+
+
+def internal_source(ref: str) -> str:
+    """The source of `module:qualname` as installed (a fast copy in place: the stock one)."""
+    import importlib
+    import inspect
+
+    mod, attr = ref.split(":")
+    obj: Any = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = inspect.getattr_static(obj, part) if inspect.isclass(obj) else getattr(obj, part)
+    return inspect.getsource(inspect.unwrap(obj))
+
+
+def check_internals() -> list[str]:
+    """What changed in the internals fast_steps() depends on (empty: none)."""
+    problems = []
+    for ref, digest in INTERNALS.items():
+        try:
+            got = hashlib.sha256(internal_source(ref).encode()).hexdigest()[:16]
+        except (ImportError, AttributeError, OSError, TypeError) as exc:
+            problems.append(f"{ref} is gone ({type(exc).__name__}: {exc})")
+            continue
+        if got != digest:
+            problems.append(f"{ref} changed (source digest {got}, hw/fast_streamline.py was "
+                            f"written for {digest}): port its copy before using it")
+    return problems
+
+
+def _resolve(ref: str) -> Any:
+    import importlib
+
+    mod, cls = ref.split(":")
+    return getattr(importlib.import_module(mod), cls)
+
+
+@contextlib.contextmanager
+def fast_steps(mode: str = "fast") -> Any:
+    """The scope of one build step: with mode "fast", qonnx's transform/cleanup memo and the
+    exact faster copies above are installed (and restored on exit, also after an error);
+    any other mode (stock) changes nothing. Nested scopes share the outer one's."""
+    if mode != "fast" or _STOCK:
+        yield _MEMO if _STOCK else None
+        return
+    problems = check_internals()
+    if problems:
+        raise RuntimeError("fast FINN steps cannot be used with the installed qonnx: "
+                           + "; ".join(problems) + " (or build with streamline: stock)")
+    for (ref, attr), fast in _PATCHES.items():
+        cls = _resolve(ref)
+        _STOCK[attr if ref.endswith("ModelWrapper") else ref] = vars(cls)[attr]
+    try:
+        for (ref, attr), fast in _PATCHES.items():
+            stock = _STOCK[attr if ref.endswith("ModelWrapper") else ref]
+            fast.__wrapped__ = stock  # inspect (the guards) sees the stock source
+            setattr(_resolve(ref), attr, fast)
+        _BUILD.append(_MEMO)
+        yield _MEMO
+    finally:
+        if _BUILD:
+            _BUILD.pop()
+        for (ref, attr), fast in _PATCHES.items():
+            key = attr if ref.endswith("ModelWrapper") else ref
+            if key in _STOCK:
+                setattr(_resolve(ref), attr, _STOCK[key])
+            fast.__dict__.pop("__wrapped__", None)
+        _STOCK.clear()

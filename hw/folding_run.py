@@ -33,7 +33,8 @@ from fpgaslim.core.errors import BuildTimeoutError, FpgaslimError
 
 from . import finn_compat
 from .api import build_dir_for
-from .boards import get_board
+from .boards import Board, as_board
+from .build_key import BuildKey, is_done, variant_key, write_record
 from .child import run_logged
 from .build import BuildSettings, build_estimate
 from .figure import Figure
@@ -75,13 +76,30 @@ class OptFit(BaseModel):
     source: str
 
 
-def optfit_path(run: RunDir, variant_id: str, board: str, build: dict[str, Any],
+def optfit_path(run: RunDir, variant_id: str, board: str | Board, build: dict[str, Any],
                 budget: Budget, at_fps: float | None = None) -> Path:
+    """Where maxfit.json goes (a name for people; whether it is done is its record's)."""
     blob = json.dumps({"v": OPT_VERSION, "build": build, "budget": budget.model_dump(),
                        **({"at_fps": at_fps} if at_fps else {})}, sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()[:8]
-    return run.variant_dir(variant_id) / "builds" / f"{get_board(board).name}-optfit-{key}" \
+    return run.variant_dir(variant_id) / "builds" / f"{as_board(board).name}-optfit-{key}" \
         / "maxfit.json"
+
+
+def optfit_key(run: RunDir, variant_id: str, board: Board, build: dict[str, Any],
+               budget: Budget, at_fps: float | None = None) -> BuildKey:
+    """The build key of an optimal folding: the variant, its build settings, the budget, the
+    frame rate asked for and the optimizer's version (the confirming build: one image)."""
+    return variant_key(run, variant_id, BuildSettings(board=board.name, **build), board,
+                       "maxfit-optimal", 1, extra={"budget": budget.model_dump(mode="json"),
+                                                   "at_fps": at_fps, "version": OPT_VERSION})
+
+
+def optfit_done(run: RunDir, variant_id: str, board: str | Board, build: dict[str, Any],
+                budget: Budget, at_fps: float | None = None) -> bool:
+    board = as_board(board)
+    return is_done(optfit_path(run, variant_id, board, build, budget, at_fps).parent,
+                   optfit_key(run, variant_id, board, build, budget, at_fps))
 
 
 def load_optfit(path: str | Path) -> OptFit:
@@ -111,12 +129,13 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     """Run (or return the saved) optimal folding of one variant on one board. `at_fps`: the
     fewest-LUT folding that still reaches that frame rate, instead of the fastest."""
     build, budget = dict(build or {}), budget or Budget()
-    out = optfit_path(run, variant_id, board, build, budget, at_fps)
-    if out.is_file():
+    b = as_board(board)
+    out = optfit_path(run, variant_id, b, build, budget, at_fps)
+    key = optfit_key(run, variant_id, b, build, budget, at_fps)
+    if is_done(out.parent, key):
         return out
     t0 = time.perf_counter()
-    b = get_board(board)
-    settings = BuildSettings(board=board, **build).resolved()
+    settings = BuildSettings(board=b.name, **build).resolved(b)
     vdir = run.variant_dir(variant_id)
     record = ensure_qonnx(run, variant_id)
     test = load_for_variant(run, variant_id, limit_train=1).test.tensors
@@ -137,7 +156,7 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     if graph is None:  # no earlier build to start from: make one (no Python execution)
         default = build_estimate(vdir / record.qonnx, work / "start", settings, model=model,
                                  images=images, labels=labels, variant=variant_id,
-                                 prefix_cache=prefix)
+                                 prefix_cache=prefix, board=b)
         graph = _start_graph_in(work / "start")
         timings["start_build_s"] = round(time.perf_counter() - t0, 3)
     t1 = time.perf_counter()
@@ -163,7 +182,7 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
         t1 = time.perf_counter()
         report = build_estimate(vdir / record.qonnx, work / "confirm", settings, model=model,
                                 images=images, labels=labels, variant=variant_id,
-                                prefix_cache=prefix, folding_config=cfg_path)
+                                prefix_cache=prefix, folding_config=cfg_path, board=b)
         confirm_s += time.perf_counter() - t1
         ok, pct = within_budget(report, budget.model_dump())
         if ok:
@@ -182,6 +201,7 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
         save_report(report, out.parent / "confirm_report.json")  # not a build folder
     shutil.rmtree(work, ignore_errors=True)  # keep the answer, not 100s of MB of graphs
     atomic_write_json(out, result.model_dump(mode="json"))
+    write_record(out.parent, key)  # the commit point
     return out
 
 
@@ -226,9 +246,9 @@ def maxfit(run: RunDir, variant_id: str, board: str, method: str = "optimal",
     """`fpgaslim maxfit` as data: one flat record (fps, LUT, BRAM_18K, URAM, DSP, percent,
     method, source, ...) of the optimal folding or of the target x mvau_wwidth_max search."""
     budget = budget or Budget()
-    b = get_board(board)
+    b = as_board(board)
     if method == "optimal":
-        path = optimize_variant(run, variant_id, board, build, budget)
+        path = optimize_variant(run, variant_id, b, build, budget)
         r = load_optfit(path)
         return {"variant": variant_id, "board": b.name, "method": "optimal",
                 "fps": None if r.fps is None else r.fps.value,
@@ -245,7 +265,7 @@ def maxfit(run: RunDir, variant_id: str, board: str, method: str = "optimal",
     from .folding_search import FoldingSearch, load_maxfit, search_variant
 
     search = FoldingSearch(step_factor=step_factor, budget=budget.model_dump())
-    path = search_variant(run, variant_id, board, build or {}, search)
+    path = search_variant(run, variant_id, b, build or {}, search)
     m = load_maxfit(path)
     return {"variant": variant_id, "board": b.name, "method": "search",
             "fps": None if m.fps is None else m.fps.value,

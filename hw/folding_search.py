@@ -25,8 +25,9 @@ from fpgaslim.core.atomic import atomic_write_json
 from fpgaslim.compress.data import load_for_variant
 from fpgaslim.compress.variants import RunDir
 
-from .boards import get_board
+from .boards import Board, as_board
 from .build import BuildSettings, build_estimate
+from .build_key import BuildKey, is_done, variant_key, write_record
 from .figure import Figure
 from .qonnx_export import ensure_qonnx
 from .report import HardwareReport
@@ -78,27 +79,46 @@ def within_budget(report: HardwareReport, budget: dict[str, float]) -> tuple[boo
     return all(pct.get(k, 0.0) <= limit for k, limit in budget.items()), pct
 
 
-def maxfit_path(run: RunDir, variant_id: str, board: str, build: dict[str, Any]) -> Path:
+def maxfit_path(run: RunDir, variant_id: str, board: str | Board, build: dict[str, Any]
+                ) -> Path:
+    """Where the search's maxfit.json goes (a name for people; done is its record's)."""
     key = hashlib.sha256(json.dumps(build, sort_keys=True).encode()).hexdigest()[:8]
-    return run.variant_dir(variant_id) / "builds" / f"{get_board(board).name}-maxfit-{key}" \
+    return run.variant_dir(variant_id) / "builds" / f"{as_board(board).name}-maxfit-{key}" \
         / "maxfit.json"
 
 
-def search_variant(run: RunDir, variant_id: str, board: str, build: dict[str, Any] | None = None,
+def search_key(run: RunDir, variant_id: str, board: Board, build: dict[str, Any],
+               search: FoldingSearch) -> BuildKey:
+    """The build key of a folding search: the variant, the build settings it starts from,
+    the search's budget and grid (probes verify on one image, without the model)."""
+    return variant_key(run, variant_id, BuildSettings(board=board.name, **build), board,
+                       "maxfit-search", 1, extra=search.model_dump(mode="json"))
+
+
+def search_done(run: RunDir, variant_id: str, board: str | Board, build: dict[str, Any],
+                search: FoldingSearch) -> bool:
+    board = as_board(board)
+    return is_done(maxfit_path(run, variant_id, board, build).parent,
+                   search_key(run, variant_id, board, build, search))
+
+
+def search_variant(run: RunDir, variant_id: str, board: str | Board,
+                   build: dict[str, Any] | None = None,
                    search: FoldingSearch | None = None) -> Path:
     """Run (or return the saved) folding search of one variant on one board."""
     build = dict(build or {})
     search = search or FoldingSearch()
-    out = maxfit_path(run, variant_id, board, build)
-    if out.is_file():
+    b = as_board(board)
+    out = maxfit_path(run, variant_id, b, build)
+    key = search_key(run, variant_id, b, build, search)
+    if is_done(out.parent, key):
         return out
     vdir = run.variant_dir(variant_id)
     record = ensure_qonnx(run, variant_id)
     images = load_for_variant(run, variant_id, limit_train=1).test.tensors[0][:1]
     work = out.parent / "probes"
     cache: dict[tuple[int, int], Probe] = {}
-    b = get_board(board)
-    base = BuildSettings(board=board, **build).resolved()
+    base = BuildSettings(board=b.name, **build).resolved(b)
 
     def probe(wmax: int, i: int) -> Probe:
         if (wmax, i) not in cache:
@@ -107,7 +127,8 @@ def search_variant(run: RunDir, variant_id: str, board: str, build: dict[str, An
                                                "mvau_wwidth_max": wmax})
             pdir = work / f"w{wmax}-i{i}"
             report = build_estimate(vdir / record.qonnx, pdir, settings, images=images,
-                                    variant=variant_id, prefix_cache=vdir / "builds" / ".prefix")
+                                    variant=variant_id, prefix_cache=vdir / "builds" / ".prefix",
+                                    board=b)
             shutil.rmtree(pdir, ignore_errors=True)  # keep the answer, not 100s of MB of graphs
             ok, pct = within_budget(report, search.budget)
             cache[(wmax, i)] = Probe(mvau_wwidth_max=wmax, grid_index=i,
@@ -137,6 +158,7 @@ def search_variant(run: RunDir, variant_id: str, board: str, build: dict[str, An
                                                                      p.grid_index)),
                         source=source)
     atomic_write_json(out, result.model_dump(mode="json"))
+    write_record(out.parent, key)
     return out
 
 

@@ -24,25 +24,28 @@ from .child import run_logged
 from .verify import LAST_STEP, Verification, compare
 
 
-def find_build(run, variant_id: str, board: str) -> Path:
-    """The build folder of `variant_id` for `board` (default settings first, else the only
-    other build for that board)."""
-    from .boards import get_board
+def find_build(run, variant_id: str, board) -> Path:
+    """The build folder of `variant_id` for `board` (a Board or its name), from the build
+    records: the default-settings build first, else the only other build for that board."""
+    from .boards import as_board
+    from .build_key import find_builds
 
-    name = get_board(board).name
+    b = as_board(board)
     builds = run.variant_dir(variant_id) / "builds"
-    cands = [builds / name] + sorted(builds.glob(f"{name}-*"))
-    done = [d for d in cands if (d / "report.json").is_file()
-            and (d / "work" / "finn" / "intermediate_models" / f"{LAST_STEP}.onnx").is_file()]
+    done = [(d, rec) for d, rec in find_builds(run, variant_id, "estimate", board=b)
+            if (d / "work" / "finn" / "intermediate_models" / f"{LAST_STEP}.onnx").is_file()]
     if not done:
-        raise ConfigError(f"no finished build of variant {variant_id!r} for {name} in "
+        raise ConfigError(f"no finished build of variant {variant_id!r} for {b.name} in "
                           f"{builds}: run `fpgaslim build {run.path} --variant {variant_id} "
-                          f"--board {name}` first")
-    if len(done) > 1 and done[0] != builds / name:
-        names = ", ".join(d.name for d in done)
-        raise ConfigError(f"several builds of {variant_id!r} for {name} ({names}); verify "
+                          f"--board {b.name}` first")
+    default = [d for d, rec in done if rec.default]
+    if default:
+        return default[-1]
+    if len(done) > 1:
+        names = ", ".join(d.name for d, _ in done)
+        raise ConfigError(f"several builds of {variant_id!r} for {b.name} ({names}); verify "
                           "uses the default-settings build: build it first")
-    return done[0]
+    return done[0][0]
 
 
 def verify_build(run, variant_id: str, board: str, images: int = 20, data=None,

@@ -3,7 +3,8 @@
 One row per (run, variant, board): the variant record (accuracy measured in PyTorch, params,
 MACs, depth counted on the model) joined with the hardware report of its build for that board
 (FINN estimates plus fpgaslim's off-chip and fit figures) and, when a folding search left a
-`maxfit.json` (beside the report or in builds/<board>-maxfit-<key>/), its fps. Every column
+`maxfit.json` (beside the report, or a max-fit build of that board), its fps. Builds are found
+through their records (hw/build_key.py find_builds), not by their folder names. Every column
 names where its numbers come from: the hardware columns take their source from the report's
 own Figures, so the legend cannot drift from what was built.
 
@@ -14,7 +15,6 @@ returns a `ComparisonResult` whose `table()` is a rich Table (library code never
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from fpgaslim.core.atomic import atomic_write, atomic_write_json, atomic_write_text
 from fpgaslim.compress.variants import RunDir, Variant
 from fpgaslim.core.errors import CheckpointError, ConfigError, UnknownNameError
+from fpgaslim.hw.build_key import BuildRecord, find_builds
 from fpgaslim.hw.figure import Figure
 from fpgaslim.hw.report import HardwareReport, load_report
 
@@ -29,7 +30,6 @@ from .rows import (BOARD_ORDER, RECORD_SOURCES, URAM_IN_BRAM_18K, ComparisonData
                    ComparisonRow, Skipped)
 
 MAXFIT_FILE = "maxfit.json"
-_HASHED = re.compile(r"^(.+)-[0-9a-f]{10}$")  # builds/<board>-<settings hash> (hw/api.py)
 CAPACITY_SEP = "; capacity: "  # how Figure.of appends the capacity's datasheet
 
 
@@ -57,36 +57,30 @@ def _run_labels(runs: Sequence[RunDir]) -> list[str]:
 
 
 def _build_folders(run: RunDir, vid: str, all_builds: bool) -> list[Path]:
-    """Build folders with a report, one per board (the default-settings folder wins, else the
-    newest), or all of them."""
-    root = run.variant_dir(vid) / "builds"
-    found = sorted((d for d in root.glob("*") if (d / "report.json").is_file()),
-                   key=lambda d: (d / "report.json").stat().st_mtime) if root.is_dir() else []
+    """Estimate builds with a report, from their records: one per board (a default-settings
+    build wins, else the newest), or all of them."""
+    found = find_builds(run, vid, "estimate")
     if all_builds:
-        return found
-    by_board: dict[str, Path] = {}
-    for d in found:  # oldest first: newer ones replace, but never replace builds/<board>
-        hashed = _HASHED.match(d.name)
-        board = hashed.group(1) if hashed else d.name
-        if by_board.get(board) is None or by_board[board].name != board:
-            by_board[board] = d
-    return list(by_board.values())
+        return [folder for folder, _ in found]
+    by_board: dict[str, tuple[Path, BuildRecord]] = {}
+    for folder, rec in found:  # oldest first: newer ones replace, but never a default one
+        if rec.board not in by_board or not by_board[rec.board][1].default:
+            by_board[rec.board] = (folder, rec)
+    return [folder for folder, _ in by_board.values()]
 
 
-def find_maxfit(build: Path, board: str) -> Path | None:
+def find_maxfit(run: RunDir, vid: str, build: Path, board: str) -> Path | None:
     """The max-fit result for this build's board: `maxfit.json` in the build folder, else
-    the newest `builds/<board>-optfit-<key>/maxfit.json` (the optimal folding,
-    hw/folding_run.py), else the newest `builds/<board>-maxfit-<key>/maxfit.json` (the
-    target x wwidth search, hw/folding_search.py)."""
+    the newest optimal folding of the variant on that board (hw/folding_run.py), else the
+    newest target x wwidth search (hw/folding_search.py), found through their records."""
     own = build / MAXFIT_FILE
     if own.is_file():
         return own
-    for kind in ("optfit", "maxfit"):
-        pattern = re.compile(rf"^{re.escape(board)}-{kind}-[0-9a-f]+$")
-        found = [p for p in build.parent.glob(f"*/{MAXFIT_FILE}")
-                 if pattern.match(p.parent.name)]
+    for kind in ("maxfit-optimal", "maxfit-search"):
+        found = find_builds(run, vid, kind, board=board)
         if found:
-            return max(found, key=lambda p: p.stat().st_mtime)
+            folder, rec = found[-1]
+            return folder / rec.result
     return None
 
 
@@ -211,7 +205,7 @@ def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
             for build in _build_folders(run, vid, all_builds):
                 try:
                     report = load_report(build)
-                    maxfit_path = find_maxfit(build, report.board)
+                    maxfit_path = find_maxfit(run, vid, build, report.board)
                     maxfit = None if maxfit_path is None else read_maxfit(maxfit_path)
                     maxfit_res = None if maxfit_path is None else read_maxfit_resources(
                         maxfit_path, {k: f.capacity or 0 for k, f in report.resources.items()})

@@ -1,0 +1,145 @@
+"""The build key decides "done": it changes with every input that changes a build's result and
+with nothing else; a sweep whose build setting changed for one board redoes exactly those
+builds, and a rerun redoes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fpgaslim.hw.boards import get_board
+from fpgaslim.hw.build import BuildSettings
+from fpgaslim.hw.build_key import (UNKEYED, build_key, find_builds, is_done, read_record,
+                                   write_record)
+
+IDENTITY = {"model": {"checkpoint_sha256": "a" * 64},
+            "data": {"dataset": "digits", "spec": "digits", "sha256": None}}
+VERSION = {"finn-plus": "1.6.1", "fpgaslim": "fpgaslim-build/1", "prefix": "p/3"}
+PYNQ = get_board("pynq-z1")
+
+
+def _key(settings=None, board=PYNQ, identity=IDENTITY, images=3, kind="estimate", extra=None,
+         version=VERSION):
+    return build_key(identity, settings or BuildSettings(board=board.name), board, kind, "v",
+                     images, extra, version).key
+
+
+def test_key_changes_with_every_keyed_input():
+    base = _key()
+    keyed_changes = {
+        "clock_ns": 5.0, "target_fps": 123, "weights": "external", "mvau_wwidth_max": 1024,
+        "prefer_rtl": True, "verify_steps": False}
+    for field, value in keyed_changes.items():
+        assert _key(BuildSettings(**{field: value})) != base, field
+    assert _key(board=get_board("kv260")) != base
+    assert _key(identity={**IDENTITY, "model": {"checkpoint_sha256": "b" * 64}}) != base
+    assert _key(identity={**IDENTITY, "data": {"dataset": "digits", "sha256": "x"}}) != base
+    assert _key(images=4) != base and _key(images="all") != base
+    assert _key(version={**VERSION, "finn-plus": "1.7.0"}) != base
+    assert _key(version={**VERSION, "fpgaslim": "fpgaslim-build/2"}) != base
+    assert _key(kind="maxfit-search") != base
+    assert _key(kind="maxfit-search", extra={"budget": {"LUT": 50}}) != \
+        _key(kind="maxfit-search", extra={"budget": {"LUT": 60}})
+
+
+def test_key_ignores_what_does_not_change_a_result():
+    base = _key()
+    for field, value in {"timeout_s": 5.0, "strict": False, "streamline": "stock",
+                         "synth": "yosys", "sim": "verilator", "layer_timeout_s": 9.0}.items():
+        assert _key(BuildSettings(**{field: value})) == base, field
+    # the board's default target spelt out, and the board by another of its names
+    assert _key(BuildSettings(target_fps=PYNQ.default_target_fps)) == base
+    assert _key(BuildSettings(board="Pynq_Z1")) == base
+    # every name in UNKEYED is a BuildSettings field (a renamed field would slip into the key)
+    assert UNKEYED < set(BuildSettings.model_fields)
+
+
+def test_done_needs_the_same_key_and_the_result(tmp_path):
+    k1 = build_key(IDENTITY, BuildSettings(), PYNQ, "estimate", "v", 3, version=VERSION)
+    k2 = build_key(IDENTITY, BuildSettings(clock_ns=5.0), PYNQ, "estimate", "v", 3,
+                   version=VERSION)
+    folder = tmp_path / "variants" / "v" / "builds" / "anything-at-all"
+    folder.mkdir(parents=True)
+    write_record(folder, k1)
+    assert not is_done(folder, k1)  # a record without its report is not a finished build
+    (folder / "report.json").write_text("{}")
+    assert is_done(folder, k1) and not is_done(folder, k2)
+    rec = read_record(folder)
+    assert rec.board == "pynq-z1" and rec.default and rec.result == "report.json"
+    assert not build_key(IDENTITY, BuildSettings(clock_ns=5.0), PYNQ, "estimate", "v", 3,
+                         version=VERSION).default
+
+    class Run:  # the index reads records, whatever the folders are called
+        def variant_dir(self, vid):
+            return tmp_path / "variants" / vid
+
+    (folder.parent / "u250-0123456789").mkdir()  # a name that says u250, a maxfit record
+    k3 = build_key(IDENTITY, BuildSettings(), PYNQ, "maxfit-search", "v", 1, {"b": 1}, VERSION)
+    write_record(folder.parent / "u250-0123456789", k3)
+    (folder.parent / "u250-0123456789" / "maxfit.json").write_text("{}")
+    assert [f.name for f, _ in find_builds(Run(), "v", "estimate")] == ["anything-at-all"]
+    assert [f.name for f, _ in find_builds(Run(), "v", "maxfit-search", "pynq-z1")] == \
+        ["u250-0123456789"]
+    assert find_builds(Run(), "v", board="u250") == []
+
+
+# --------------------------------------------------------------------------- a real sweep
+SWEEP = {
+    "baseline": {"data": {"dataset": "digits"}, "model": "resnet8", "width": 0.5,
+                 "train": {"epochs": 1, "lr": 0.05, "batch_size": 32}},
+    "methods": [{"method": "magnitude-prune", "settings": {"macs_reduction": 0.3, "steps": 1,
+                                                          "epochs": 1}}],
+    "boards": ["pynq-z1", "kv260"],
+    "verify_images": 2,
+    "parallel": {"workers": 2},
+}
+
+
+def _records(run_dir: Path) -> dict[tuple[str, str, str], tuple[str, int]]:
+    """(variant, board, folder) -> (key, mtime of the report) of every estimate build."""
+    out = {}
+    for path in run_dir.glob("variants/*/builds/*/build.json"):
+        rec = json.loads(path.read_text())
+        report = path.with_name("report.json")
+        out[rec["variant"], rec["board"], path.parent.name] = (rec["key"],
+                                                               os.stat(report).st_mtime_ns)
+    return out
+
+
+@pytest.mark.slow
+def test_sweep_redoes_exactly_the_builds_a_changed_setting_changes(tmp_path):
+    from fpgaslim.sweep import load_sweep, run_sweep
+
+    def sweep(**over):
+        path = tmp_path / "sweep.yaml"
+        path.write_text(yaml.safe_dump({**SWEEP, "run_dir": str(tmp_path / "run"), **over}))
+        return run_sweep(load_sweep(path), progress=False)
+
+    first = sweep()
+    assert len(first.variants) == 2 and first.work_done["builds"] == 4, first
+    assert not first.failures
+    before = _records(tmp_path / "run")
+    assert len(before) == 4
+
+    # one setting changed for one board: its two builds (one per variant) again, nothing else
+    changed = sweep(build_by_board={"kv260": {"clock_ns": 5.0}})
+    assert changed.work_done == {"baseline": 0, "methods": 0, "builds": 2, "maxfit": 0}
+    after = _records(tmp_path / "run")
+    new = {k: v for k, v in after.items() if before.get(k) != v}
+    assert {(v, b) for v, b, _ in new} == {(v, "kv260") for v in first.variants}
+    assert all(before[k] == after[k] for k in before)  # the other builds untouched
+    for vid in first.variants:
+        report = json.loads(Path(changed.builds[f"{vid}@kv260"]).read_text())
+        assert report["settings"]["clock_ns"] == 5.0
+        assert report["verification"]["integer_exact"] is True
+
+    # the same file again, and back to the first settings: nothing to do
+    assert all(v == 0 for v in sweep(build_by_board={"kv260": {"clock_ns": 5.0}}
+                                     ).work_done.values())
+    again = sweep()
+    assert all(v == 0 for v in again.work_done.values()), again.work_done
+    assert _records(tmp_path / "run") == after
