@@ -1,35 +1,30 @@
-"""FINN estimate builds under a time limit: settings, the child process, error mapping.
+"""FINN estimate builds under a time limit: settings, the job, the reused prefix.
 
-The build runs in a child process (`python -m fpgaslim.hw.worker`, its own session) because
-finn-plus changes process-wide state (logging, stdout, the finn_compat shim) and because a
-streamlining loop can run forever (FINN_NOTES): at the limit the child's process group is
-killed and the step it was in (from its progress file) is named in a BuildTimeoutError.
+The build runs in a child process (hw/build_job.py: a BuildJob run by `python -m
+fpgaslim.hw.worker`, its own session; the bitfile build uses the same) because finn-plus
+changes process-wide state (logging, stdout, the finn_compat shim) and because a streamlining
+loop can run forever (FINN_NOTES): at the limit the child's process group is killed and the
+step it was in (from its progress file) is named in a BuildTimeoutError.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from fpgaslim.core.atomic import atomic_write_json
-from fpgaslim.core.errors import (BuildTimeoutError, FpgaslimError, ToolMissingError,
-                             UnsupportedLayerError)
-
 from . import finn_compat
 from .boards import Board, get_board
-from .child import run_logged
+from .build_job import BuildJob, run_job, step_times
+from .build_steps import preset
 from .report import HardwareReport, build_report
 from .verify import compare
 
@@ -37,12 +32,6 @@ from .verify import compare
 # other boards start from its saved output (streamlining dominates build time).
 PREFIX_LAST, RESUME_AT = "step_create_dataflow_partition", "step_specialize_layers"
 PREFIX_VERSION = "fpgaslim-prefix/3"  # bump when a prefix step changes what it produces
-
-# Steps up to here turn the graph into HW layers: a failure there means FINN cannot map it.
-_MAPPING_STEPS = ("step_qonnx_to_finn", "step_tidy_up", "step_fpgaslim_streamline",
-                  "step_convert_to_hw", "step_fpgaslim_check_mapped",
-                  "step_minimize_bit_width_initial", "step_create_dataflow_partition",
-                  "step_specialize_layers")
 
 
 class BuildSettings(BaseModel):
@@ -74,55 +63,6 @@ class BuildSettings(BaseModel):
         board = board if board is not None else get_board(self.board)
         return self.model_copy(update={"board": board.name, "target_fps": self.target_fps
                                        or board.default_target_fps})
-
-
-def _last_step(progress: Path) -> tuple[str | None, dict | None]:
-    """(step running at the end, the error entry if a step failed) from the progress file."""
-    running, error = None, None
-    if progress.is_file():
-        for line in progress.read_text(encoding="utf-8").splitlines():
-            try:
-                e = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by the kill
-            if e["event"] == "start":
-                running = e["step"]
-            elif e["event"] == "end" and running == e["step"]:
-                running = None
-            elif e["event"] == "error":
-                error = e
-    return running, error
-
-
-def _run_child(job_path: Path, out: Path, env: dict[str, str], timeout_s: float) -> None:
-    log = out / "child.log"
-    try:
-        rc = run_logged([sys.executable, "-m", "fpgaslim.hw.worker", str(job_path)], log,
-                        timeout_s, env=env, tie_to_parent=True)
-    except subprocess.TimeoutExpired:
-        step, _ = _last_step(out / "progress.jsonl")
-        raise BuildTimeoutError(
-            f"FINN build ran past its {timeout_s:g} s limit in step "
-            f"{step or 'before the first step'}; killed. Raise timeout_s, or if "
-            "it is a streamlining step, check the model (nn.AvgPool2d makes streamlining "
-            f"loop forever; use TruncAvgPool2d). Log: {log}") from None
-    if rc == 0:
-        return
-    step, error = _last_step(out / "progress.jsonl")
-    if error is None:
-        tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
-        raise FpgaslimError(f"FINN build child exited with code {rc} before/after its steps "
-                            f"(running: {step}); log {log}:\n{tail}")
-    msg = f"{error['type']}: {error['message']}"
-    if error["type"] == "UnsupportedLayerError":
-        raise UnsupportedLayerError(error["message"])
-    if error["type"] == "ToolMissingError":
-        raise ToolMissingError(error["message"])
-    if error["step"] in _MAPPING_STEPS:
-        raise UnsupportedLayerError(
-            f"FINN could not map the model in {error['step']}: {msg}. Check that every layer "
-            f"is a FINN-supported quantized layer (log: {log})")
-    raise FpgaslimError(f"FINN build failed in {error['step']}: {msg} (log: {log})")
 
 
 def _prefix_key(onnx_path: Path, out: Path, settings: BuildSettings) -> str:
@@ -164,17 +104,73 @@ def _store_prefix(cache: Path, finn_out: Path) -> None:
     os.replace(tmp, cache)
 
 
-def _step_times(progress: Path) -> dict[str, float]:
-    """Wall seconds per build step, from the child's progress file."""
-    starts: dict[str, float] = {}
-    times: dict[str, float] = {}
-    for line in progress.read_text(encoding="utf-8").splitlines():
-        e = json.loads(line)
-        if e["event"] == "start":
-            starts[e["step"]] = e["t"]
-        elif e["event"] == "end" and e["step"] in starts:
-            times[f"{e['step']}_s"] = round(e["t"] - starts[e["step"]], 3)
-    return times
+def estimate_job(onnx_path: Path, out: Path, settings: BuildSettings, board: Board, *,
+                 exec_npy: Path | None = None,
+                 folding_config: Path | None = None) -> BuildJob:
+    """The estimate build's job for the child: preset "estimate" (with prefer_rtl's step),
+    FINN's own verification on out/verify_input.npy, the board's part and capacities."""
+    return BuildJob(
+        preset="estimate", steps=preset("estimate", prefer_rtl=settings.prefer_rtl),
+        onnx=str(onnx_path), out_dir=str(out), finn_dir=str(out / "finn"), board=board,
+        fpga_part=board.part, clock_ns=settings.clock_ns, target_fps=settings.target_fps,
+        mvau_wwidth_max=settings.mvau_wwidth_max, weights=settings.weights,
+        folding_config=str(Path(folding_config).resolve()) if folding_config else None,
+        streamline=settings.streamline, prefer_rtl=settings.prefer_rtl,
+        verify_steps=settings.verify_steps, verify_input_npy=str(out / "verify_input.npy"),
+        verify_expected_npy=str(out / "verify_expected.npy"),
+        exec_input_npy=str(exec_npy) if exec_npy else None)
+
+
+def _resume_step(steps: list[str]) -> str:
+    """The step a build resumes at after the restored prefix: the one after PREFIX_LAST
+    (RESUME_AT, or step_fpgaslim_prefer_rtl in front of it)."""
+    return steps[steps.index(PREFIX_LAST) + 1]
+
+
+def _write_verification_inputs(out: Path, onnx_path: Path, x: torch.Tensor,
+                                model: nn.Module | None, reference: Any
+                                ) -> tuple[np.ndarray | None, Path | None]:
+    """FINN's verification pair (the first image and its expected output: `model`'s, else
+    `reference`'s, else the QONNX graph's) and, with a model or reference, all images to
+    execute on the folded graph. Returns (the reference's logits or None, that file or None)."""
+    ref_logits = None
+    if model is not None:
+        from .verify import brevitas_reference
+
+        expected = brevitas_reference(model, x[:1])
+    elif reference is not None:
+        ref_logits = np.asarray(reference(x.numpy()))
+        expected = ref_logits[:1]
+    else:
+        from .qonnx_export import execute_qonnx, load_onnx
+
+        expected = execute_qonnx(load_onnx(onnx_path), x[:1].numpy())
+    np.save(out / "verify_input.npy", x[:1].numpy())
+    np.save(out / "verify_expected.npy", expected.astype(np.float32))
+    exec_npy = None
+    if model is not None or ref_logits is not None:
+        exec_npy = out / "exec_input.npy"
+        np.save(exec_npy, x.numpy())
+    return ref_logits, exec_npy
+
+
+def _run_with_prefix(job: BuildJob, onnx_path: Path, settings: BuildSettings,
+                     prefix_cache: Path | None) -> tuple[BuildJob, dict, float]:
+    """Run `job` in the build child, resuming after a cached board-independent prefix when
+    `prefix_cache` has one for this graph (and storing it when it had none). Returns the
+    job as run, the child's result and the wall seconds."""
+    out = Path(job.out_dir)
+    cache = None
+    if prefix_cache is not None:
+        cache = Path(prefix_cache) / _prefix_key(onnx_path, out, settings)
+        if _restore_prefix(cache, Path(job.finn_dir)):
+            job = job.model_copy(update={"start_step": _resume_step(job.steps)})
+    t0 = time.perf_counter()
+    child = run_job(job, finn_compat.child_environment(out), settings.timeout_s)
+    wall = time.perf_counter() - t0
+    if cache is not None and job.start_step is None:
+        _store_prefix(cache, Path(job.finn_dir))
+    return job, child, wall
 
 
 def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSettings,
@@ -211,52 +207,15 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
 
         raise ConfigError("build_estimate needs real input images (verification input)")
     x = images.detach().cpu().float()
-    ref_logits = None
-    if model is not None:
-        from .verify import brevitas_reference
-
-        expected = brevitas_reference(model, x[:1])
-    elif reference is not None:
-        ref_logits = np.asarray(reference(x.numpy()))
-        expected = ref_logits[:1]
-    else:
-        from .qonnx_export import execute_qonnx, load_onnx
-
-        expected = execute_qonnx(load_onnx(onnx_path), x[:1].numpy())
-    np.save(out / "verify_input.npy", x[:1].numpy())
-    np.save(out / "verify_expected.npy", expected.astype(np.float32))
-    exec_npy = None
-    if model is not None or ref_logits is not None:
-        exec_npy = out / "exec_input.npy"
-        np.save(exec_npy, x.numpy())
-    job = {"onnx": str(onnx_path), "out_dir": str(out), "clock_ns": settings.clock_ns,
-           "target_fps": settings.target_fps, "mvau_wwidth_max": settings.mvau_wwidth_max,
-           "weights": settings.weights, "verify_steps": settings.verify_steps,
-           "streamline": settings.streamline,
-           "board": board.model_dump(include={"finn_board", "part", "shell_flow", "BRAM_18K",
-                                              "URAM"}),
-           "verify_input_npy": str(out / "verify_input.npy"),
-           "verify_expected_npy": str(out / "verify_expected.npy"),
-           "exec_input_npy": str(exec_npy) if exec_npy else None, "start_step": None,
-           "prefer_rtl": settings.prefer_rtl,
-           "folding_config": str(Path(folding_config).resolve()) if folding_config else None}
-    cache = None
-    if prefix_cache is not None:
-        cache = Path(prefix_cache) / _prefix_key(onnx_path, out, settings)
-        if _restore_prefix(cache, out / "finn"):
-            job["start_step"] = RESUME_AT
-    job_path = atomic_write_json(out / "job.json", job)
-    t0 = time.perf_counter()
-    _run_child(job_path, out, finn_compat.child_environment(out), settings.timeout_s)
-    wall = time.perf_counter() - t0
-    child = json.loads((out / "child_result.json").read_text(encoding="utf-8"))
-    if cache is not None and job["start_step"] is None:
-        _store_prefix(cache, out / "finn")
+    ref_logits, exec_npy = _write_verification_inputs(out, onnx_path, x, model, reference)
+    job = estimate_job(onnx_path, out, settings, board, exec_npy=exec_npy,
+                       folding_config=folding_config)
+    job, child, wall = _run_with_prefix(job, onnx_path, settings, prefix_cache)
     report = build_report(out / "finn", board, settings.model_dump(mode="json"),
                           finn_compat.provenance(settings.clock_ns), variant=variant)
     report.timings = {"build_wall_s": round(wall, 3), "finn_build_s": round(child["build_s"], 3),
-                      "prefix_reused": float(job["start_step"] is not None),
-                      **_step_times(out / "progress.jsonl")}
+                      "prefix_reused": float(job.start_step is not None),
+                      **step_times(job.progress)}
     if model is not None or ref_logits is not None:
         report.verification = compare(out / "hw_outputs.npz", model, x, labels,
                                       child["exec_s"], child["last_layer"],

@@ -1,20 +1,30 @@
-"""The estimate build as FINN builder steps, run inside the build child process (hw/build.py).
+"""The estimate and bitfile builds as FINN builder steps, registered by name.
 
-The step list is finn-plus's estimate-only preset with five fpgaslim steps slotted in, all with
-FINN's `step_x(model, cfg) -> model` contract:
+A build is a list of step names (FINN builder style): `preset("estimate")` is finn-plus's
+estimate-only preset with fpgaslim's steps slotted in, `preset("bitfile")` is the same list
+followed by FINN's hardware steps. `resolve_steps(names)` turns names into callables the way
+FINN's builder does (fpgaslim's registry first, then FINN's `build_dataflow_step_lookup`),
+each wrapped so that its start, end or failure is appended to the build's progress file (the
+parent names the step that failed or ran past the time limit). Every step has FINN's contract
+`step_x(model, cfg) -> model`; what fpgaslim's steps need beyond FINN's settings is in the
+`fpgaslim_*` fields of the config (hw/finn_config.py builds it).
+
+fpgaslim's steps:
   * `step_fpgaslim_prepare`: the input's datatype from the graph's input quantizer (the zoo
     quantizes x/255 with a UINT8 quantizer of scale exactly 1/255, so the accelerator's input
     is UINT8 pixels; a foreign QONNX file says its own: hw/onnx_input.py; FINN needs to know);
     and widening Truncs are narrowed, which FINN's avg-pool conversion gets wrong;
+  * `step_qonnx_to_finn` (FINN's name, fpgaslim's version): FINN's conversion with exact
+    thresholds (hw/exact_thresholds.py);
   * `step_fpgaslim_streamline`: stock streamlining for plain CNNs; for residual graphs finn-plus's
     StreamlinePlus-based resnet step (the stock one leaves Transpose/Im2Col/MatMul unmapped);
   * `step_fpgaslim_check_mapped`: any node left outside FINN's HW layers, except the host-side
     output scaling, becomes an UnsupportedLayerError naming it (instead of a partition error);
   * `step_fpgaslim_place_weights`: on-chip/external weight placement as a folding config;
-  * `step_fpgaslim_layer_table`: per-layer facts FINN's reports lack (weight streams, modes).
-FINN's own `step_qonnx_to_finn` keeps its name but runs with exact thresholds
-(hw/exact_thresholds.py). Each step is wrapped so that its start, end or failure is appended to a progress file: the
-parent names the running step when it kills a build at its time limit.
+  * `step_fpgaslim_layer_table`: per-layer facts FINN's reports lack (weight streams, modes);
+  * `step_fpgaslim_prefer_rtl` (only with prefer_rtl): FINN's RTL variants where it has them.
+The read-only parts are qonnx analyses (`model.analysis(fn) -> dict`: `unmapped_nodes`,
+`weight_placement`, `layer_table`); the steps act on what they return.
 """
 
 from __future__ import annotations
@@ -25,9 +35,14 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from fpgaslim.core.errors import UnsupportedLayerError
+from qonnx.transformation.base import Transformation
+
+from fpgaslim.core.errors import ConfigError, UnknownNameError, UnsupportedLayerError
 
 from . import finn_compat
+from .exact_thresholds import step_exact_qonnx_to_finn
+
+Step = Callable[[Any, Any], Any]
 
 # Nodes FINN leaves in the (host-side) parent graph after the last HW layer: output scaling
 # and reshaping of the final logits, not part of the accelerator.
@@ -35,6 +50,7 @@ HOST_OPS = {"Mul", "Add", "Reshape", "Flatten", "Squeeze", "Transpose", "Identit
 # ... and before the first: the NCHW -> NHWC layout change of the input (FINN's default).
 LEADING_HOST_OPS = {"Transpose", "Reshape", "Flatten", "Identity"}  # (an MLP flattens first)
 _WEIGHT_OPS = ("MVAU", "VVAU")
+_HW_DOMAIN = "finn.custom_op.fpgadataflow"
 _FIX_HINT = {
     "Transpose": "a layout change FINN could not absorb: avoid reshapes/permutes between layers",
     "MatMul": "a matmul without quantized inputs: put a QuantIdentity/QuantReLU in front",
@@ -44,58 +60,118 @@ _FIX_HINT = {
     "GlobalAveragePool": "use brevitas TruncAvgPool2d with FLOOR rounding",
 }
 
+# ----------------------------------------------------------------------------- the registry
+STEPS: dict[str, Step] = {}  # fpgaslim's steps by name (they win over FINN's of the same name)
+
+
+def register_step(fn: Step | None = None, *, name: str | None = None) -> Any:
+    """Register a build step under its function name (or `name`, e.g. to replace FINN's)."""
+
+    def add(f: Step) -> Step:
+        STEPS[name or f.__name__] = f
+        return f
+
+    return add if fn is None else add(fn)
+
+
+register_step(step_exact_qonnx_to_finn, name="step_qonnx_to_finn")  # FINN's, thresholds exact
+
+# The presets. ESTIMATE is finn-plus 1.6.1's estimate_only_dataflow_steps
+# (finn_compat.FINN_ESTIMATE_STEPS, checked by check_internals) with step_streamline replaced
+# and fpgaslim's steps inserted; BITFILE adds FINN's hardware steps in finn-plus's default order.
+ESTIMATE = ["step_fpgaslim_prepare", "step_qonnx_to_finn", "step_tidy_up",
+            "step_fpgaslim_streamline", "step_convert_to_hw", "step_fpgaslim_check_mapped",
+            "step_minimize_bit_width_initial", "step_create_dataflow_partition",
+            "step_specialize_layers", "step_target_fps_parallelization",
+            "step_fpgaslim_place_weights", "step_apply_folding_config", "step_minimize_bit_width",
+            "step_generate_estimate_reports", "step_fpgaslim_layer_table"]
+HARDWARE = ["step_assign_ddr_weight_offsets", "step_generate_hardware",
+            "step_create_stitched_ip", "step_prepare_synthesis", "step_synthesize_bitfile",
+            "step_make_driver", "step_deployment_package"]
+PRESETS = {"estimate": ESTIMATE, "bitfile": ESTIMATE + HARDWARE}
+PREFER_RTL_BEFORE = "step_specialize_layers"
+
+
+def preset(name: str, *, prefer_rtl: bool = False) -> list[str]:
+    """The step names of preset `name` ("estimate", "bitfile"); with `prefer_rtl`,
+    step_fpgaslim_prefer_rtl right before step_specialize_layers."""
+    if name not in PRESETS:
+        raise UnknownNameError("build preset", name, list(PRESETS))
+    names = list(PRESETS[name])
+    if prefer_rtl:
+        names.insert(names.index(PREFER_RTL_BEFORE), "step_fpgaslim_prefer_rtl")
+    return names
+
+
+def resolve_steps(names: list[str]) -> list[Step]:
+    """(child, after finn_compat.activate) The callables for `names`, as FINN's builder
+    resolves a step name (fpgaslim's registry first, then FINN's lookup), each tracked in the
+    progress file. An unknown name is a ConfigError listing the known ones."""
+    lookup = {**finn_compat.builder().step_lookup, **STEPS}
+    unknown = [n for n in names if n not in lookup]
+    if unknown:
+        raise ConfigError(f"unknown build steps {unknown}; fpgaslim's: {sorted(STEPS)}; "
+                          f"finn-plus's: {sorted(set(lookup) - set(STEPS))}")
+    return [_tracked(lookup[n], n) for n in names]
+
+
+def _tracked(step: Step, name: str) -> Step:
+    """`step` with its start/end/failure appended to cfg.fpgaslim_progress (JSON lines)."""
+
+    def run(model: Any, cfg: Any) -> Any:
+        progress = cfg.fpgaslim_progress
+        log_progress(progress, "start", name)
+        try:
+            model = step(model, cfg)
+        except BaseException as exc:
+            log_progress(progress, "error", name, type=type(exc).__name__, message=str(exc),
+                         traceback=traceback.format_exc(limit=8))
+            raise
+        log_progress(progress, "end", name)
+        return model
+
+    run.__name__ = name  # FINN names the step's checkpoint after it
+    return run
+
+
+def log_progress(progress: str | Path | None, event: str, step: str, **extra: str) -> None:
+    """Append one event to the progress file (nothing when there is none)."""
+    if progress is None:
+        return
+    with open(progress, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"event": event, "step": step, **extra, "t": time.time()}) + "\n")
+        f.flush()
+
+
+# ------------------------------------------------------------------ graph edits and analyses
+class NarrowWideningTrunc(Transformation):
+    """Rewrite a QONNX Trunc (v2) whose output is wider than its input (nothing is truncated,
+    e.g. TruncAvgPool2d to 8 bits over a 2x2 window of 4-bit values) into the same function
+    with output bits = input bits and output scale = input scale.
+
+    Why: FINN's AvgPool+Trunc conversion turns the bit difference into a right shift and
+    clamps a negative shift to 0, so such a pool computes 1/4 (for 2x2) of the Brevitas value
+    (measured: FINN's own QONNX_TO_FINN_PYTHON verification fails). Both forms compute
+    round(x / scale) * scale within range, so the rewrite is exact."""
+
+    def apply(self, model):  # type: ignore[override]
+        for node in model.graph.node:
+            if node.op_type != "Trunc" or len(node.input) != 6:
+                continue
+            init = [model.get_initializer(i) for i in node.input[1:]]
+            if any(v is None for v in init):
+                continue
+            scale, _, in_bits, _, out_bits = init
+            if float(out_bits) > float(in_bits):
+                model.set_initializer(node.input[4], scale.copy())
+                model.set_initializer(node.input[5], in_bits.copy())
+        return model, False
+
 
 def _hint(op_type: str) -> str:
     return _FIX_HINT.get(op_type, f"replace the {op_type} with a layer FINN maps (quantized "
                          "conv/linear, QuantReLU thresholds, MaxPool, TruncAvgPool2d, Add with "
                          "a shared quantizer)")
-
-
-def _make_widening_trunc_fix() -> type:
-    from qonnx.transformation.base import Transformation
-
-    class NarrowWideningTrunc(Transformation):
-        """Rewrite a QONNX Trunc (v2) whose output is wider than its input (nothing is
-        truncated, e.g. TruncAvgPool2d to 8 bits over a 2x2 window of 4-bit values) into the
-        same function with output bits = input bits and output scale = input scale.
-
-        Why: FINN's AvgPool+Trunc conversion turns the bit difference into a right shift and
-        clamps a negative shift to 0, so such a pool computes 1/4 (for 2x2) of the Brevitas
-        value (measured: FINN's own QONNX_TO_FINN_PYTHON verification fails). Both forms
-        compute round(x / scale) * scale within range, so the rewrite is exact."""
-
-        def apply(self, model):  # type: ignore[override]
-            for node in model.graph.node:
-                if node.op_type != "Trunc" or len(node.input) != 6:
-                    continue
-                init = [model.get_initializer(i) for i in node.input[1:]]
-                if any(v is None for v in init):
-                    continue
-                scale, _, in_bits, _, out_bits = init
-                if float(out_bits) > float(in_bits):
-                    model.set_initializer(node.input[4], scale.copy())
-                    model.set_initializer(node.input[5], in_bits.copy())
-            return model, False
-
-    return NarrowWideningTrunc
-
-
-def step_fpgaslim_prepare(model: Any, cfg: Any) -> Any:
-    """Annotate the input with the datatype of the graph's input quantizer (UINT8 for
-    fpgaslim's models, whatever a foreign file's quantizer says: hw/onnx_input.py) and fix
-    widening Truncs (see NarrowWideningTrunc)."""
-    from qonnx.core.datatype import DataType
-
-    from .onnx_input import read_input_quant
-
-    iq = read_input_quant(model, "the model")
-    if iq.step != 1.0:
-        raise UnsupportedLayerError(
-            f"the input quantizer ({iq.found}) has step {iq.step:g} in input units, so the "
-            "accelerator's input would not be integers; build the file with `fpgaslim build "
-            "MODEL.onnx`, which puts the step in front of the graph (hw/onnx_input.py)")
-    model.set_tensor_datatype(model.graph.input[0].name, DataType[iq.dtype])
-    return model.transform(_make_widening_trunc_fix()())
 
 
 def is_residual(model: Any) -> bool:
@@ -107,39 +183,11 @@ def is_residual(model: Any) -> bool:
     return False
 
 
-def step_fpgaslim_streamline(model: Any, cfg: Any, mode: str = "fast") -> Any:
-    """`mode` "fast": the residual streamlining runs under finn_compat.fast_streamlining()
-    (same graph, byte for byte; hw/fast_streamline.py); "stock": finn-plus unchanged."""
-    fb = finn_compat.builder()
-    if not is_residual(model):
-        return fb.step_lookup["step_streamline"](model, cfg)
-    from qonnx.transformation.general import RemoveUnusedTensors
-    from qonnx.transformation.infer_data_layouts import InferDataLayouts
-
-    if mode == "fast":
-        with finn_compat.fast_streamlining():
-            model = fb.resnet_streamline(model, cfg)
-    else:
-        model = fb.resnet_streamline(model, cfg)
-    # the tail of FINN's stock streamline step, which the resnet step lacks
-    model = model.transform(fb.MakeMaxPoolNHWC())
-    model = model.transform(fb.AbsorbConsecutiveTransposes())
-    model = model.transform(InferDataLayouts())
-    model = model.transform(RemoveUnusedTensors())
-    if finn_compat.verification_enabled(cfg, "STREAMLINED_PYTHON"):
-        fb.verify_step(model, cfg, "streamlined_python", need_parent=False)
-    return model
-
-
-def step_fpgaslim_check_mapped(model: Any, cfg: Any) -> Any:
-    """Fail with the first node FINN did not map, unless it is host-side: the input layout
-    change in front of the accelerator or the output scaling after it."""
-    hw = [n for n in model.graph.node if n.domain.startswith("finn.custom_op.fpgadataflow")]
-    if not hw:
-        node = model.graph.node[0]
-        raise UnsupportedLayerError(
-            f"FINN mapped no layer to hardware; first node {node.name!r} ({node.op_type}): "
-            f"{_hint(node.op_type)}")
+def unmapped_nodes(model: Any) -> dict[str, Any]:
+    """(analysis) The nodes FINN did not map to HW layers that are not host-side (the input
+    layout change in front of the accelerator, the output scaling after it):
+    {"hw_layers": n, "unmapped": [{"name", "op_type", "where"}, ...]} in graph order."""
+    hw = [n for n in model.graph.node if n.domain.startswith(_HW_DOMAIN)]
     downstream: set[str] = set()
     for n in hw:  # everything fed (transitively) by a HW layer
         stack = list(n.output)
@@ -149,69 +197,58 @@ def step_fpgaslim_check_mapped(model: Any, cfg: Any) -> Any:
                 if c.name not in downstream:
                     downstream.add(c.name)
                     stack.extend(c.output)
+    unmapped = []
     for node in model.graph.node:
-        if node.domain.startswith("finn.custom_op.fpgadataflow"):
+        if node.domain.startswith(_HW_DOMAIN):
             continue
-        consumers_hw = any(c.domain.startswith("finn.custom_op.fpgadataflow")
+        consumers_hw = any(c.domain.startswith(_HW_DOMAIN)
                            for t in node.output for c in model.find_consumers(t))
         trailing = node.name in downstream and not consumers_hw
         leading = node.name not in downstream
         if not ((trailing and node.op_type in HOST_OPS)
                 or (leading and node.op_type in LEADING_HOST_OPS)):
-            where = "between hardware layers" if consumers_hw else "at the graph's edge"
-            raise UnsupportedLayerError(
-                f"FINN cannot map node {node.name!r} (op type {node.op_type}, {where}): "
-                f"{_hint(node.op_type)}")
-    return model
+            unmapped.append({"name": node.name, "op_type": node.op_type,
+                             "where": "between hardware layers" if consumers_hw
+                             else "at the graph's edge"})
+    return {"hw_layers": len(hw), "unmapped": unmapped}
 
 
 def _weight_nodes(model: Any) -> list[Any]:
     return [n for n in model.graph.node if n.op_type.split("_")[0] in _WEIGHT_OPS]
 
 
-def step_fpgaslim_place_weights(model: Any, cfg: Any, place: str,
-                                board: dict[str, Any], folding: str | None = None) -> Any:
-    """Write the folding config for the weight placement and point the builder at it.
-
-    "onchip" keeps FINN's default (internal_decoupled); "external" streams every weight layer
-    from off-chip memory; "auto" moves the layers with the most weight BRAM/URAM off-chip,
-    largest first, until FINN's memory estimate fits the board. `folding`: a folding-config
-    JSON whose per-node entries are laid over these (the folding optimizer's choice)."""
-    fb = finn_compat.builder()
+def weight_placement(model: Any, place: str, fpga_part: str, bram_18k: int | None,
+                     uram: int | None) -> dict[str, str]:
+    """(analysis) mem_mode per weight layer. "onchip" keeps FINN's default (internal_decoupled);
+    "external" streams every weight layer from off-chip memory; "auto" moves the layers with
+    the most weight BRAM/URAM off-chip, largest first, until FINN's memory estimate fits the
+    board's `bram_18k` / `uram`."""
     nodes = _weight_nodes(model)
     external: list[str] = []
     if place == "external":
         external = [n.name for n in nodes]
     elif place == "auto":
-        part = finn_compat.fpga_part(cfg)
-        est = model.analysis(lambda m: fb.res_estimation(m, part))
+        if bram_18k is None or uram is None:
+            raise ConfigError("weights: auto needs the board's BRAM_18K and URAM capacities")
+        est = finn_compat.builder().res_estimation(model, fpga_part)
         bram = sum(v.get("BRAM_18K", 0) for v in est.values())
-        uram = sum(v.get("URAM", 0) for v in est.values())
+        ur = sum(v.get("URAM", 0) for v in est.values())
         by_size = sorted(nodes, key=lambda n: (est[n.name].get("BRAM_18K", 0)
                                                + 8 * est[n.name].get("URAM", 0)), reverse=True)
         for n in by_size:
-            if bram <= board["BRAM_18K"] and uram <= board["URAM"]:
+            if bram <= bram_18k and ur <= uram:
                 break
             if est[n.name].get("BRAM_18K", 0) + est[n.name].get("URAM", 0) == 0:
                 continue
             bram -= est[n.name].get("BRAM_18K", 0)
-            uram -= est[n.name].get("URAM", 0)
+            ur -= est[n.name].get("URAM", 0)
             external.append(n.name)
-    config: dict[str, Any] = {"Defaults": {}}
-    for n in nodes:
-        config[n.name] = {"mem_mode": "external" if n.name in external else "internal_decoupled"}
-    if folding:
-        for name, attrs in json.loads(Path(folding).read_text(encoding="utf-8")).items():
-            config.setdefault(name, {}).update(attrs)
-    path = Path(cfg.output_dir) / "fpgaslim_folding_config.json"
-    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    cfg.folding_config_file = path
-    return model
+    return {n.name: "external" if n.name in external else "internal_decoupled" for n in nodes}
 
 
-def step_fpgaslim_layer_table(model: Any, cfg: Any) -> Any:
-    """Per-layer facts fpgaslim's report needs and FINN's reports lack (weight stream widths,
-    memory modes, stream shapes), written to report/fpgaslim_layers.json."""
+def layer_table(model: Any) -> dict[str, Any]:
+    """(analysis) Per-layer facts fpgaslim's report needs and FINN's reports lack (weight
+    stream widths, memory modes, stream shapes) of a specialized dataflow graph."""
     fb = finn_compat.builder()
     layers = []
     for node in model.graph.node:
@@ -235,36 +272,113 @@ def step_fpgaslim_layer_table(model: Any, cfg: Any) -> Any:
           "output_shape": list(last.get_normal_output_shape()),
           "output_dtype": last.get_output_datatype(0).name,
           "output_bits": last.get_output_datatype(0).bitwidth()}
-    out = Path(cfg.output_dir) / "report" / "fpgaslim_layers.json"
-    out.write_text(json.dumps({"layers": layers, "io": io}, indent=2), encoding="utf-8")
+    return {"layers": layers, "io": io}
+
+
+# ------------------------------------------------------------------------------ the steps
+@register_step
+def step_fpgaslim_prepare(model: Any, cfg: Any) -> Any:
+    """Annotate the input with the datatype of the graph's input quantizer (UINT8 for
+    fpgaslim's models, whatever a foreign file's quantizer says: hw/onnx_input.py) and fix
+    widening Truncs (see NarrowWideningTrunc)."""
+    from qonnx.core.datatype import DataType
+
+    from .onnx_input import read_input_quant
+
+    iq = read_input_quant(model, "the model")
+    if iq.step != 1.0:
+        raise UnsupportedLayerError(
+            f"the input quantizer ({iq.found}) has step {iq.step:g} in input units, so the "
+            "accelerator's input would not be integers; build the file with `fpgaslim build "
+            "MODEL.onnx`, which puts the step in front of the graph (hw/onnx_input.py)")
+    model.set_tensor_datatype(model.graph.input[0].name, DataType[iq.dtype])
+    return model.transform(NarrowWideningTrunc())
+
+
+@register_step
+def step_fpgaslim_streamline(model: Any, cfg: Any) -> Any:
+    """cfg.fpgaslim_streamline "fast": the residual streamlining runs under
+    finn_compat.fast_streamlining() (same graph, byte for byte; hw/fast_streamline.py);
+    "stock": finn-plus unchanged."""
+    fb = finn_compat.builder()
+    if not is_residual(model):
+        return fb.step_lookup["step_streamline"](model, cfg)
+    from qonnx.transformation.general import RemoveUnusedTensors
+    from qonnx.transformation.infer_data_layouts import InferDataLayouts
+
+    if cfg.fpgaslim_streamline == "fast":
+        with finn_compat.fast_streamlining():
+            model = fb.resnet_streamline(model, cfg)
+    else:
+        model = fb.resnet_streamline(model, cfg)
+    # the tail of FINN's stock streamline step, which the resnet step lacks
+    model = model.transform(fb.MakeMaxPoolNHWC())
+    model = model.transform(fb.AbsorbConsecutiveTransposes())
+    model = model.transform(InferDataLayouts())
+    model = model.transform(RemoveUnusedTensors())
+    if finn_compat.verification_enabled(cfg, "STREAMLINED_PYTHON"):
+        fb.verify_step(model, cfg, "streamlined_python", need_parent=False)
     return model
 
 
-def _tracked(step: Callable[[Any, Any], Any], name: str, progress: Path) -> Callable:
-    """Wrap a step so its start/end/failure is appended to the progress file (JSON lines)."""
-
-    def run(model: Any, cfg: Any) -> Any:
-        _log(progress, {"event": "start", "step": name})
-        try:
-            model = step(model, cfg)
-        except BaseException as exc:
-            _log(progress, {"event": "error", "step": name, "type": type(exc).__name__,
-                            "message": str(exc), "traceback": traceback.format_exc(limit=8)})
-            raise
-        _log(progress, {"event": "end", "step": name})
-        return model
-
-    run.__name__ = name
-    return run
-
-
-def _log(progress: Path, entry: dict[str, Any]) -> None:
-    entry["t"] = time.time()
-    with open(progress, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
+@register_step
+def step_fpgaslim_check_mapped(model: Any, cfg: Any) -> Any:
+    """Fail with the first node FINN did not map (`unmapped_nodes`), unless it is host-side."""
+    found = model.analysis(unmapped_nodes)
+    if not found["hw_layers"]:
+        node = model.graph.node[0]
+        raise UnsupportedLayerError(
+            f"FINN mapped no layer to hardware; first node {node.name!r} ({node.op_type}): "
+            f"{_hint(node.op_type)}")
+    if found["unmapped"]:
+        n = found["unmapped"][0]
+        raise UnsupportedLayerError(
+            f"FINN cannot map node {n['name']!r} (op type {n['op_type']}, {n['where']}): "
+            f"{_hint(n['op_type'])}")
+    return model
 
 
+@register_step
+def step_fpgaslim_place_weights(model: Any, cfg: Any) -> Any:
+    """Write the folding config for the weight placement (`weight_placement` with
+    cfg.fpgaslim_weights and the board's cfg.fpgaslim_bram_18k / cfg.fpgaslim_uram) and point
+    the builder at it. cfg.fpgaslim_folding: a folding-config JSON whose per-node entries are
+    laid over these (the folding optimizer's choice, or a bitfile build's folding file)."""
+    part = finn_compat.fpga_part(cfg) if cfg.fpgaslim_weights == "auto" else ""
+    modes = model.analysis(lambda m: weight_placement(
+        m, cfg.fpgaslim_weights, part, cfg.fpgaslim_bram_18k, cfg.fpgaslim_uram))
+    config: dict[str, Any] = {"Defaults": {}}
+    config.update({name: {"mem_mode": mode} for name, mode in modes.items()})
+    if cfg.fpgaslim_folding:
+        for name, attrs in _read_folding(Path(cfg.fpgaslim_folding)).items():
+            config.setdefault(name, {}).update(attrs)
+    path = Path(cfg.output_dir) / "fpgaslim_folding_config.json"
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    cfg.folding_config_file = path
+    return model
+
+
+def _read_folding(path: Path) -> dict[str, Any]:
+    """A folding-config JSON ({node: {attr: value}}); a clear error naming the file if not."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"folding config {path}: cannot read it as JSON ({exc})") from exc
+    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
+        raise ConfigError(f"folding config {path}: expected {{node name: {{attribute: "
+                          "value}}}}, as FINN's folding config files")
+    return config
+
+
+@register_step
+def step_fpgaslim_layer_table(model: Any, cfg: Any) -> Any:
+    """`layer_table` written to report/fpgaslim_layers.json."""
+    out = Path(cfg.output_dir) / "report" / "fpgaslim_layers.json"
+    out.write_text(json.dumps(model.analysis(layer_table), indent=2), encoding="utf-8")
+    return model
+
+
+@register_step
 def step_fpgaslim_prefer_rtl(model: Any, cfg: Any) -> Any:
     """Ask FINN's SpecializeLayers for the RTL variant of every HW layer that has one (its
     `preferred_impl_style` attribute); FINN falls back to HLS where RTL is not possible (e.g.
@@ -273,51 +387,6 @@ def step_fpgaslim_prefer_rtl(model: Any, cfg: Any) -> Any:
     from qonnx.custom_op.registry import getCustomOp
 
     for node in model.graph.node:
-        if node.domain == "finn.custom_op.fpgadataflow" and f"{node.op_type}_rtl" in rtl_variants:
+        if node.domain == _HW_DOMAIN and f"{node.op_type}_rtl" in rtl_variants:
             getCustomOp(node).set_nodeattr("preferred_impl_style", "rtl")
     return model
-
-
-def with_prefer_rtl(steps: list[Callable], progress: Path) -> list[Callable]:
-    """`steps` with step_fpgaslim_prefer_rtl (tracked) right before step_specialize_layers."""
-    at = [s.__name__ for s in steps].index("step_specialize_layers")
-    return steps[:at] + [_tracked(step_fpgaslim_prefer_rtl, "step_fpgaslim_prefer_rtl",
-                                  progress)] + steps[at:]
-
-
-def estimate_steps(progress: Path, weights: str | None = None,
-                   board: dict[str, Any] | None = None,
-                   folding: str | None = None, streamline: str = "fast") -> list[Callable]:
-    """finn-plus's estimate-only preset with fpgaslim's steps inserted, each tracked;
-    `weights` and `board` (its BRAM_18K / URAM capacities) drive the weight placement. When
-    they are None, they are read from `cfg._fpgaslim = {"weights": ..., "board": ...}` on the
-    FINN config (the contract hw/bitfile.py uses)."""
-    fb = finn_compat.builder()
-
-    def place(model: Any, cfg: Any) -> Any:
-        if weights is None or board is None:
-            return step_fpgaslim_place_weights(model, cfg, cfg._fpgaslim["weights"],
-                                               cfg._fpgaslim["board"])
-        return step_fpgaslim_place_weights(model, cfg, weights, board, folding)
-
-    from .exact_thresholds import step_exact_qonnx_to_finn
-
-    ours = {"step_qonnx_to_finn": step_exact_qonnx_to_finn,  # FINN's, thresholds made exact
-            "step_fpgaslim_prepare": step_fpgaslim_prepare,
-            "step_fpgaslim_streamline": lambda m, c: step_fpgaslim_streamline(m, c, streamline),
-            "step_fpgaslim_check_mapped": step_fpgaslim_check_mapped,
-            "step_fpgaslim_place_weights": place,
-            "step_fpgaslim_layer_table": step_fpgaslim_layer_table}
-    names: list[str] = ["step_fpgaslim_prepare"]
-    for s in fb.estimate_only_steps:
-        if s == "step_streamline":
-            names.append("step_fpgaslim_streamline")
-            continue
-        if s == "step_apply_folding_config":
-            names.append("step_fpgaslim_place_weights")
-        names.append(s)
-        if s == "step_convert_to_hw":
-            names.append("step_fpgaslim_check_mapped")
-    names.append("step_fpgaslim_layer_table")
-    return [_tracked(ours.get(n) or fb.step_lookup[n], n, progress) for n in names]
-

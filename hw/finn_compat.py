@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qonnx.transformation.base import Transformation
+
 from fpgaslim.core.errors import ToolMissingError
 
 EXPECTED_FINN_VERSION = "1.6.1"
@@ -93,11 +95,22 @@ def activate() -> None:
     bd.get_vivado_root = _vivado_root
 
 
+# finn-plus 1.6.1's estimate-only preset, which hw/build_steps.ESTIMATE extends, and the
+# hardware steps its bitfile preset adds (hw/build_steps.HARDWARE).
+FINN_ESTIMATE_STEPS = ("step_qonnx_to_finn", "step_tidy_up", "step_streamline",
+                       "step_convert_to_hw", "step_minimize_bit_width_initial",
+                       "step_create_dataflow_partition", "step_specialize_layers",
+                       "step_target_fps_parallelization", "step_apply_folding_config",
+                       "step_minimize_bit_width", "step_generate_estimate_reports")
+HARDWARE_STEPS = ("step_assign_ddr_weight_offsets", "step_generate_hardware",
+                  "step_create_stitched_ip", "step_prepare_synthesis", "step_synthesize_bitfile",
+                  "step_make_driver", "step_deployment_package")
+
 # DataflowBuildConfig fields and private methods the build relies on.
 CONFIG_FIELDS = ("output_dir", "synth_clk_period_ns", "target_fps", "mvau_wwidth_max", "board",
                  "fpga_part", "shell_flow_type", "generate_outputs", "steps", "verify_steps",
                  "verify_input_npy", "verify_expected_output_npy", "save_intermediate_models",
-                 "start_step", "folding_config_file",
+                 "start_step", "folding_config_file", "standalone_thresholds",
                  "auto_fifo_depths", "auto_fifo_strategy", "vitis_platform")  # last 3: bitfile
 CONFIG_METHODS = ("_resolve_verification_steps", "_resolve_fpga_part",
                   "get_intermediate_models_directory", "get_report_directory",
@@ -154,10 +167,11 @@ def check_internals() -> list[str]:
     for member in ("QONNX_TO_FINN_PYTHON", "TIDY_UP_PYTHON", "STREAMLINED_PYTHON"):
         if not hasattr(bc.VerificationStepType, member):
             problems.append(f"VerificationStepType.{member} is gone")
-    for step in ("step_streamline", "step_convert_to_hw", "step_create_dataflow_partition",
-                 "step_specialize_layers", "step_apply_folding_config"):
-        if step not in bc.estimate_only_dataflow_steps:
-            problems.append(f"{step} is no longer in estimate_only_dataflow_steps")
+    if list(bc.estimate_only_dataflow_steps) != list(FINN_ESTIMATE_STEPS):
+        problems.append(f"estimate_only_dataflow_steps is now {bc.estimate_only_dataflow_steps}"
+                        f" (hw/build_steps.ESTIMATE was written for {FINN_ESTIMATE_STEPS})")
+    problems += [f"build_dataflow_steps.{s} is no longer a registered step" for s in
+                 HARDWARE_STEPS if f"@register_build_dataflow_step()\ndef {s}(" not in steps_src]
     resnet = (builder_dir / "custom_step_library" / "resnet.py").read_text(encoding="utf-8")
     if "def step_resnet_streamline(" not in resnet or "StreamlinePlus" not in resnet:
         problems.append("custom_step_library.resnet.step_resnet_streamline (StreamlinePlus) "
@@ -236,26 +250,22 @@ def generic_base(op_type: str, domain: str) -> tuple[str, str] | None:
     raise RuntimeError(f"{op_type} has no generic base op in finn.custom_op.fpgadataflow")
 
 
+class RenameToGenericOps(Transformation):
+    """Rename every `*_hls`/`*_rtl` node to its generic base op (same attributes), so the
+    graph executes in Python (`generic_base`)."""
+
+    def apply(self, model):  # type: ignore[override]
+        for node in model.graph.node:
+            base = generic_base(node.op_type, node.domain)
+            if base is not None:
+                node.op_type, node.domain = base
+        return model, False
+
+
 def to_python_exec(model: Any) -> Any:
     """A copy of a specialized dataflow graph whose nodes execute as their generic base ops in
     Python (no cppsim/rtlsim, which need Vitis HLS / Vivado)."""
-    return model.transform(_make_to_generic()())
-
-
-def _make_to_generic() -> type:
-    from qonnx.transformation.base import Transformation
-
-    class ToGenericPythonExec(Transformation):
-        """Rename every `*_hls`/`*_rtl` node to its generic base op (same attributes)."""
-
-        def apply(self, model):  # type: ignore[override]
-            for node in model.graph.node:
-                base = generic_base(node.op_type, node.domain)
-                if base is not None:
-                    node.op_type, node.domain = base
-            return model, False
-
-    return ToGenericPythonExec
+    return model.transform(RenameToGenericOps())
 
 
 # ------------------------------------------------------------------ fast streamlining (issue 21)

@@ -123,7 +123,28 @@ def build_report(finn_out: Path, board: Board, settings: dict[str, Any], source:
     res = _read_json(rep / "estimate_layer_resources.json")
     cycles = _read_json(rep / "estimate_layer_cycles.json")
     table = _read_json(rep / "fpgaslim_layers.json")
-    clock_ns = float(settings["clock_ns"])
+    layers = _layer_reports(table, res, cycles, source)
+    fps = float(perf["estimated_throughput_fps"])
+    traffic = offchip_traffic(table, fps, board)
+    for layer in layers:
+        layer.offchip_weight_bytes_per_frame = traffic.weight_bytes_by_layer.get(layer.name, 0.0)
+    resources, overflow = _fit(layers, traffic, board, source)
+    from .finn_compat import finn_version
+
+    return HardwareReport(
+        variant=variant, board=board.name, board_display=board.display, part=board.part,
+        settings=settings, status="does not fit" if overflow else "fits", fits=not overflow,
+        overflow=overflow, resources=resources,
+        memory=_onchip_memory(table, res, resources, board), offchip=traffic,
+        throughput=_throughput(perf, traffic, board, source, float(settings["clock_ns"])),
+        layers=layers, op_counts=_op_counts(layers),
+        op_counts_source=f"{source}: HW layers of the folded dataflow graph",
+        finn_verification=_finn_verification(finn_out / "verification_output"),
+        finn_version=finn_version(), build_dir=str(finn_out.parent))
+
+
+def _layer_reports(table: dict, res: dict, cycles: dict, source: str) -> list[LayerReport]:
+    """One LayerReport per HW layer: fpgaslim's layer table joined with FINN's estimates."""
     layers: list[LayerReport] = []
     for row in table["layers"]:
         r = res.get(row["name"], {})
@@ -134,11 +155,13 @@ def build_report(finn_out: Path, board: Board, settings: dict[str, Any], source:
             mem_mode=row.get("mem_mode"), weight_bits=int(row.get("weight_bits", 0)),
             weight_dtype=row.get("weight_dtype"),
             PE=row.get("PE"), SIMD=row.get("SIMD"), source=source))
-    fps = float(perf["estimated_throughput_fps"])
-    traffic = offchip_traffic(table, fps, board)
-    for layer in layers:
-        layer.offchip_weight_bytes_per_frame = traffic.weight_bytes_by_layer.get(layer.name, 0.0)
+    return layers
 
+
+def _fit(layers: list[LayerReport], traffic: OffChipTraffic, board: Board, source: str
+         ) -> tuple[dict[str, Figure], dict[str, Figure]]:
+    """(resource totals with % of the board, what is over the board: resources and off-chip
+    bandwidth)."""
     totals = {k: sum(getattr(layer, k) for layer in layers) for k in FIT_RESOURCES}
     fab = board.source.fabric
     resources = {k: Figure.of(totals[k], "count", source, board.capacity(k), fab)
@@ -150,8 +173,13 @@ def build_report(finn_out: Path, board: Board, settings: dict[str, Any], source:
         overflow["offchip_GBps"] = Figure.of(
             traffic.bandwidth_needed.value - board.offchip_gbps, "GB/s",
             f"{traffic.bandwidth_needed.source} minus board bandwidth ({board.source.offchip})")
-    fits = not overflow
+    return resources, overflow
 
+
+def _onchip_memory(table: dict, res: dict, resources: dict[str, Figure],
+                   board: Board) -> OnChipMemory:
+    """BRAM/URAM from the totals, LUTRAM and weight bits from the layer table."""
+    fab = board.source.fabric
     onchip = [x for x in table["layers"] if "weight_bits" in x and x["mem_mode"] != "external"]
     lutram_bits = sum(x["weight_bits"] for x in onchip
                       if res.get(x["name"], {}).get("BRAM_18K", 0) == 0
@@ -160,7 +188,7 @@ def build_report(finn_out: Path, board: Board, settings: dict[str, Any], source:
     offchip_bits = sum(x["weight_bits"] for x in table["layers"]
                        if x.get("mem_mode") == "external")
     mem_bits = board.BRAM_18K * 18 * 1024 + board.URAM * 288 * 1024
-    memory = OnChipMemory(
+    return OnChipMemory(
         BRAM_18K=resources["BRAM_18K"], URAM=resources["URAM"],
         LUTRAM=Figure.of(math.ceil(lutram_bits / 64), "LUT", LUTRAM_SOURCE, board.LUT, fab),
         weight_bits_onchip=Figure.of(
@@ -168,37 +196,40 @@ def build_report(finn_out: Path, board: Board, settings: dict[str, Any], source:
             "capacity = BRAM_18K x 18 Kib + URAM x 288 Kib", mem_bits, fab),
         weight_bits_offchip=Figure.of(offchip_bits, "bit", "FINN layer config, layers with "
                                       "mem_mode=external"))
-    bottleneck = str(perf["max_cycles_node_name"])
-    throughput = Throughput(
-        fps=Figure.of(fps, "frames/s", source),
+
+
+def _throughput(perf: dict, traffic: OffChipTraffic, board: Board, source: str,
+                clock_ns: float) -> Throughput:
+    """FINN's throughput, latency and bottleneck, and what the off-chip bandwidth allows."""
+    return Throughput(
+        fps=Figure.of(float(perf["estimated_throughput_fps"]), "frames/s", source),
         latency_us=Figure.of(float(perf["estimated_latency_ns"]) / 1000.0, "us",
                              f"{source}, critical path cycles x clock"),
-        bottleneck_layer=bottleneck,
+        bottleneck_layer=str(perf["max_cycles_node_name"]),
         bottleneck_cycles=Figure.of(float(perf["max_cycles"]), "cycles", source),
         fps_bandwidth_limit=Figure.of(
             board.offchip_gbps * 1e9 / traffic.total_bytes.value, "frames/s",
             f"board off-chip bandwidth ({board.source.offchip}) / off-chip bytes per frame"),
         clock_ns=clock_ns, source=source)
+
+
+def _op_counts(layers: list[LayerReport]) -> dict[str, int]:
+    """HW layers by generic op type, sorted by name."""
     counts: dict[str, int] = {}
     for layer in layers:
         g = generic_op(layer.op_type)
         counts[g] = counts.get(g, 0) + 1
-    verify_dir = finn_out / "verification_output"
+    return dict(sorted(counts.items()))
+
+
+def _finn_verification(verify_dir: Path) -> dict[str, str]:
+    """FINN's verify step -> SUCCESS/FAIL, from its verification_output file names."""
     finn_ver: dict[str, str] = {}
     if verify_dir.is_dir():
         for f in sorted(verify_dir.glob("verify_*_0_*.npy")):
-            step, result = f.stem.removeprefix("verify_").rsplit("_", 2)[0], f.stem.rsplit("_", 1)[1]
-            finn_ver[step] = result
-    from .finn_compat import finn_version
-
-    return HardwareReport(
-        variant=variant, board=board.name, board_display=board.display, part=board.part,
-        settings=settings, status="fits" if fits else "does not fit", fits=fits,
-        overflow=overflow, resources=resources, memory=memory, offchip=traffic,
-        throughput=throughput, layers=layers, op_counts=dict(sorted(counts.items())),
-        op_counts_source=f"{source}: HW layers of the folded dataflow graph",
-        finn_verification=finn_ver, finn_version=finn_version(),
-        build_dir=str(finn_out.parent))
+            step = f.stem.removeprefix("verify_").rsplit("_", 2)[0]
+            finn_ver[step] = f.stem.rsplit("_", 1)[1]
+    return finn_ver
 
 
 def save_report(report: HardwareReport, path: str | Path) -> Path:

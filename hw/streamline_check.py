@@ -10,11 +10,12 @@ from typing import Any
 
 
 def run_estimate_steps(onnx_path: str, out_dir: str, mode: str,
-                       board: str = "pynq-z1") -> dict[str, Any]:
+                       board: Any = "pynq-z1") -> dict[str, Any]:
     """fpgaslim's estimate step list (hw/build_steps.py) on a QONNX file, in this process,
     without FINN's verification steps, with `mode` "fast" or "stock" streamlining. Returns
     the streamlined graph serialized, the final (folded, estimated) one after canonical
-    tensor naming (canonical_bytes), and the seconds of each step.
+    tensor naming (canonical_bytes), and the seconds of each step. `board`: a Board or its
+    name.
 
     For the equality test and the benchmark only: it needs finn_compat.activate() (a child
     process with finn_compat.child_environment()); builds go through hw/build.py."""
@@ -23,23 +24,21 @@ def run_estimate_steps(onnx_path: str, out_dir: str, mode: str,
 
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from . import finn_compat
-    from .boards import get_board
-    from .build_steps import estimate_steps
+    from .boards import as_board
+    from .build_job import BuildJob
+    from .build_steps import preset
+    from .finn_config import finn_config
 
-    fb = finn_compat.builder()
-    b = get_board(board)
+    b = as_board(board)
     out = Path(out_dir)
     (out / "report").mkdir(parents=True, exist_ok=True)
-    cfg = fb.DataflowBuildConfig(
-        output_dir=str(out), synth_clk_period_ns=10.0, target_fps=b.default_target_fps,
-        board=b.finn_board, fpga_part=b.part, shell_flow_type=fb.ShellFlowType(b.shell_flow),
-        generate_outputs=[fb.DataflowOutputType.ESTIMATE_REPORTS], steps=[], verify_steps=[])
-    board_facts = b.model_dump(include={"finn_board", "part", "shell_flow", "BRAM_18K", "URAM"})
-    steps = estimate_steps(out / "progress.jsonl", "onchip", board_facts, streamline=mode)
+    cfg = finn_config(BuildJob(
+        preset="estimate", steps=preset("estimate"), onnx=str(onnx_path), out_dir=str(out),
+        finn_dir=str(out), board=b, fpga_part=b.part, target_fps=b.default_target_fps,
+        weights="onchip", streamline=mode))
     model = ModelWrapper(str(onnx_path))
     result: dict[str, Any] = {"seconds": {}}
-    for step in steps:
+    for step in cfg.steps:
         t0 = time.perf_counter()
         model = step(model, cfg)
         result["seconds"][step.__name__] = round(time.perf_counter() - t0, 3)

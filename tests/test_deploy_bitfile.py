@@ -13,8 +13,8 @@ import pytest
 
 from fpgaslim.core.errors import ToolMissingError, UnknownNameError
 from fpgaslim.hw import finn_compat
-from fpgaslim.hw.bitfile import (HARDWARE_STEPS, bitfile_config, build_bitfile, require_tools,
-                                 resolve_board)
+from fpgaslim.hw.bitfile import (HARDWARE_STEPS, bitfile_config, bitfile_job, build_bitfile,
+                                 require_tools, resolve_board)
 from fpgaslim.hw.postsynth import parse_wns, read_post_synth
 from fpgaslim.hw.toolchain import Flow
 
@@ -57,10 +57,10 @@ def test_finn_resolves_both_configs(tmp_path: Path) -> None:
     for board in ("pynq-z1", "u250"):
         cfg = bitfile_config(board, tmp_path / board, target_fps=5000)
         job = tmp_path / f"{board}.json"
-        job.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "onnx": "unused"}))
+        job.write_text(bitfile_job(cfg, "unused").model_dump_json())  # the build child's job
         jobs.append(str(job))
     env = finn_compat.child_environment(tmp_path / "finn_env")
-    proc = subprocess.run([sys.executable, "-m", "fpgaslim.hw.bitfile", "--dry-run", *jobs],
+    proc = subprocess.run([sys.executable, "-m", "fpgaslim.hw.worker", "--dry-run", *jobs],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     z = json.loads((tmp_path / "pynq-z1" / "bitfile_config_resolved.json").read_text())
