@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from qonnx.custom_op.registry import getCustomOp
+from qonnx.transformation.base import Transformation
+from qonnx.util.basic import get_by_name
 
 
 @dataclass(frozen=True)
@@ -127,101 +130,100 @@ def _chain_end(model: Any, node: Any) -> str:
     return tensor
 
 
-def make_transformation(quants: dict[str, QuantParams]) -> Any:
-    """An instance of ExactQuantThresholds (the class needs qonnx, imported lazily)."""
-    from qonnx.transformation.base import Transformation
+class ExactQuantThresholds(Transformation):
+    """Replace the thresholds of every MultiThreshold that came from an activation Quant
+    (found by the Quant's output tensor name, in `quants`) by the float32-exact ones."""
 
-    class ExactQuantThresholds(Transformation):
-        """Replace the thresholds of every MultiThreshold that came from an activation Quant
-        (found by the Quant's output tensor name) by the float32-exact ones."""
+    def __init__(self, quants: dict[str, QuantParams]) -> None:
+        super().__init__()
+        self.quants = quants
+        self.changed: dict[str, int] = {}  # node name -> thresholds moved
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.changed: dict[str, int] = {}  # node name -> thresholds moved
-
-        def apply(self, model):  # type: ignore[override]
-            for node in model.graph.node:
-                if node.op_type != "MultiThreshold":
-                    continue
-                p = quants.get(_chain_end(model, node)) or quants.get(node.output[0])
-                old = model.get_initializer(node.input[1])
-                if p is None or old is None:
-                    continue
-                new = exact_thresholds(old, p)
-                if new is None:
-                    continue
-                moved = int((new != np.broadcast_to(old, new.shape)).sum())
-                if moved or new.shape != old.shape:
-                    model.set_initializer(node.input[1], new)
-                self.changed[node.name] = moved
-            return model, False
-
-    return ExactQuantThresholds()
+    def apply(self, model):  # type: ignore[override]
+        for node in model.graph.node:
+            if node.op_type != "MultiThreshold":
+                continue
+            p = self.quants.get(_chain_end(model, node)) or \
+                self.quants.get(node.output[0])
+            old = model.get_initializer(node.input[1])
+            if p is None or old is None:
+                continue
+            new = exact_thresholds(old, p)
+            if new is None:
+                continue
+            moved = int((new != np.broadcast_to(old, new.shape)).sum())
+            if moved or new.shape != old.shape:
+                model.set_initializer(node.input[1], new)
+            self.changed[node.name] = moved
+        return model, False
 
 
-def make_bn_absorption(quants: dict[str, QuantParams]) -> Any:
-    """An instance of AbsorbBatchNormExactly (qonnx imported lazily)."""
-    from qonnx.custom_op.registry import getCustomOp
-    from qonnx.transformation.base import Transformation
-    from qonnx.util.basic import get_by_name
+def make_transformation(quants: dict[str, QuantParams]) -> ExactQuantThresholds:
+    """ExactQuantThresholds(quants) (the name the tests and older callers use)."""
+    return ExactQuantThresholds(quants)
 
-    class AbsorbBatchNormExactly(Transformation):
-        """BatchNormalization -> MultiThreshold (from an activation Quant) becomes one
-        MultiThreshold on the BatchNorm's input, its thresholds computed in float64 from the
-        BatchNorm and Quant parameters and stored as float64.
 
-        Why: FINN's streamlining turns the BatchNorm into a float32 Mul/Add
-        (BatchNormToAffine) and folds it and the scales into the thresholds in float32 before
-        rounding them to integers; on a 3x32x32 ResNet-8 stem (27 taps of 8-bit pixels and
-        weights, accumulators ~1e5) one integer threshold came out one step low: at that
-        accumulator the float64 reference is 2.5e-8 (relative) below the boundary 11.5, the
-        hardware a level above. With float64 thresholds the later absorptions of the float32
-        scales (T / s, exact to ~1e-16) and FINN's final ceil stay on the reference's side.
-        The reference is the Brevitas model in float64: y = (x - mean) / sqrt(var + eps) *
-        gamma + beta, level round(y / s), so x >= ((L - 1/2) s - beta) / gamma *
-        sqrt(var + eps) + mean reaches level L. Only for all-positive gamma (a negative one
-        flips the comparison); other nodes keep FINN's conversion."""
+class AbsorbBatchNormExactly(Transformation):
+    """BatchNormalization -> MultiThreshold (from an activation Quant) becomes one
+    MultiThreshold on the BatchNorm's input, its thresholds computed in float64 from the
+    BatchNorm and Quant parameters and stored as float64.
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.absorbed: list[str] = []
+    Why: FINN's streamlining turns the BatchNorm into a float32 Mul/Add
+    (BatchNormToAffine) and folds it and the scales into the thresholds in float32 before
+    rounding them to integers; on a 3x32x32 ResNet-8 stem (27 taps of 8-bit pixels and
+    weights, accumulators ~1e5) one integer threshold came out one step low: at that
+    accumulator the float64 reference is 2.5e-8 (relative) below the boundary 11.5, the
+    hardware a level above. With float64 thresholds the later absorptions of the float32
+    scales (T / s, exact to ~1e-16) and FINN's final ceil stay on the reference's side.
+    The reference is the Brevitas model in float64: y = (x - mean) / sqrt(var + eps) *
+    gamma + beta, level round(y / s), so x >= ((L - 1/2) s - beta) / gamma *
+    sqrt(var + eps) + mean reaches level L. Only for all-positive gamma (a negative one
+    flips the comparison); other nodes keep FINN's conversion."""
 
-        def apply(self, model):  # type: ignore[override]
-            for mt in list(model.graph.node):
-                if mt.op_type != "MultiThreshold":
-                    continue
-                bn = model.find_producer(mt.input[0])
-                p = quants.get(_chain_end(model, mt))
-                if bn is None or bn.op_type != "BatchNormalization" or p is None:
-                    continue
-                if len(model.find_consumers(bn.output[0]) or []) != 1:
-                    continue
-                par = [model.get_initializer(t) for t in bn.input[1:5]]
-                if any(v is None for v in par):
-                    continue
-                gamma, beta, mean, var = (np.asarray(v, dtype=np.float64).reshape(-1)
-                                          for v in par)
-                eps = get_by_name(bn.attribute, "epsilon")
-                eps = float(eps.f) if eps is not None else 1e-5
-                layout = getCustomOp(mt).get_nodeattr("data_layout")
-                if (gamma <= 0).any() or layout not in ("NCHW", "NC", ""):
-                    continue
-                lo, hi = p.levels
-                scale = np.abs(p.scale.astype(np.float64)).reshape(-1, 1)
-                levels = np.arange(lo + 1, hi + 1, dtype=np.float64)[None, :] - p.zeropt
-                th = model.get_initializer(mt.input[1])
-                if th is None or th.shape[-1] != hi - lo:
-                    continue
-                y = (levels - 0.5) * scale  # thresholds on the BatchNorm output
-                x = (y - beta[:, None]) / gamma[:, None] * np.sqrt(var[:, None] + eps) \
-                    + mean[:, None]
-                model.set_initializer(mt.input[1], x.astype(np.float64))
-                mt.input[0] = bn.input[0]
-                model.graph.node.remove(bn)
-                self.absorbed.append(mt.name)
-            return model, False
+    def __init__(self, quants: dict[str, QuantParams]) -> None:
+        super().__init__()
+        self.quants = quants
+        self.absorbed: list[str] = []
 
-    return AbsorbBatchNormExactly()
+    def apply(self, model):  # type: ignore[override]
+        for mt in list(model.graph.node):
+            if mt.op_type != "MultiThreshold":
+                continue
+            bn = model.find_producer(mt.input[0])
+            p = self.quants.get(_chain_end(model, mt))
+            if bn is None or bn.op_type != "BatchNormalization" or p is None:
+                continue
+            if len(model.find_consumers(bn.output[0]) or []) != 1:
+                continue
+            par = [model.get_initializer(t) for t in bn.input[1:5]]
+            if any(v is None for v in par):
+                continue
+            gamma, beta, mean, var = (np.asarray(v, dtype=np.float64).reshape(-1)
+                                      for v in par)
+            eps = get_by_name(bn.attribute, "epsilon")
+            eps = float(eps.f) if eps is not None else 1e-5
+            layout = getCustomOp(mt).get_nodeattr("data_layout")
+            if (gamma <= 0).any() or layout not in ("NCHW", "NC", ""):
+                continue
+            lo, hi = p.levels
+            scale = np.abs(p.scale.astype(np.float64)).reshape(-1, 1)
+            levels = np.arange(lo + 1, hi + 1, dtype=np.float64)[None, :] - p.zeropt
+            th = model.get_initializer(mt.input[1])
+            if th is None or th.shape[-1] != hi - lo:
+                continue
+            y = (levels - 0.5) * scale  # thresholds on the BatchNorm output
+            x = (y - beta[:, None]) / gamma[:, None] * np.sqrt(var[:, None] + eps) \
+                + mean[:, None]
+            model.set_initializer(mt.input[1], x.astype(np.float64))
+            mt.input[0] = bn.input[0]
+            model.graph.node.remove(bn)
+            self.absorbed.append(mt.name)
+        return model, False
+
+
+def make_bn_absorption(quants: dict[str, QuantParams]) -> AbsorbBatchNormExactly:
+    """AbsorbBatchNormExactly(quants) (the name the tests and older callers use)."""
+    return AbsorbBatchNormExactly(quants)
 
 
 def step_exact_qonnx_to_finn(model: Any, cfg: Any) -> Any:
@@ -235,5 +237,5 @@ def step_exact_qonnx_to_finn(model: Any, cfg: Any) -> Any:
     fb = finn_compat.builder()
     quants = activation_quants(cleanup_model(model))
     model = fb.step_lookup["step_qonnx_to_finn"](model, cfg)
-    model = model.transform(make_transformation(quants))
-    return model.transform(make_bn_absorption(quants))
+    model = model.transform(ExactQuantThresholds(quants))
+    return model.transform(AbsorbBatchNormExactly(quants))
