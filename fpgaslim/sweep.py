@@ -21,6 +21,7 @@ import hashlib
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
@@ -261,11 +262,9 @@ class _Executor:
 
 
 def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
-    """Run (or resume) the whole sweep; a finished sweep run again does no work."""
-    from fpgaslim.hw.api import build_dir_for
-    from fpgaslim.hw.boards import get_board
-    from fpgaslim.hw.build import BuildSettings
-    from fpgaslim.hw.build_key import is_done, variant_key
+    """Run (or resume) the whole sweep; a finished sweep run again does no work. Steps:
+    baseline, methods (each step's variants recorded), _plan (which builds are not done),
+    _execute (builds, then max-fits), the comparison report."""
     from fpgaslim.pipeline import run_method
 
     from .sweep_progress import SweepProgress
@@ -303,56 +302,10 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
             variants += [v for v in ids if v not in variants]
             bar.advance()
 
-        boards = {name: get_board(name) for name in config.boards}  # the one lookup
-        builds: dict[str, str] = {}  # planned; a failed one has no report.json
-        todo = []
-        for vid in variants:
-            for name, board in boards.items():
-                settings = BuildSettings(board=name, **config.build_for(name)).resolved(board)
-                bdir = build_dir_for(run, vid, settings)
-                builds[f"{vid}@{name}"] = str(bdir / "report.json")
-                key = variant_key(run, vid, settings, board, "estimate", config.verify_images)
-                if not is_done(bdir, key):
-                    todo.append((vid, board))
-        maxfit: dict[str, str] = {}
-        failures: dict[str, str] = {}
-        search = config.folding_search
-        search_todo = []
-        if search.enabled:
-            for vid in variants:
-                for name in search.boards or config.boards:
-                    board = boards.get(name) or get_board(name)
-                    path, done = _maxfit_plan(run, vid, board, config.build_for(board.name),
-                                              search)
-                    maxfit[f"{vid}@{board.name}"] = str(path)
-                    if not done:
-                        search_todo.append((vid, board))
-        bar.stage(f"FINN builds ({len(todo)} to do)", total=len(todo) + len(search_todo))
-        if todo or search_todo:
-            ex = _Executor(config.parallel)
-            try:
-                keys = {}
-                for vid, board in todo:
-                    fut = ex.submit(_build_task, str(run.path), vid, board,
-                                    config.build_for(board.name), config.verify_images)
-                    keys[fut] = f"{vid}@{board.name}"
-                for fut in ex.as_completed(list(keys)):
-                    try:
-                        fut.result()
-                    except FpgaslimError as exc:  # one variant's failure must not sink the
-                        failures[keys[fut]] = str(exc)  # others: reported, retried next run
-                    work["builds"] += 1
-                    bar.advance_sub()
-                futures = [ex.submit(_maxfit_task, str(run.path), vid, board,
-                                     config.build_for(board.name), search.model_dump())
-                           for vid, board in search_todo
-                           if f"{vid}@{board.name}" not in failures]  # no build, no max-fit
-                for fut in ex.as_completed(futures):
-                    fut.result()
-                    work["maxfit"] += 1
-                    bar.advance_sub()
-            finally:
-                ex.close()
+        plan = _plan(config, run, variants)
+        bar.stage(f"FINN builds ({len(plan.todo)} to do)",
+                  total=len(plan.todo) + len(plan.search_todo))
+        failures = _execute(config, run, plan, work, bar)
         bar.advance()
 
         bar.stage("comparison report")
@@ -362,5 +315,79 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
         report = {k: str(v) for k, v in compare_runs([run.path], out).files.items()
                   if not k.startswith("plot:")}
         bar.advance()
-    return SweepResult(run_dir=str(run.path), variants=variants, builds=builds, maxfit=maxfit,
-                       work_done=work, report=report, failures=failures)
+    return SweepResult(run_dir=str(run.path), variants=variants, builds=plan.builds,
+                       maxfit=plan.maxfit, work_done=work, report=report, failures=failures)
+
+
+@dataclass
+class _Plan:
+    """What the builds step has to do: every planned build and max-fit (path), and those
+    whose record does not hold the key computed now (to do)."""
+
+    builds: dict[str, str] = field(default_factory=dict)  # "<variant>@<board>" -> report.json
+    maxfit: dict[str, str] = field(default_factory=dict)
+    todo: list[tuple[str, "Board"]] = field(default_factory=list)
+    search_todo: list[tuple[str, "Board"]] = field(default_factory=list)
+
+
+def _plan(config: SweepConfig, run: RunDir, variants: list[str]) -> _Plan:
+    """Each variant x board: its build folder, and whether it is done (its build key)."""
+    from fpgaslim.hw.api import build_dir_for
+    from fpgaslim.hw.boards import get_board
+    from fpgaslim.hw.build import BuildSettings
+    from fpgaslim.hw.build_key import is_done, variant_key
+
+    boards = {name: get_board(name) for name in config.boards}  # the one lookup
+    plan = _Plan()
+    for vid in variants:
+        for name, board in boards.items():
+            settings = BuildSettings(board=name, **config.build_for(name)).resolved(board)
+            bdir = build_dir_for(run, vid, settings)
+            plan.builds[f"{vid}@{name}"] = str(bdir / "report.json")
+            key = variant_key(run, vid, settings, board, "estimate", config.verify_images)
+            if not is_done(bdir, key):
+                plan.todo.append((vid, board))
+    search = config.folding_search
+    if search.enabled:
+        for vid in variants:
+            for name in search.boards or config.boards:
+                board = boards.get(name) or get_board(name)
+                path, done = _maxfit_plan(run, vid, board, config.build_for(board.name), search)
+                plan.maxfit[f"{vid}@{board.name}"] = str(path)
+                if not done:
+                    plan.search_todo.append((vid, board))
+    return plan
+
+
+def _execute(config: SweepConfig, run: RunDir, plan: _Plan, work: dict[str, int],
+             bar: Any) -> dict[str, str]:
+    """The planned builds, then the max-fits of the variants that built, in the executor;
+    counts them in `work`; returns the failed builds ("<variant>@<board>" -> error)."""
+    failures: dict[str, str] = {}
+    if not (plan.todo or plan.search_todo):
+        return failures
+    ex = _Executor(config.parallel)
+    try:
+        keys = {}
+        for vid, board in plan.todo:
+            fut = ex.submit(_build_task, str(run.path), vid, board,
+                            config.build_for(board.name), config.verify_images)
+            keys[fut] = f"{vid}@{board.name}"
+        for fut in ex.as_completed(list(keys)):
+            try:
+                fut.result()
+            except FpgaslimError as exc:  # one variant's failure must not sink the
+                failures[keys[fut]] = str(exc)  # others: reported, retried next run
+            work["builds"] += 1
+            bar.advance_sub()
+        futures = [ex.submit(_maxfit_task, str(run.path), vid, board,
+                             config.build_for(board.name), config.folding_search.model_dump())
+                   for vid, board in plan.search_todo
+                   if f"{vid}@{board.name}" not in failures]  # no build, no max-fit
+        for fut in ex.as_completed(futures):
+            fut.result()
+            work["maxfit"] += 1
+            bar.advance_sub()
+    finally:
+        ex.close()
+    return failures

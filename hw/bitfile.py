@@ -201,7 +201,7 @@ def _build_with_tools(run: Any, variant_id: str, settings: Any, board: Board,
     from .api import build_dir_for, build_variant
     from .report import save_report
 
-    report = build_variant(run, variant_id, board.name, settings=settings, data=data)
+    report = build_variant(run, variant_id, board, settings=settings, data=data)
     s = settings.model_copy(update={"board": board.name}).resolved()
     bdir = build_dir_for(run, variant_id, s)
     cfg = bitfile_config(board, bdir / "bitfile", clock_ns=s.clock_ns, target_fps=s.target_fps,

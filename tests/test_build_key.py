@@ -87,6 +87,24 @@ def test_done_needs_the_same_key_and_the_result(tmp_path):
     assert find_builds(Run(), "v", board="u250") == []
 
 
+def test_build_by_board_is_validated():
+    from fpgaslim.core.config import validate
+    from fpgaslim.core.errors import ConfigError
+    from fpgaslim.sweep import SweepConfig
+
+    cfg = validate(SweepConfig, {"run_dir": "x", "boards": ["pynq-z1", "u250"],
+                                 "build": {"clock_ns": 8.0},
+                                 "build_by_board": {"Alveo U250": {"target_fps": 5}}})
+    assert cfg.build_for("u250") == {"clock_ns": 8.0, "target_fps": 5}
+    assert cfg.build_for("pynq-z1") == {"clock_ns": 8.0}
+    for bad, match in (({"kv260": {}}, "not one of the sweep's boards"),
+                       ({"nexys": {}}, "nexys"), ({"u250": {"clok_ns": 5}}, "clok_ns"),
+                       ({"u250": {"board": "kv260"}}, "names the board")):
+        with pytest.raises(ConfigError, match=match):
+            validate(SweepConfig, {"run_dir": "x", "boards": ["pynq-z1", "u250"],
+                                   "build_by_board": bad})
+
+
 # --------------------------------------------------------------------------- a real sweep
 SWEEP = {
     "baseline": {"data": {"dataset": "digits"}, "model": "resnet8", "width": 0.5,
