@@ -15,13 +15,21 @@ channels, SIMD the input channels; a depthwise ConvolutionInputGenerator takes t
 VVAU/Pool consumer's PE (one unit here); a VVAU's SIMD (kernel window) grows only once its PE
 is full and then needs the RTL window generator's parallel_window; HLS streams stay within
 AP_INT_MAX_W bits.
+
+FINN's HW ops read only their node's attributes, so two layers with the same op type and
+attributes (bar the knobs tabulated and name-derived paths) and the same constant inputs have
+the same candidates: each such layer signature is evaluated once (ResNet stages repeat their
+blocks), and with a cache folder once across graphs (a sweep's variants share most layers).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +39,12 @@ AP_INT_MAX_W = 8191  # finn.util.basic.MAX_ALLOWED_AP_INT_W
 PE_OPS = ("DuplicateStreams", "GlobalAccPool", "Thresholding", "ReplicateStream",
           "Elementwise", "AddStreams", "ChannelwiseOp", "Squeeze", "Unsqueeze", "Reshape")
 SIMD_OPS = ("FMPadding", "StreamingMaxPool")
+TABLE_VERSION = "fpgaslim-folding-table/2"  # bump when a unit's candidates change
+#: attributes that name files or record results, not what the layer computes
+_NOT_SIGNATURE = ("code_gen_dir_cppsim", "code_gen_dir_ipgen", "executable_path", "ipgen_path",
+                  "ip_path", "ip_vlnv", "gen_top_module", "rtlsim_so", "rtlsim_trace",
+                  "res_estimate", "res_hls", "res_synth", "cycles_estimate", "cycles_rtlsim",
+                  "partition_id", "device_id", "slr", "mem_port")
 
 
 def divisors(n: int) -> list[int]:
@@ -54,12 +68,16 @@ def node_knobs(node: Any, inst: Any) -> list[dict[str, Any]]:
     op, base = node.op_type, _base(node.op_type)
     if base == "MVAU":
         pes, simds = divisors(inst.get_nodeattr("MH")), divisors(inst.get_nodeattr("MW"))
+        # HLS: MACs in LUTs or DSPs, and (FINN's decoupled weight memory) weights in BRAM
+        # ("auto": FINN's estimate counts BRAM) or LUTRAM (counted in its LUT estimate).
+        # RTL: none; its MVU is DSP-only and FINN estimates it at 0 LUT whatever the weights'
+        # memory, so LUTRAM weights would look free (the RTL-vs-HLS choice is per graph:
+        # the build setting prefer_rtl, see hw/folding_run.py)
         extra: list[dict[str, Any]] = [{}]
-        if op.endswith("_hls") and inst.get_nodeattr("mem_mode") == "internal_decoupled":
-            styles = ["auto", "distributed"]
-            extra = [{"resType": r, "ram_style": s} for r in ("lut", "dsp") for s in styles]
-        elif op.endswith("_hls"):
-            extra = [{"resType": r} for r in ("lut", "dsp")]
+        if op.endswith("_hls"):
+            styles = [{"ram_style": s} for s in ("auto", "distributed")] \
+                if inst.get_nodeattr("mem_mode") == "internal_decoupled" else [{}]
+            extra = [{"resType": r, **s} for r in ("lut", "dsp") for s in styles]
         return [{"PE": p, "SIMD": s, **e} for p in pes for s in simds for e in extra]
     if base.startswith("ConvolutionInputGenerator"):
         cands = [{"SIMD": s} for s in divisors(inst.get_nodeattr("IFMChannels"))]
@@ -115,6 +133,7 @@ def _legal(node: Any, inst: Any) -> bool:
     return max(widths) <= AP_INT_MAX_W
 
 
+@functools.lru_cache(maxsize=None)
 def _dwc_lut(inw: int, outw: int, part: str) -> int:
     from onnx import helper
     from qonnx.custom_op.registry import getCustomOp
@@ -126,8 +145,11 @@ def _dwc_lut(inw: int, outw: int, part: str) -> int:
     return int(getCustomOp(node).lut_estimation(part))
 
 
-def tabulate(model: Any, part: str) -> dict[str, Any]:
-    """The cost-model table of a specialized FINN dataflow graph (see the module docstring)."""
+def tabulate(model: Any, part: str, cache: str | Path | None = None,
+             memo: bool = True) -> dict[str, Any]:
+    """The cost-model table of a specialized FINN dataflow graph (see the module docstring).
+    `cache`: a folder of per-signature candidate lists, read and added to. `memo=False`
+    evaluates every unit (the test that signatures change nothing)."""
     from finn.util.basic import getHWCustomOp
 
     hw = [n for n in model.graph.node if n.domain.startswith("finn.custom_op.fpgadataflow")]
@@ -155,12 +177,28 @@ def tabulate(model: Any, part: str) -> dict[str, Any]:
                       "combos": combos})
     edges, internal = _edges(model, hw, unit_of)
     start = {n.name: _attrs(inst[n.name]) for n in hw}
+    seen: dict[str, list[dict]] = {}
+    stats = {"evaluated": 0, "memo": 0, "cache": 0}
     for u in units:
-        u["candidates"] = [c for c in (_evaluate(model, inst, u, combo, internal, part)
-                                       for combo in u.pop("combos")) if c is not None]
-        for name in u["nodes"]:  # leave the graph as it came
-            for k, v in start[name].items():
-                inst[name].set_nodeattr(k, v)
+        sig = _signature(model, inst, u, internal, part)
+        generic = seen.get(sig) if memo else None
+        if generic is not None:
+            stats["memo"] += 1
+        else:
+            generic = _cache_get(cache, sig) if memo else None
+            stats["cache" if generic is not None else "evaluated"] += 1
+        if generic is None:
+            cands = [c for c in (_evaluate(model, inst, u, combo, internal, part)
+                                 for combo in u["combos"]) if c is not None]
+            generic = _rename(cands, {n: f"#{i}" for i, n in enumerate(u["nodes"])})
+            if memo:
+                _cache_put(cache, sig, generic)
+            for name in u["nodes"]:  # leave the graph as it came
+                for k, v in start[name].items():
+                    inst[name].set_nodeattr(k, v)
+        seen[sig] = generic
+        u.pop("combos")
+        u["candidates"] = _rename(generic, {f"#{i}": n for i, n in enumerate(u["nodes"])})
     for e in edges:
         src = {tuple(c["ports"][e["src_port"]]) for c in units[e["src"]]["candidates"]}
         dst = {tuple(c["ports"][e["dst_port"]]) for c in units[e["dst"]]["candidates"]}
@@ -173,7 +211,73 @@ def tabulate(model: Any, part: str) -> dict[str, Any]:
     for u in units:  # graph inputs/outputs need no converter
         for c in u["candidates"]:
             c["ports"] = {k: v for k, v in c["ports"].items() if k in on_edge}
-    return {"units": units, "edges": edges, "start": start}
+    return {"units": units, "edges": edges, "start": start, "signatures": stats}
+
+
+def _signature(model: Any, inst: dict, unit: dict, internal: list, part: str) -> str:
+    """What a unit's candidates depend on: per node its op, its attributes except the knobs
+    tabulated and name-derived ones, which inputs are constants (shape, FINN datatype), and
+    the streams inside the unit; the FPGA part and this module's version."""
+    from onnx import helper
+
+    knobs: dict[str, set] = {n: set() for n in unit["nodes"]}
+    for combo in unit["combos"]:
+        for name, attrs in combo.items():
+            knobs[name].update(attrs)
+    index = {n: i for i, n in enumerate(unit["nodes"])}
+    parts: list[Any] = [TABLE_VERSION, _finn_version(), part]
+    for name in unit["nodes"]:
+        node = inst[name].onnx_node
+        attrs = sorted((a.name, repr(helper.get_attribute_value(a))) for a in node.attribute
+                       if a.name not in knobs[name] and a.name not in _NOT_SIGNATURE)
+        consts = []
+        for t in node.input:
+            init = model.get_initializer(t) if t else None
+            consts.append(None if not t else "stream" if init is None else
+                          (list(init.shape), str(model.get_tensor_datatype(t))))
+        parts.append([node.op_type, node.domain, attrs, consts, len(node.output),
+                      sorted(knobs[name])])
+    parts.append(sorted((index[a], oi, index[b], ii) for a, oi, b, ii in internal
+                        if a in index))
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _finn_version() -> str:
+    from importlib.metadata import version
+
+    return version("finn-plus")
+
+
+def _rename(cands: list[dict], names: dict[str, str]) -> list[dict]:
+    """Candidates with node names mapped (to positions in the unit, or back to names)."""
+    def port(key: str) -> str:
+        kind, rest = key.split(":", 1)
+        name, i = rest.rsplit(":", 1)
+        return f"{kind}:{names[name]}:{i}"
+
+    return [{"attrs": {names[n]: dict(a) for n, a in c["attrs"].items()},
+             "cycles": c["cycles"], "res": dict(c["res"]),
+             "ports": {port(k): list(v) for k, v in c["ports"].items()}} for c in cands]
+
+
+def _cache_get(cache: str | Path | None, sig: str) -> list[dict] | None:
+    if cache is None:
+        return None
+    try:
+        return json.loads((Path(cache) / f"{sig}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _cache_put(cache: str | Path | None, sig: str, generic: list[dict]) -> None:
+    if cache is None:
+        return
+    path = Path(cache) / f"{sig}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(generic), encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a reader sees the whole list or none
 
 
 def _attrs(inst: Any) -> dict[str, Any]:
@@ -234,14 +338,15 @@ def _evaluate(model: Any, inst: dict, unit: dict, combo: dict, internal: list,
 
 
 def main() -> int:
-    """Child entry: job.json {"model": onnx path, "part": FPGA part, "out": table path}."""
-    from . import finn_compat
-
+    """Child entry: job.json {"model": onnx path, "part": FPGA part, "out": table path,
+    "cache": optional folder of per-signature candidates, "memo": false to evaluate all}."""
     job = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
-    finn_compat.activate()
+    # FINN's HW ops and qonnx only: the builder (finn_compat.activate) is not needed for the
+    # estimate functions and costs 1.4 s of CPU to import (measured)
     from qonnx.core.modelwrapper import ModelWrapper
 
-    table = tabulate(ModelWrapper(job["model"]), job["part"])
+    table = tabulate(ModelWrapper(job["model"]), job["part"], job.get("cache"),
+                     memo=job.get("memo", True))
     Path(job["out"]).write_text(json.dumps(table), encoding="utf-8")
     return 0
 
