@@ -35,7 +35,7 @@ from torch import nn
 from fpgaslim.core.atomic import atomic_write, atomic_write_json
 from fpgaslim.core.errors import ConfigError
 
-from .block_surgery import BlockInfo, list_blocks, remove_blocks, resnet_arch_of
+from .block_surgery import BlockInfo, block_module, list_blocks, remove_blocks, require_blocks
 from .data import DataSplits
 from .train import KDSettings, TrainSettings, evaluate, train
 from .variants import (CHECKPOINT_FORMAT, Accuracy, RunDir, Timer, Variant, describe,
@@ -121,7 +121,7 @@ def select_fusion(model_or_arch) -> FusionPick | None:
 def freeze_all_but(model: nn.Module, index: int) -> Callable[[nn.Module], None]:
     """Make only block `index` trainable; returns the train-mode hook that keeps every other
     module (BatchNorm running statistics, activation-quantizer statistics) in eval mode."""
-    carrier = model.blocks[index]  # type: ignore[index]
+    carrier = block_module(model, index)
     for p in model.parameters():
         p.requires_grad_(False)
     for p in carrier.parameters():
@@ -129,7 +129,7 @@ def freeze_all_but(model: nn.Module, index: int) -> Callable[[nn.Module], None]:
 
     def set_mode(m: nn.Module) -> None:
         m.eval()
-        m.blocks[index].train()  # type: ignore[index]
+        block_module(m, index).train()
     return set_mode
 
 
@@ -216,7 +216,7 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     reused, so a rerun resumes."""
     parent_rec = run.record(parent)
     teacher = run.load_model(parent)
-    resnet_arch_of(teacher)  # a clear error for plain networks, before any work
+    require_blocks(teacher)  # a clear error for plain networks, before any work
     parent_depth = parent_rec.depth
     teacher_val = evaluate(teacher, data.val)
     model = copy.deepcopy(teacher)

@@ -37,7 +37,8 @@ from torch import nn
 from fpgaslim.core.atomic import atomic_write, atomic_write_json
 from fpgaslim.core.errors import ConfigError
 
-from .block_surgery import list_blocks, present_blocks, remove_blocks, resnet_arch_of, set_omegas
+from .block_surgery import (block_omegas, list_blocks, present_blocks, remove_blocks,
+                            residual_end_of, set_omegas)
 from .data import DataSplits
 from .train import TrainSettings, evaluate, train
 from .variants import Accuracy, RunDir, Timer, Variant, describe
@@ -91,8 +92,7 @@ def omega_units(model_or_arch) -> list[int]:
 
 def omegas(model: nn.Module) -> dict[int, float]:
     """Current omega of every present omega unit, by block index."""
-    return {i: float(model.blocks[i].omega.detach())  # type: ignore[index]
-            for i, b in enumerate(model.arch.blocks) if b.omega and not b.removed}
+    return block_omegas(model)
 
 
 def pick_units(model: nn.Module, k: int) -> list[int]:
@@ -105,7 +105,7 @@ def with_importance(model: nn.Module) -> nn.Module:
     """A copy whose removable non-first units compute x + omega * F(x), omega = 1."""
     units = omega_units(model)
     if not units:
-        arch = resnet_arch_of(model)
+        arch = model.arch
         raise ConfigError(
             f"{arch.name} has no residual unit that layer importance may remove: the first "
             "unit of each stage is kept, so a network needs at least two units in a stage "
@@ -121,7 +121,7 @@ def residual_norms(model: nn.Module, images: torch.Tensor) -> dict[int, float]:
     for i, w in omegas(model).items():
         def hook(_m, _inp, out, i=i, w=w) -> None:
             norms[i] = float((out.flatten(1) * w).norm(dim=1).mean())
-        hooks.append(model.blocks[i].bn2.register_forward_hook(hook))  # type: ignore[index]
+        hooks.append(residual_end_of(model, i).register_forward_hook(hook, prepend=True))
     was = model.training
     model.eval()
     try:

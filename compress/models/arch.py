@@ -116,7 +116,8 @@ class UserArch(_Strict):
     """A model fpgaslim did not design (compress/models/user.py): a factory reference
     (`path/to/file.py:fn` or `package.module:fn`) with its keyword arguments, re-created before
     loading a checkpoint's state dict; or a QONNX file imported as is (`source="qonnx"`: no
-    PyTorch model). `pruned` replays a channel pruning on the factory's fresh model."""
+    PyTorch model). `pruned` replays a channel pruning on the factory's fresh model, then
+    `removed_blocks` and `omega_blocks` the block edits (compress/models/blocks.py)."""
 
     kind: Literal["user"] = "user"
     name: str
@@ -128,6 +129,9 @@ class UserArch(_Strict):
     kwargs: dict = Field(default_factory=dict)
     file_sha256: str | None = None  # the factory's .py file, or the imported QONNX file
     pruned: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (module name, removed out channels)
+    # block methods on a model with residual_blocks() (compress/models/blocks.py): indices
+    removed_blocks: tuple[int, ...] = ()  # became nn.Identity (layer fusion / importance)
+    omega_blocks: tuple[int, ...] = ()  # x + omega * F(x) (layer importance)
 
 
 Arch = Annotated[Union[ResNetArch, PlainArch, UserArch], Field(discriminator="kind")]

@@ -9,6 +9,8 @@ import copy
 import torch
 from torch import nn
 
+from .blocks import fold_hooked_omegas
+
 
 def fold_omegas(model: nn.Module) -> nn.Module:
     """Return a copy with learned residual scales (x + w*F(x)) folded into the block's last BN,
@@ -21,4 +23,4 @@ def fold_omegas(model: nn.Module) -> nn.Module:
                 m.bn2.weight.mul_(omega)
                 m.bn2.bias.mul_(omega)
             m.omega = None
-    return model
+    return fold_hooked_omegas(model)  # your own model's omegas (the residual-block protocol)

@@ -23,6 +23,8 @@ def qconv(cin: int, cout: int, k: int, stride: int, bits: int, padding: int | No
 class BasicBlock(nn.Module):
     """relu(q(omega * bn2(conv2(relu(bn1(conv1 x))))) + q(shortcut x)), q one shared quantizer."""
 
+    residual_end = "bn2"  # the residual-block protocol (models/blocks.py): F(x) ends here
+
     def __init__(self, spec: BlockSpec, bits: BitWidths) -> None:
         super().__init__()
         self.conv1 = qconv(spec.in_ch, spec.mid, 3, spec.stride, bits.weight)
@@ -68,6 +70,10 @@ class QuantResNet(nn.Module):
         self.fc = QuantLinear(last, arch.num_classes, bias=False,
                               weight_quant=weight_quant(bits.last_weight),
                               weight_bit_width=bits.last_weight)
+
+    def residual_blocks(self) -> list[str]:
+        """The residual-block protocol (models/blocks.py): removed blocks keep their names."""
+        return [f"blocks.{i}" for i in range(len(self.blocks))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem_relu(self.stem_bn(self.stem(self.input_quant(x * (1.0 / 255.0)))))

@@ -28,16 +28,23 @@ from torch import nn
 from fpgaslim.core.errors import ConfigError
 
 from .arch import UserArch, UserBits
+from .blocks import DOC, apply_block_edits, block_names, has_blocks, residual_end, trace_blocks
 from .quant import non_channel_params
 
 #: methods and what they need from a model (the error a user model gets says this)
-#: channel methods work on any model whose channel groups Torch-Pruning can trace
+#: channel methods work on any model whose channel groups Torch-Pruning can trace; block
+#: methods on a model with the residual-block protocol (models/blocks.py)
 CHANNEL_METHODS = {"dynamic-prune", "magnitude-prune"}
+BLOCK_METHODS = {"layer-fusion", "dynamic-prune+fuse", "layer-importance"}
+_BLOCKS = f"its residual blocks, named by a residual_blocks() method ({DOC})"
 METHOD_NEEDS = {
-    "layer-fusion": "the zoo ResNets' residual blocks (resnet8..110)",
-    "dynamic-prune+fuse": "the zoo ResNets' residual blocks (resnet8..110)",
-    "layer-importance": "the zoo ResNets' residual blocks (resnet8..110)",
-    "resconv": "a zoo ResNet or plain CNN (it rebuilds the network from its architecture)",
+    "layer-fusion": _BLOCKS,
+    "dynamic-prune+fuse": _BLOCKS,
+    "layer-importance": _BLOCKS[:-1] + ", each block class naming the BatchNorm that ends "
+                        "its residual branch: residual_end = 'bn2')",
+    "resconv": "a zoo ResNet or plain CNN: it rebuilds the whole network (stem, pools, head) "
+               "from a zoo architecture record, which the residual-block protocol does not "
+               "describe",
 }
 
 
@@ -233,21 +240,38 @@ def build_user_model(arch: UserArch) -> nn.Module:
     model.arch = arch
     if arch.pruned:
         replay_pruning(model, arch.pruned)
+    if arch.removed_blocks or arch.omega_blocks:
+        apply_block_edits(model, arch.removed_blocks, arch.omega_blocks)
     return model
 
 
 def require_zoo(arch: Any, method: str) -> None:
     """A clear error when `method` needs what a user model does not have."""
-    if getattr(arch, "kind", None) == "user" and method in CHANNEL_METHODS:
-        if arch.source == "qonnx":
-            raise ConfigError(f"method {method!r} needs a PyTorch model; {arch.name!r} is an "
-                              "imported QONNX file")
+    if getattr(arch, "kind", None) != "user":
         return
-    if getattr(arch, "kind", None) == "user":
-        need = METHOD_NEEDS.get(method, "a zoo model")
-        raise ConfigError(f"method {method!r} needs {need}; variant model {arch.name!r} is your "
-                          f"own ({arch.source}). Build, verify, compare and deploy work on it "
-                          "as is; for this method train a zoo model (--model resnet8, ...)")
+    if arch.source == "qonnx" and (method in CHANNEL_METHODS or method in BLOCK_METHODS):
+        raise ConfigError(f"method {method!r} needs a PyTorch model; {arch.name!r} is an "
+                          "imported QONNX file")
+    if method in CHANNEL_METHODS:
+        return
+    own = f"variant model {arch.name!r} is your own ({arch.source})"
+    if method in BLOCK_METHODS:
+        model = build_user_model(arch)
+        if not has_blocks(model):
+            raise ConfigError(f"method {method!r} needs {METHOD_NEEDS[method]}; {own} and has "
+                              "no residual_blocks() method")
+        if method == "layer-importance":
+            names = block_names(model)
+            for i, t in enumerate(trace_blocks(model, arch.in_shape)):
+                if i and t.in_shape == t.out_shape and i not in arch.removed_blocks:
+                    residual_end(model, names[i])  # the units that get an omega
+        else:
+            block_names(model)
+        return
+    need = METHOD_NEEDS.get(method, "a zoo model")
+    raise ConfigError(f"method {method!r} needs {need}; {own}. Build, verify, compare and "
+                      "deploy work on it as is; for this method train a zoo model "
+                      "(--model resnet8, ...)")
 
 
 # --------------------------------------------------------------------------- channel pruning

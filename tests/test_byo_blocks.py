@@ -1,0 +1,188 @@
+"""Block methods on your own model: the residual-block protocol (compress/models/blocks.py).
+
+A residual CNN defined here (not from the zoo; its blocks under `layers`, plain Brevitas
+quantizers) goes through layer fusion, then layer importance (its omegas hooked on the
+blocks' BatchNorms), then export + FINN estimate build + bit-exact verification of the final
+variant (one build). A model without the protocol, or without `residual_end`, gets the clear
+error naming the method and what it needs; the zoo ResNet's protocol reproduces its record.
+Real Brevitas training (1 epoch each, width 4, 8x8 digits), real FINN.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import brevitas.nn as qnn
+import pytest
+import torch
+from brevitas.inject.enum import ScalingImplType
+from brevitas.quant import Uint8ActPerTensorFloat
+from torch import nn
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+class PixelQuant(Uint8ActPerTensorFloat):
+    scaling_impl_type = ScalingImplType.CONST
+    scaling_init = 1.0
+
+
+def qconv(cin: int, cout: int, k: int, stride: int = 1) -> qnn.QuantConv2d:
+    return qnn.QuantConv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False,
+                           weight_bit_width=4)
+
+
+class Block(nn.Module):
+    """relu(q(bn2(conv2(relu(bn1(conv1 x))))) + q(shortcut x)), q one shared quantizer."""
+
+    residual_end = "bn2"
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = qconv(cin, cout, 3, stride), nn.BatchNorm2d(cout)
+        self.relu1 = qnn.QuantReLU(bit_width=4)
+        self.conv2, self.bn2 = qconv(cout, cout, 3), nn.BatchNorm2d(cout)
+        self.shortcut = (nn.Sequential(qconv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+        self.add_q = qnn.QuantIdentity(bit_width=6)
+        self.relu = qnn.QuantReLU(bit_width=4, return_quant_tensor=True)
+
+    def forward(self, x):
+        f = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu(self.add_q(f) + self.add_q(self.shortcut(x)))
+
+
+class NoEndBlock(Block):
+    residual_end = None  # the protocol without layer importance's BatchNorm
+
+
+class ResCNN(nn.Module):
+    """Stem, 4 blocks (8x8: two, then 4x4: a downsampling one and one more), max-pool, FC."""
+
+    def __init__(self, in_shape=(1, 8, 8), num_classes=10, ch=4, omega_ready=True):
+        super().__init__()
+        blk = Block if omega_ready else NoEndBlock
+        self.inp = qnn.QuantIdentity(act_quant=PixelQuant)
+        self.stem = nn.Sequential(
+            qnn.QuantConv2d(in_shape[0], ch, 3, padding=1, bias=False, weight_bit_width=8),
+            nn.BatchNorm2d(ch), qnn.QuantReLU(bit_width=4, return_quant_tensor=True))
+        self.layers = nn.ModuleList([blk(ch, ch), blk(ch, ch), blk(ch, 2 * ch, 2),
+                                     blk(2 * ch, 2 * ch)])
+        self.pool = nn.MaxPool2d(in_shape[1] // 2)
+        self.fc = qnn.QuantLinear(2 * ch, num_classes, bias=False, weight_bit_width=8)
+
+    def residual_blocks(self):
+        return [f"layers.{i}" for i in range(len(self.layers))]
+
+    def forward(self, x):
+        x = self.stem(self.inp(x / 255.0))
+        for block in self.layers:
+            x = block(x)
+        return self.fc(self.pool(x).flatten(1))
+
+
+class NoBlocks(ResCNN):
+    residual_blocks = None  # a user model without the protocol
+
+
+def test_zoo_protocol_traces_like_the_record():
+    """The zoo ResNet's residual_blocks() traced gives the blocks its record describes."""
+    from fpgaslim.compress.block_surgery import list_blocks, traced_blocks
+    from fpgaslim.compress.models import create_model
+
+    model = create_model("resnet14", (1, 8, 8), width=0.25)
+    arch = model.arch
+    flags = dict(removed=[i for i, b in enumerate(arch.blocks) if b.removed],
+                 omegas=[i for i, b in enumerate(arch.blocks) if b.omega])
+    assert traced_blocks(model, **flags) == list_blocks(arch)
+
+
+def test_user_model_fusion_importance_and_finn(tmp_path, digits):
+    import fpgaslim
+    from fpgaslim.compress.block_surgery import block_omegas, list_blocks
+    from fpgaslim.compress.models.fold import fold_omegas
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    rec = fpgaslim.add_model(run, ResCNN(), digits, train={"epochs": 1, "batch_size": 64})
+    assert rec.arch.kind == "user"
+    lf = fpgaslim.get_method("layer-fusion").Settings(
+        short_epochs=1, long_epochs=1, group_size=1, max_removals=1)
+    [fused] = fpgaslim.run_method(run, "layer-fusion", "baseline", lf, data=digits)
+    # the thinnest removable block is 0 (ties: earliest); its carrier the next one, same map
+    assert fused.details["fused_blocks"] == [0] and fused.details["carriers"] == [1]
+    assert fused.arch.removed_blocks == (0,) and fused.depth == rec.depth - 2
+    model = fpgaslim.RunDir(run).load_model(fused.id)  # factory + replayed edit, weights_only
+    assert isinstance(model.layers[0], nn.Identity)
+    assert [b.index for b in list_blocks(model) if b.removable] == [1, 3]
+
+    li = fpgaslim.get_method("layer-importance").Settings(
+        train_epochs=1, retrain_epochs=1, k=1, target_units=2, tolerance=100.0,
+        timing_repeats=1)
+    out = fpgaslim.run_method(run, "layer-importance", fused.id, li, data=digits)
+    assert [v.id for v in out] == [f"{fused.id}.li0", f"{fused.id}.li1"]
+    step0 = fpgaslim.RunDir(run).load_model(out[0].id)
+    assert sorted(block_omegas(step0)) == [1, 3]  # not block 2: it starts the 4x4 stage
+    last = out[1]
+    picked = last.details["removed_units"]
+    assert len(picked) == 1 and picked[0] in (1, 3)
+    assert last.arch.removed_blocks == tuple(sorted((0, *picked)))
+    reduced = fpgaslim.RunDir(run).load_model(last.id)
+    with torch.no_grad():
+        reduced.get_submodule(f"layers.{4 - picked[0]}.bn2").omega.value.fill_(0.5)
+        x = digits.test.tensors[0][:16]
+        assert torch.allclose(fold_omegas(reduced)(x), reduced(x), atol=1e-4)
+    assert not any(n.endswith("omega.value") for n, _ in fold_omegas(reduced).named_parameters())
+
+    report = fpgaslim.build_job(run, last.id, "pynq-z1", verify_images=4, data=digits)
+    assert report.verification.integer_exact and report.verification.images == 4
+
+
+def test_without_the_protocol_a_clear_error(tmp_path, digits):
+    import fpgaslim
+    from fpgaslim.core.errors import ConfigError
+
+    run = tmp_path / "run"
+    fpgaslim.add_model(run, NoBlocks(), digits)
+    for method in ("layer-fusion", "layer-importance"):
+        settings = fpgaslim.get_method(method).Settings.preset("cpu")
+        with pytest.raises(ConfigError, match=rf"method '{method}' needs its residual blocks, "
+                           r"named by a residual_blocks\(\) method .*Bring your own.*no "
+                           r"residual_blocks\(\)"):
+            fpgaslim.run_method(run, method, "baseline", settings, data=digits)
+    run2 = tmp_path / "run2"
+    fpgaslim.add_model(run2, ResCNN(omega_ready=False), digits, kwargs={"omega_ready": False})
+    with pytest.raises(ConfigError, match=r"layer-importance needs .*block 'layers.1' "
+                       r"\(NoEndBlock\) has no class attribute residual_end"):
+        fpgaslim.run_method(run2, "layer-importance", "baseline",
+                            fpgaslim.get_method("layer-importance").Settings(), data=digits)
+    with pytest.raises(ConfigError, match=r"method 'resconv' needs a zoo ResNet or plain CNN.*"
+                       "residual-block protocol does not describe"):
+        fpgaslim.run_method(run2, "resconv", "baseline",
+                            fpgaslim.get_method("resconv").Settings(), data=digits)
+    assert fpgaslim.RunDir(run).ids() == ["baseline"] == fpgaslim.RunDir(run2).ids()
+
+
+def test_readme_residual_blocks_example(tmp_path, monkeypatch):
+    """The README's protocol example, as written: the model file and its CLI lines."""
+    from click.testing import CliRunner
+
+    from fpgaslim.cli import main
+
+    blocks = dict(re.findall(r"<!-- byo: (\S+) -->\n```\w+\n(.*?)```",
+                             README.read_text(encoding="utf-8"), re.DOTALL))
+    monkeypatch.chdir(tmp_path)
+    for name in ("make_data.py", "my_resnet.py"):
+        (tmp_path / name).write_text(blocks[name], encoding="utf-8")
+    exec(compile(blocks["make_data.py"], "make_data.py", "exec"), {"__name__": "make_data"})
+    for line in blocks["cli_blocks.sh"].strip().splitlines():
+        argv = shlex.split(line)
+        assert argv[0] == "fpgaslim", line
+        res = CliRunner().invoke(main, argv[1:], catch_exceptions=False)
+        assert res.exit_code == 0, f"{line}\n{res.output[-3000:]}"
+    import fpgaslim
+
+    rec = fpgaslim.RunDir(tmp_path / "runs/res").record("baseline.lf1")
+    assert rec.method == "layer-fusion" and len(rec.arch.removed_blocks) == 1
