@@ -149,3 +149,26 @@ def test_optimizer_at_least_setfolding_and_cached(tiny_run, optimized):
         assert k in full
     again = maxfit(run, "baseline", BOARD, "optimal")
     assert again["timings"] == full["timings"]  # read from disk, not recomputed
+
+
+def test_table_signatures_change_nothing_and_cache_across_graphs(tiny_run, tmp_path):
+    """A unit's candidates evaluated once per layer signature (and read back from the
+    cache folder by a later tabulation) are exactly those of evaluating every unit. (The
+    tiny CNV repeats no layer configuration, so here the cache is what is exercised; a
+    ResNet's repeated blocks hit the in-graph memo, the same lookup.)"""
+    from fpgaslim.hw.folding_run import _tabulate
+
+    run, _ = tiny_run
+    graph = next(run.variant_dir("baseline").glob(
+        "builds/*/work/finn/intermediate_models/step_minimize_bit_width.onnx"))
+    part = get_board(BOARD).part
+    plain = _tabulate(graph, part, tmp_path / "plain", 600.0, memo=False)
+    first = _tabulate(graph, part, tmp_path / "first", 600.0, cache=tmp_path / "cache")
+    again = _tabulate(graph, part, tmp_path / "again", 600.0, cache=tmp_path / "cache")
+    n = len(plain["units"])
+    assert plain.pop("signatures") == {"evaluated": n, "memo": 0, "cache": 0}
+    stats = first.pop("signatures")
+    assert stats["evaluated"] + stats["memo"] == n and stats["cache"] == 0
+    assert again.pop("signatures") == {"evaluated": 0, "memo": stats["memo"],
+                                       "cache": stats["evaluated"]}
+    assert first == plain and again == plain
