@@ -363,11 +363,13 @@ def doctor() -> None:
 @click.option("--budget-dsp", default=100.0, show_default=True, help="% of DSP")
 @click.option("--step-factor", default=1.25, show_default=True,
               help="target fps grid ratio (--method search)")
+@click.option("--prefer-rtl", is_flag=True, help="FINN's RTL layers wherever it has them "
+              "(RTL MVAUs: DSP-packed MACs, standalone thresholds) instead of its default")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @_handle_errors
 def maxfit(run: Path, variant_id: str, board: str, method: str, budget_lut: float,
            budget_bram: float, budget_uram: float, budget_dsp: float, step_factor: float,
-           as_json: bool) -> None:
+           prefer_rtl: bool, as_json: bool) -> None:
     """Highest estimated fps whose folding fits the board's budget (cached per inputs)."""
     import json
 
@@ -378,7 +380,8 @@ def maxfit(run: Path, variant_id: str, board: str, method: str, budget_lut: floa
 
     budget = validate(Budget, {"LUT": budget_lut, "BRAM_18K": budget_bram, "URAM": budget_uram,
                                "DSP": budget_dsp}, "maxfit budget")
-    m = run_maxfit(RunDir(run), variant_id, board, method, {}, budget, step_factor)
+    m = run_maxfit(RunDir(run), variant_id, board, method,
+                   {"prefer_rtl": True} if prefer_rtl else {}, budget, step_factor)
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
