@@ -95,7 +95,8 @@ def leaves(variants: list[Variant]) -> list[Variant]:
 
 def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Train / resume everything the table needs; returns the settings used (for the meta)."""
-    from fpgaslim.compress import layer_fusion, layer_importance, magnitude_prune, resconv
+    from fpgaslim.compress import layer_importance, magnitude_prune, resconv
+    from fpgaslim.compress.methods import get_method
     from fpgaslim.compress.baseline import BaselineSettings, train_baseline
     from fpgaslim.compress.train import TrainSettings
 
@@ -109,8 +110,10 @@ def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
     peer = magnitude_prune.Settings.preset("cpu", epochs=1 if args.smoke else args.peer_epochs)
     for seed in range(min(args.peer_seeds, args.seeds)):
         b = baseline_id(seed)
-        made = layer_fusion.run_chain(run, b, data, ms["dynamic-prune"], ms["layer-fusion"],
-                                      progress=False)
+        chain = get_method("dynamic-prune+fuse")  # the registered composite method
+        made = chain.run(run, b, data, chain.Settings(**{
+            "dynamic-prune": ms["dynamic-prune"], "layer-fusion": ms["layer-fusion"]}),
+            progress=False)
         made += resconv.run(run, b, data, ms["resconv"].model_copy(update={"seed": seed}),
                             progress=False)
         made += layer_importance.run(run, b, data, ms["layer-importance"].model_copy(

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (benchmarks/common.py)
 
 from fpgaslim.compress import layer_fusion  # noqa: E402
+from fpgaslim.compress.methods import get_method  # noqa: E402
 from fpgaslim.compress.variants import RunDir  # noqa: E402
 from fpgaslim.hw.api import build_variant  # noqa: E402
 
@@ -81,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [built(base, "baseline")]
     if prune is not None:
-        main_arm = layer_fusion.run_chain(run, base.id, data, prune, fusion, progress=False)
+        chain = get_method("dynamic-prune+fuse")  # the registered composite method
+        main_arm = chain.run(run, base.id, data, chain.Settings(
+            **{"dynamic-prune": prune, "layer-fusion": fusion}), progress=False)
         pruned = [v for v in main_arm if v.method != layer_fusion.METHOD]
         fused = [v for v in main_arm if v.method == layer_fusion.METHOD]
         rows += [built(v, "dynamic-prune") for v in pruned]

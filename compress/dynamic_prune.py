@@ -30,29 +30,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from fpgaslim.core.atomic import atomic_write, atomic_write_json
-from fpgaslim.core.errors import ConfigError
+from fpgaslim.core.atomic import atomic_write_json
 
 from .channel_surgery import remove_channels, thin_layers
 from .data import DataSplits
+from .method_settings import MethodSettings
 from .sparsity import SparsityReport, channel_sparsity, histogram, measured_bounds, \
     plot_sparsity, select_channels
 from .train import TrainSettings, evaluate, train
-from .variants import CHECKPOINT_FORMAT, Accuracy, RunDir, Timer, Variant, describe, \
-    load_checkpoint
+from .variants import Accuracy, RunDir, Timer, Variant, describe, load_checkpoint, \
+    save_checkpoint
 
 METHOD = "dynamic-prune"
 TAG = "dp"
 
 
-class Settings(BaseModel):
-    """Dynamic pruning settings; field names are the CLI options."""
+_FULL = {"epochs": 320, "restart_every": 160, "patience": 20, "lr": 0.01, "batch_size": 128}
 
-    model_config = ConfigDict(extra="forbid")
+
+class Settings(MethodSettings):
+    """Dynamic pruning settings; field names are the CLI options (lr, batch_size, seed,
+    device: MethodSettings). Presets: 'cpu': a few epochs per trial (one cosine cycle), minutes
+    on a laptop; 'full': the paper's fine-tuning (SGD lr 0.01, cosine annealing with one
+    restart, up to 320 epochs, patience 20) with measured bounds; 'paper': 'full' with the
+    paper's fixed bounds [0.5, 1.0] and gap 0.03."""
+
+    PRESETS = {"cpu": {}, "full": _FULL,
+               "paper": {**_FULL, "bounds": "paper", "p_low": 0.5, "p_high": 1.0,
+                         "stop_gap": 0.03}}
     tolerance: float = Field(0.5, ge=0, description="target = baseline val accuracy - this (points)")
     iterations: int = Field(3, ge=1, description="outer iterations, each from the last result")
     bounds: Literal["measured", "paper"] = Field(
@@ -73,16 +81,12 @@ class Settings(BaseModel):
     calib_images: int | None = Field(None, ge=1, description="validation images for sparsity "
                                      "(default: all)")
     epochs: int = Field(4, ge=0, description="fine-tuning epoch budget per trial")
-    lr: float = Field(0.01, gt=0, description="fine-tuning learning rate (SGD)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    batch_size: int = Field(64, ge=1)
     restart_every: int = Field(0, ge=0, description="cosine restart period in epochs (0: "
                                "none; must divide epochs)")
     patience: int | None = Field(2, ge=1, description="early stop after this many epochs "
                                  "without a new best")
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _interval(self) -> "Settings":
@@ -94,21 +98,6 @@ class Settings(BaseModel):
                              "trial leaves it unfinished; use 0 for one cosine cycle")
         return self
 
-    @classmethod
-    def preset(cls, name: str, **overrides: object) -> "Settings":
-        """'cpu': a few epochs per trial (one cosine cycle), minutes on a laptop; 'full': the
-        paper's fine-tuning (SGD lr 0.01, cosine annealing with one restart, up to 320 epochs,
-        patience 20) with measured bounds; 'paper': 'full' with the paper's fixed bounds
-        [0.5, 1.0] and gap 0.03."""
-        full = {"epochs": 320, "restart_every": 160, "patience": 20, "lr": 0.01,
-                "batch_size": 128}
-        presets = {"cpu": {}, "full": full,
-                   "paper": {**full, "bounds": "paper", "p_low": 0.5, "p_high": 1.0,
-                             "stop_gap": 0.03}}
-        if name not in presets:
-            raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(presets)}")
-        return cls(**{**presets[name], **overrides})
-
     def search_bounds(self, report: SparsityReport) -> tuple[float, float, float]:
         """(P_l, P_u, stopping gap) of a search over the channels in `report`."""
         if self.bounds == "paper":
@@ -117,10 +106,9 @@ class Settings(BaseModel):
         return lo, hi, self.gap_fraction * (hi - lo)
 
     def train_settings(self) -> TrainSettings:
-        return TrainSettings(epochs=self.epochs, lr=self.lr, momentum=self.momentum,
-                             weight_decay=self.weight_decay, batch_size=self.batch_size,
-                             restart_every=self.restart_every, patience=self.patience,
-                             seed=self.seed, device=self.device)
+        return self.train_settings_for(self.epochs, momentum=self.momentum,
+                                       weight_decay=self.weight_decay,
+                                       restart_every=self.restart_every, patience=self.patience)
 
 
 class Trial(BaseModel):
@@ -186,12 +174,6 @@ class IterationResult:
     trials: list[Trial]
     kept: Trial | None
     sparsity: SparsityReport
-
-
-def _save_model(model: nn.Module, path: Path) -> None:
-    payload = {"format": CHECKPOINT_FORMAT, "arch": model.arch.model_dump(mode="json"),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    atomic_write(path, lambda p: torch.save(payload, p))
 
 
 def prune_iteration(start: nn.Module, data: DataSplits, settings: Settings, target: float,
@@ -260,7 +242,7 @@ def prune_iteration(start: nn.Module, data: DataSplits, settings: Settings, targ
         if step.accepted:
             kept_model["model"] = current["model"]
             if fresh:
-                _save_model(current["model"], best_path)
+                save_checkpoint(current["model"], best_path)
         atomic_write_json(log_path, {"key": key, "target": target,
                                      "trials": [t.model_dump(mode="json") for t in trials]})
 

@@ -26,20 +26,19 @@ import copy
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from torch import nn
 
 from fpgaslim.core.atomic import atomic_write, atomic_write_json
-from fpgaslim.core.errors import ConfigError
 
 from .block_surgery import BlockInfo, block_module, list_blocks, remove_blocks, require_blocks
 from .data import DataSplits
+from .method_settings import MethodSettings
 from .train import KDSettings, TrainSettings, evaluate, train
-from .variants import (CHECKPOINT_FORMAT, Accuracy, RunDir, Timer, Variant, describe,
-                       load_checkpoint)
+from .variants import Accuracy, RunDir, Timer, Variant, describe, load_checkpoint, \
+    save_checkpoint
 
 TAG = "lf"
 METHOD = "layer-fusion"
@@ -51,10 +50,14 @@ def tag_for(settings: "Settings") -> str:
     return TAG + ("" if settings.kd else "ce") + ("" if settings.short_finetune else "ns")
 
 
-class Settings(BaseModel):
-    """Layer-fusion recipe; top-level fields are the CLI options."""
+class Settings(MethodSettings):
+    """Layer-fusion recipe; top-level fields are the CLI options (lr, batch_size, seed, device:
+    MethodSettings). Presets: "cpu": minutes on CPU; "full": the paper (50 short / 200 long
+    epochs, SGD 0.01, cosine restarted half-way, early stop after 20 epochs without a new
+    best)."""
 
-    model_config = ConfigDict(extra="forbid")
+    PRESETS = {"cpu": {}, "full": {"short_epochs": 50, "long_epochs": 200, "restart_every": 100,
+                                   "patience": 20, "lr": 0.01, "batch_size": 64}}
     short_epochs: int = Field(2, ge=0, description="carrier-only fine-tuning epochs per removal")
     long_epochs: int = Field(5, ge=0, description="whole-network fine-tuning epochs per group")
     group_size: int = Field(4, ge=1, description="removals between long fine-tunings (saves)")
@@ -65,29 +68,14 @@ class Settings(BaseModel):
     kd: bool = Field(True, description="distil from the parent (off: cross-entropy only)")
     short_finetune: bool = Field(True, description="fine-tune the carrier after each removal")
     max_removals: int | None = Field(None, ge=1, description="stop after this many removals")
-    lr: float = Field(0.01, gt=0, description="initial SGD learning rate (cosine schedule)")
-    batch_size: int = Field(64, ge=1)
     patience: int | None = Field(None, ge=1,
                                  description="early stop after epochs without a better val acc")
     restart_every: int = Field(0, ge=0, description="cosine restart period in epochs (0: none)")
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    @classmethod
-    def preset(cls, name: str) -> "Settings":
-        """"cpu": minutes on CPU; "full": the paper (50 short / 200 long epochs, SGD 0.01,
-        cosine restarted half-way, early stop after 20 epochs without a new best)."""
-        if name == "cpu":
-            return cls()
-        if name == "full":
-            return cls(short_epochs=50, long_epochs=200, restart_every=100, patience=20,
-                       lr=0.01, batch_size=64)
-        raise ConfigError(f"unknown preset {name!r} for {METHOD}; valid: cpu, full")
 
     def train_settings(self, epochs: int) -> TrainSettings:
-        return TrainSettings(epochs=epochs, lr=self.lr, batch_size=self.batch_size,
-                             patience=self.patience, seed=self.seed, device=self.device,
-                             restart_every=min(self.restart_every, epochs) if epochs else 0)
+        return self.train_settings_for(
+            epochs, patience=self.patience,
+            restart_every=min(self.restart_every, epochs) if epochs else 0)
 
 
 class FusionPick(BaseModel):
@@ -136,12 +124,6 @@ def freeze_all_but(model: nn.Module, index: int) -> Callable[[nn.Module], None]:
 def _unfreeze(model: nn.Module) -> None:
     for p in model.parameters():
         p.requires_grad_(True)
-
-
-def _save_snapshot(path: Path, model: nn.Module) -> None:
-    payload = {"format": CHECKPOINT_FORMAT, "arch": model.arch.model_dump(mode="json"),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    atomic_write(path, lambda p: torch.save(payload, p))
 
 
 def _plot(path: Path, steps: list[dict[str, Any]], teacher_val: float, final_val: float) -> None:
@@ -204,7 +186,7 @@ def _group(run: RunDir, vid: str, model: nn.Module, teacher: nn.Module | None,
                       "val_after_short": val_short, "short_ft_s": t.seconds,
                       "short_history": history})
         timings["short_ft_s"] += t.seconds
-        _save_snapshot(work / f"step{len(steps)}.pt", model.cpu())
+        save_checkpoint(model.cpu(), work / f"step{len(steps)}.pt")
         atomic_write_json(log_path, steps)
     return model, steps, timings
 
@@ -274,17 +256,3 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
             break
     return variants
 
-
-fuse = run  # the entry point under a name that a `run` argument cannot shadow
-
-
-def run_chain(run: RunDir, parent: str, data: DataSplits, prune_settings: BaseModel,
-              fusion_settings: Settings, progress: bool | None = None) -> list[Variant]:
-    """The paper's full method: dynamic channel pruning, then layer fusion of its last variant.
-    The one place that imports another method (lazily: the modules stay independent)."""
-    from . import dynamic_prune
-
-    pruned = dynamic_prune.run(run, parent, data, prune_settings, progress=progress)
-    if not pruned:
-        raise ConfigError(f"dynamic-prune produced no variant from {parent!r}; nothing to fuse")
-    return pruned + fuse(run, pruned[-1].id, data, fusion_settings, progress=progress)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from fpgaslim.core.atomic import atomic_write, atomic_write_json
@@ -40,6 +40,7 @@ from fpgaslim.core.errors import ConfigError
 from .block_surgery import (block_omegas, list_blocks, present_blocks, remove_blocks,
                             residual_end_of, set_omegas)
 from .data import DataSplits
+from .method_settings import MethodSettings
 from .train import TrainSettings, evaluate, train
 from .variants import Accuracy, RunDir, Timer, Variant, describe
 
@@ -47,10 +48,15 @@ TAG = "li"
 METHOD = "layer-importance"
 
 
-class Settings(BaseModel):
-    """Recursive-reduction recipe; top-level fields are the CLI options."""
+class Settings(MethodSettings):
+    """Recursive-reduction recipe; top-level fields are the CLI options (lr: of each retrain
+    after a removal; batch_size, seed, device: MethodSettings). Presets: "cpu": minutes on
+    CPU, fine-tuning lr 0.01; "full": the paper's retraining (SGD lr 0.1, batch 128, n = 200
+    retraining epochs, the same as the original training), with 200 epochs of step 0 at the
+    fine-tuning lr (it starts from a trained parent)."""
 
-    model_config = ConfigDict(extra="forbid")
+    PRESETS = {"cpu": {}, "full": {"train_epochs": 200, "retrain_epochs": 200, "lr": 0.1,
+                                   "batch_size": 128}}
     k: int = Field(1, ge=1, description="units removed per step (smallest |omega| first)")
     retrain_epochs: int = Field(2, ge=0, description="retraining epochs n after each removal")
     train_epochs: int = Field(2, ge=0, description="epochs that learn the omegas (step 0)")
@@ -60,28 +66,12 @@ class Settings(BaseModel):
                                                     "below the starting accuracy")
     omega_lr: float = Field(0.01, gt=0, description="fine-tuning learning rate of step 0 "
                             "(omegas learnt on the trained parent)")
-    lr: float = Field(0.01, gt=0, description="learning rate of each retrain after a removal")
     reference: Literal["parent", "step0"] = Field(
         "parent", description="accuracy a step is judged against: the parent, or step 0")
-    batch_size: int = Field(64, ge=1)
     timing_repeats: int = Field(5, ge=1, description="batches timed for forward/backward time")
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    @classmethod
-    def preset(cls, name: str) -> "Settings":
-        """"cpu": minutes on CPU, fine-tuning lr 0.01; "full": the paper's retraining (SGD lr
-        0.1, batch 128, n = 200 retraining epochs, the same as the original training), with
-        200 epochs of step 0 at the fine-tuning lr (it starts from a trained parent)."""
-        if name == "cpu":
-            return cls()
-        if name == "full":
-            return cls(train_epochs=200, retrain_epochs=200, lr=0.1, batch_size=128)
-        raise ConfigError(f"unknown preset {name!r} for {METHOD}; valid: cpu, full")
 
     def train_settings(self, epochs: int, lr: float | None = None) -> TrainSettings:
-        return TrainSettings(epochs=epochs, lr=lr or self.lr, batch_size=self.batch_size,
-                             seed=self.seed, device=self.device)
+        return self.train_settings_for(epochs, lr=lr or self.lr)
 
 
 def omega_units(model_or_arch) -> list[int]:

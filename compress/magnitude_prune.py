@@ -27,29 +27,31 @@ from typing import Literal
 
 import torch
 import torch_pruning as tp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from fpgaslim.core.atomic import atomic_write_json
-from fpgaslim.core.errors import ConfigError
 
 from .channel_surgery import prunable_groups, remove_channels
 from .models.quant import non_channel_params
 from .data import DataSplits
-from .dynamic_prune import _save_model
+from .method_settings import MethodSettings
 from .stats import count_macs
 from .train import TrainSettings, evaluate, train
-from .variants import Accuracy, RunDir, Timer, Variant, describe, load_checkpoint
+from .variants import Accuracy, RunDir, Timer, Variant, describe, load_checkpoint, \
+    save_checkpoint
 
 METHOD = "magnitude-prune"
 TAG = "mp"
 OUT_FNS = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
 
 
-class Settings(BaseModel):
-    """Magnitude pruning settings; field names are the CLI options."""
+class Settings(MethodSettings):
+    """Magnitude pruning settings; field names are the CLI options (lr, batch_size, seed,
+    device: MethodSettings). Presets: 'cpu': 3 steps, 12 epochs in all; 'full': 320 epochs
+    (the dynamic-pruning budget of the paper), patience 20."""
 
-    model_config = ConfigDict(extra="forbid")
+    PRESETS = {"cpu": {}, "full": {"epochs": 320, "patience": 20, "batch_size": 128}}
     macs_reduction: float = Field(0.5, gt=0, lt=1, description="fraction of the parent's MACs "
                                   "to remove")
     steps: int = Field(3, ge=1, description="pruning steps to the target, each fine-tuned")
@@ -66,22 +68,9 @@ class Settings(BaseModel):
     macs_tolerance: float = Field(0.01, gt=0, description="a step's MACs may undershoot its "
                                   "target by this fraction of the parent's MACs")
     epochs: int = Field(12, ge=0, description="fine-tuning epochs in total, split over steps")
-    lr: float = Field(0.01, gt=0, description="fine-tuning learning rate (SGD)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    batch_size: int = Field(64, ge=1)
     patience: int | None = Field(None, ge=1)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    @classmethod
-    def preset(cls, name: str, **overrides: object) -> "Settings":
-        """'cpu': 3 steps, 12 epochs in all; 'full': 320 epochs (the dynamic-pruning budget
-        of the paper), patience 20."""
-        presets = {"cpu": {}, "full": {"epochs": 320, "patience": 20, "batch_size": 128}}
-        if name not in presets:
-            raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(presets)}")
-        return cls(**{**presets[name], **overrides})
 
     def step_epochs(self) -> list[int]:
         """The fine-tuning epochs of each step (the remainder goes to the last)."""
@@ -89,9 +78,8 @@ class Settings(BaseModel):
         return [base] * (self.steps - 1) + [self.epochs - base * (self.steps - 1)]
 
     def train_settings(self, epochs: int) -> TrainSettings:
-        return TrainSettings(epochs=epochs, lr=self.lr, momentum=self.momentum,
-                             weight_decay=self.weight_decay, batch_size=self.batch_size,
-                             patience=self.patience, seed=self.seed, device=self.device)
+        return self.train_settings_for(epochs, momentum=self.momentum,
+                                       weight_decay=self.weight_decay, patience=self.patience)
 
 
 def _importance(settings: Settings) -> tp.importance.Importance:
@@ -204,7 +192,7 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
                         "removed": {g: len(i) for g, i in plan.items()},
                         "val_accuracy": val, "epochs_run": res.epochs_run if res else 0,
                         "select_s": select_s, "finetune_s": res.seconds if res else 0.0})
-            _save_model(model, work / f"step{k}.pt")
+            save_checkpoint(model, work / f"step{k}.pt")
             atomic_write_json(log_path, {"settings": key, "parent_macs": base_macs,
                                          "steps": log})
     log = sorted(log, key=lambda s: s["step"])

@@ -31,11 +31,10 @@ import re
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-
-from fpgaslim.core.errors import UnknownNameError
+from pydantic import ConfigDict, Field
 
 from .data import DataSplits
+from .method_settings import Device, MethodSettings
 from .resconv_fuse import FloatPlainNet, float_plain, fuse, prune, requantize, with_channel_bn
 from .resconv_net import ResConvNet, load_resconv, save_resconv, sparsity_loss, to_resconv
 from .resconv_report import plot_scales
@@ -46,10 +45,18 @@ METHOD = "resconv"
 TAG = "rc"
 
 
-class Settings(BaseModel):
-    """Settings of one ResConv-Prune run: one (lambda, rate) pair gives one variant."""
+class Settings(MethodSettings):
+    """Settings of one ResConv-Prune run: one (lambda, rate) pair gives one variant. Presets:
+    'cpu': minutes on a laptop CPU. 'full': the paper's CIFAR recipe (SGD lr 0.1, batch 256,
+    weight decay 5e-4, 300 epochs of sparse training and of retraining; the cosine schedule
+    replaces its step schedule); the QAT fine-tune length is ours."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # `lambda` is a keyword: lambda_ in Python
+    PRESETS = {
+        "cpu": dict(sparse_epochs=8, lr=0.02, retrain_epochs=2, finetune_epochs=3),
+        "full": dict(sparse_epochs=300, lr=0.1, batch_size=256, retrain_epochs=300,
+                     finetune_epochs=30, finetune_lr=0.01, calibration_images=1024),
+    }
     lambda_: float = Field(1e-2, alias="lambda", ge=0, le=1,
                            description="sparsity factor on sum|m_i| (paper: 1e-4 .. 1e-1)")
     rate: float = Field(0.4, ge=0, lt=1, description="fraction of ResConv layers to prune")
@@ -66,31 +73,18 @@ class Settings(BaseModel):
         "compensate it) or |m| (the paper)")
     channel_bn: bool = Field(True, description="per-output-channel weight scales for the "
                              "fused convs (a BN after each; FINN absorbs it)")
-    batch_size: int = Field(64, ge=1, description="batch size of every training step")
     weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay")
     calibration_images: int = Field(256, ge=0,
                                     description="images for activation-scale calibration")
-    seed: int = Field(0, description="seed of training and of the new shortcut convs")
-
-    @classmethod
-    def preset(cls, name: str) -> "Settings":
-        """'cpu': minutes on a laptop CPU. 'full': the paper's CIFAR recipe (SGD lr 0.1,
-        batch 256, weight decay 5e-4, 300 epochs of sparse training and of retraining; the
-        cosine schedule replaces its step schedule); the QAT fine-tune length is ours."""
-        presets = {
-            "cpu": dict(sparse_epochs=8, lr=0.02, retrain_epochs=2, finetune_epochs=3),
-            "full": dict(sparse_epochs=300, lr=0.1, batch_size=256, retrain_epochs=300,
-                         finetune_epochs=30, finetune_lr=0.01, calibration_images=1024),
-        }
-        if name not in presets:
-            raise UnknownNameError("preset", name, list(presets))
-        return cls(**presets[name])
+    # not in the record (exclude): the records of resconv variants predate the field, and a
+    # rerun finds its finished variant by comparing the recorded settings
+    device: Device = Field("auto", exclude=True,
+                           description="where to train (auto: a GPU when present)")
 
     def train_settings(self, epochs: int, lr: float, finetune: bool = False) -> TrainSettings:
         more = ({"warmup_epochs": min(self.finetune_warmup, max(epochs - 1, 0)),
                  "clip_grad_norm": self.finetune_clip} if finetune else {})
-        return TrainSettings(epochs=epochs, lr=lr, batch_size=self.batch_size,
-                             weight_decay=self.weight_decay, seed=self.seed, **more)
+        return self.train_settings_for(epochs, lr=lr, weight_decay=self.weight_decay, **more)
 
 
 def _fingerprint(obj: dict) -> str:

@@ -114,9 +114,7 @@ class RunDir:
     def save(self, model: nn.Module, record: Variant) -> Variant:
         """Write checkpoint, then record (the commit point)."""
         vdir = self.variant_dir(record.id)
-        payload = {"format": CHECKPOINT_FORMAT, "arch": model.arch.model_dump(mode="json"),
-                   "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-        atomic_write(vdir / record.checkpoint, lambda p: torch.save(payload, p))
+        save_checkpoint(model, vdir / record.checkpoint)
         atomic_write_text(vdir / "record.json", record.model_dump_json(indent=2))
         return record
 
@@ -128,6 +126,14 @@ class RunDir:
 
     def load_model(self, vid: str) -> nn.Module:
         return load_checkpoint(self.variant_dir(vid) / self.record(vid).checkpoint)
+
+
+def save_checkpoint(model: nn.Module, path: str | Path) -> None:
+    """The one writer of fpgaslim checkpoints (a variant's, a method's work snapshots):
+    architecture record + CPU state dict, atomically; `load_checkpoint` reads it back."""
+    payload = {"format": CHECKPOINT_FORMAT, "arch": model.arch.model_dump(mode="json"),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    atomic_write(Path(path), lambda p: torch.save(payload, p))
 
 
 def load_checkpoint(path: str | Path) -> nn.Module:

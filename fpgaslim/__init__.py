@@ -6,6 +6,9 @@ The Python API mirrors the CLI (imports are lazy so `import fpgaslim` stays chea
     rec = fpgaslim.train_job("runs/a", fpgaslim.TrainJob(model="resnet8"))
     report = fpgaslim.build_job("runs/a", rec.id, "pynq-z1")
     variants = fpgaslim.run_method("runs/a", "dynamic-prune", rec.id, settings)
+    # any registered method by name, settings as overrides of a preset (a chain: per step)
+    variants = fpgaslim.run_method("runs/a", "dynamic-prune+fuse", rec.id,
+                                   {"layer-fusion": {"max_removals": 2}}, preset="cpu")
     result = fpgaslim.run_sweep(fpgaslim.load_sweep("sweep.yaml"))
 """
 

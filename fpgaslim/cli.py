@@ -31,6 +31,19 @@ def _handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def _image_count(ctx: Any, param: Any, value: str) -> int | str:
+    """--verify-images / --images: a number of test images, or "all" (the whole test split)."""
+    if str(value).strip().lower() == "all":
+        return "all"
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number of images nor 'all'") from None
+    if n < 0:
+        raise click.BadParameter(f"needs 0 or more images, got {n}")
+    return n
+
+
 def _console():
     from rich.console import Console
 
@@ -168,7 +181,8 @@ def _method_command(name: str) -> click.Command:
         click.Option(["--preset"], default="cpu", show_default=True,
                      help="settings preset: cpu (small) or full (the paper's recipe)"),
         click.Option(["--config"], type=click.Path(dir_okay=False, path_type=Path),
-                     help="YAML/TOML settings file (overrides the preset)"),
+                     help="YAML/TOML settings file (overrides the preset; a chain of "
+                          "methods: one mapping per step, named by its method)"),
         click.Option(["--data-dir"], help="folder with local dataset copies"),
     ]
     fields: dict[str, str] = {}
@@ -186,14 +200,14 @@ def _method_command(name: str) -> click.Command:
     @_handle_errors
     def callback(run: Path, variant_id: str, preset: str, config: Path | None,
                  data_dir: str | None, **opts: Any) -> None:
-        from fpgaslim.core.config import read_config_file, validate
+        from fpgaslim.compress.methods import method_settings
+        from fpgaslim.core.config import read_config_file
         from fpgaslim.pipeline import run_method
 
-        base = settings_cls.preset(preset).model_dump(by_alias=True)
-        if config:
-            base.update(read_config_file(config))
-        base.update({fields[k]: v for k, v in opts.items() if v is not None})
-        settings = validate(settings_cls, base, str(config) if config else f"{name} options")
+        over = read_config_file(config) if config else {}
+        over.update({fields[k]: v for k, v in opts.items() if v is not None})
+        settings = method_settings(name, preset, over,
+                                   str(config) if config else f"{name} options")
         for rec in run_method(run, name, variant_id, settings, data_dir=data_dir):
             acc = f"{rec.accuracy.test:.2f}%" if rec.accuracy.test is not None else "-"
             click.echo(f"{rec.id}: depth {rec.depth}, {rec.params:,} params, {rec.macs:,} MACs, "
@@ -209,20 +223,17 @@ class _MethodGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         from fpgaslim.compress.methods import list_methods
 
-        return list_methods() + ["dynamic-prune+fuse"]
+        return list_methods()
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name == "dynamic-prune+fuse":
-            return _chain_command
         from fpgaslim.compress.methods import METHODS
 
         return _method_command(name) if name in METHODS else None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from fpgaslim.compress.methods import METHOD_HELP
+        from fpgaslim.compress.methods import METHODS, method_help
 
-        rows = list(METHOD_HELP.items()) + [
-            ("dynamic-prune+fuse", "the paper's chain: dynamic-prune, then layer-fusion")]
+        rows = [(m, method_help(m)) for m in METHODS]  # in the registry's order
         with formatter.section("Methods"):
             formatter.write_dl(rows)
 
@@ -230,21 +241,6 @@ class _MethodGroup(click.Group):
 @main.group(cls=_MethodGroup)
 def compress() -> None:
     """Run a compression method on a variant of a run; each run yields new variants."""
-
-
-@click.command("dynamic-prune+fuse")
-@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--variant", "variant_id", default="baseline", show_default=True)
-@click.option("--preset", default="cpu", show_default=True)
-@click.option("--data-dir")
-@_handle_errors
-def _chain_command(run: Path, variant_id: str, preset: str, data_dir: str | None) -> None:
-    """The paper's full method: dynamic channel pruning, then layer fusion of its result."""
-    from fpgaslim.pipeline import run_chain
-
-    for rec in run_chain(run, variant_id, preset, data_dir=data_dir):
-        click.echo(f"{rec.id}: depth {rec.depth}, {rec.macs:,} MACs, test "
-                   f"{rec.accuracy.test:.2f}% (measured, PyTorch)")
 
 
 # --------------------------------------------------------------------------- hw
@@ -263,7 +259,8 @@ def _chain_command(run: Path, variant_id: str, preset: str, data_dir: str | None
 @click.option("--streamline", type=click.Choice(["fast", "stock"]),
               help="fast (default): finn-plus's streamlining without its redundant clean-ups, "
               "the same graph; stock: finn-plus unchanged")
-@click.option("--verify-images", default=20, show_default=True)
+@click.option("--verify-images", default="20", show_default=True, callback=_image_count,
+              help="test images to verify on, or 'all' (the whole test split)")
 @click.option("--bitfile", is_flag=True, help="full Vivado flow (needs Vivado/Vitis)")
 @click.option("--synth", type=click.Choice(["none", "yosys"]),
               help="second opinion: synthesize every RTL layer with Yosys synth_xilinx")
@@ -274,7 +271,7 @@ def _chain_command(run: Path, variant_id: str, preset: str, data_dir: str | None
 @click.option("--layer-timeout", "layer_timeout_s", type=float,
               help="time limit per layer for --synth / --sim, seconds (default 120)")
 @_handle_errors
-def build(run: Path, variant_id: str, board: str, verify_images: int, bitfile: bool,
+def build(run: Path, variant_id: str, board: str, verify_images: int | str, bitfile: bool,
           data_spec: str | None, out_dir: Path | None, **opts: Any) -> None:
     """FINN build of a variant (RUN) or of a QONNX / FINN-ONNX file (MODEL.onnx) for a board:
     estimates, bit-exact verification, report."""
@@ -324,10 +321,11 @@ def _log_second_opinion_progress() -> None:
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--variant", "variant_id", default="baseline", show_default=True)
 @click.option("--board", default="pynq-z1", show_default=True)
-@click.option("--images", default=20, show_default=True, help="test images to verify on")
+@click.option("--images", default="20", show_default=True, callback=_image_count,
+              help="test images to verify on, or 'all' (the whole test split)")
 @click.option("--json", "as_json", is_flag=True, help="print the Verification record as JSON")
 @_handle_errors
-def verify(run: Path, variant_id: str, board: str, images: int, as_json: bool) -> None:
+def verify(run: Path, variant_id: str, board: str, images: int | str, as_json: bool) -> None:
     """Bit-exact verification of an existing build, end to end and layer by layer; exit 0
     only when no layer has an error (near-ties are counted, not errors)."""
     from fpgaslim.hw.verify_run import summary

@@ -131,16 +131,23 @@ def _data_for(run: RunDir, variant_id: str, data_dir: str | None) -> DataSplits:
     return load_for_variant(run, variant_id, data_dir)
 
 
-def run_method(run: RunDir | str | Path, method: str, parent: str, settings: BaseModel,
-               data: DataSplits | None = None, data_dir: str | None = None,
-               progress: bool | None = None) -> list[Variant]:
-    """Run one compression method on variant `parent`; returns the new variants."""
-    from fpgaslim.compress.methods import get_method
+def run_method(run: RunDir | str | Path, method: str, parent: str,
+               settings: BaseModel | dict | None = None, data: DataSplits | None = None,
+               data_dir: str | None = None, progress: bool | None = None,
+               preset: str = "cpu") -> list[Variant]:
+    """Run one registered compression method (a composite such as "dynamic-prune+fuse"
+    too) on variant `parent`; returns the new variants. `settings`: the method's Settings, or
+    a dict of overrides of `preset` (a composite: one dict per step, named by its method)."""
+    from fpgaslim.compress.methods import get_method, method_settings, method_steps
     from fpgaslim.compress.models.user import require_zoo
 
     run = as_run(run)
     module = get_method(method)
-    require_zoo(run.record(parent).arch, method)  # your own model: say what the method needs
+    if not isinstance(settings, BaseModel):
+        settings = method_settings(method, preset, settings)
+    arch = run.record(parent).arch
+    for step in method_steps(method):
+        require_zoo(arch, step)  # your own model: say what the method needs
     data = data or _data_for(run, parent, data_dir)
     return module.run(run, parent, data, settings, progress=progress)
 
@@ -148,20 +155,14 @@ def run_method(run: RunDir | str | Path, method: str, parent: str, settings: Bas
 def run_chain(run: RunDir | str | Path, parent: str, preset: str = "cpu",
               data: DataSplits | None = None, data_dir: str | None = None,
               progress: bool | None = None) -> list[Variant]:
-    """Dynamic channel pruning followed by layer fusion (the paper's full method)."""
-    from fpgaslim.compress import dynamic_prune, layer_fusion
-
-    from fpgaslim.compress.models.user import require_zoo
-
-    run = as_run(run)
-    require_zoo(run.record(parent).arch, "dynamic-prune+fuse")
-    data = data or _data_for(run, parent, data_dir)
-    return layer_fusion.run_chain(run, parent, data, dynamic_prune.Settings.preset(preset),
-                                  layer_fusion.Settings.preset(preset), progress=progress)
+    """Dynamic channel pruning followed by layer fusion (the paper's full method): the
+    registered composite method "dynamic-prune+fuse" at `preset`."""
+    return run_method(run, "dynamic-prune+fuse", parent, None, data=data, data_dir=data_dir,
+                      progress=progress, preset=preset)
 
 
 def build_job(run: RunDir | str | Path, variant_id: str, board: str,
-              overrides: dict | None = None, verify_images: int = 20, bitfile: bool = False,
+              overrides: dict | None = None, verify_images: int | str = 20, bitfile: bool = False,
               data: DataSplits | None = None):
     """FINN build of one variant for one board; returns its HardwareReport."""
     from fpgaslim.core.config import validate
@@ -178,7 +179,7 @@ def build_job(run: RunDir | str | Path, variant_id: str, board: str,
                          verify_images=verify_images)
 
 
-def verify_job(run: RunDir | str | Path, variant_id: str, board: str, images: int = 20,
+def verify_job(run: RunDir | str | Path, variant_id: str, board: str, images: int | str = 20,
                data: DataSplits | None = None):
     """`fpgaslim verify`: bit-exact verification of an existing build, end to end and layer
     by layer, on the first `images` test images; returns its Verification (saved in the
@@ -196,7 +197,7 @@ def verify_job(run: RunDir | str | Path, variant_id: str, board: str, images: in
 
 def build_onnx_job(path: str | Path, board: str, out: str | Path | None = None,
                    data: str | None = None, overrides: dict | None = None,
-                   verify_images: int = 20):
+                   verify_images: int | str = 20):
     """`fpgaslim build MODEL.onnx`: FINN build of a QONNX / FINN-ONNX file (hw.api.build_onnx);
     returns its HardwareReport."""
     from fpgaslim.core.config import validate

@@ -23,7 +23,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,9 +36,6 @@ from fpgaslim.pipeline import TrainJob, as_run, train_job
 if TYPE_CHECKING:
     from fpgaslim.hw.boards import Board
 
-CHAIN = "dynamic-prune+fuse"
-
-
 class MethodStep(BaseModel):
     """One compression method run on one parent variant."""
 
@@ -46,7 +43,8 @@ class MethodStep(BaseModel):
     method: str
     parent: str = "baseline"
     preset: str = "cpu"
-    # overrides of the preset; for the chain: {"dynamic-prune": {...}, "layer-fusion": {...}}
+    # overrides of the preset; for a chain of methods (dynamic-prune+fuse) one mapping per
+    # step: {"dynamic-prune": {...}, "layer-fusion": {...}}
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("method")
@@ -54,22 +52,16 @@ class MethodStep(BaseModel):
     def _known(cls, v: str) -> str:
         from fpgaslim.compress.methods import list_methods
 
-        if v != CHAIN and v not in list_methods():  # noqa: SIM102
-            raise ValueError(f"unknown method {v!r}; valid: {', '.join(list_methods() + [CHAIN])}")
+        if v not in list_methods():
+            raise ValueError(f"unknown method {v!r}; valid: {', '.join(list_methods())}")
         return v
 
-    def resolved_settings(self) -> dict[str, BaseModel]:
-        """Settings objects per method module (validated: errors name the field)."""
-        from fpgaslim.compress.methods import get_method
+    def resolved_settings(self) -> BaseModel:
+        """The method's Settings (validated: errors name the field)."""
+        from fpgaslim.compress.methods import method_settings
 
-        names = ["dynamic-prune", "layer-fusion"] if self.method == CHAIN else [self.method]
-        out = {}
-        for name in names:
-            module = get_method(name)
-            over = self.settings.get(name, {}) if self.method == CHAIN else self.settings
-            base = module.Settings.preset(self.preset).model_dump(by_alias=True)
-            out[name] = validate(module.Settings, {**base, **over}, f"methods[{self.method}]")
-        return out
+        return method_settings(self.method, self.preset, self.settings,
+                               f"methods[{self.method}]")
 
     @property
     def key(self) -> str:
@@ -106,7 +98,8 @@ class SweepConfig(BaseModel):
     build: dict[str, Any] = Field(default_factory=dict)  # BuildSettings fields except board
     # per board, BuildSettings fields over `build`, e.g. {u250: {clock_ns: 4.0}}
     build_by_board: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    verify_images: int = Field(20, ge=0)
+    # test images each build is verified on; "all": the whole test split
+    verify_images: Annotated[int, Field(ge=0)] | Literal["all"] = 20
     folding_search: FoldingSearchSettings = FoldingSearchSettings(enabled=False)
     parallel: ParallelSettings = ParallelSettings()
     report_dir: str | None = None  # default: <run_dir>/report
@@ -176,7 +169,7 @@ class SweepResult(BaseModel):
 
 
 def _build_task(run_path: str, variant_id: str, board: "Board", build: dict[str, Any],
-                verify_images: int) -> str:
+                verify_images: int | str) -> str:
     """One build, in a worker process (pool or Dask): returns the report path."""
     import fcntl
 
@@ -287,16 +280,8 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
                 ids = json.loads(marker.read_text(encoding="utf-8"))["variants"]
             else:
                 work["methods"] += 1
-                settings = step.resolved_settings()
-                if step.method == CHAIN:
-                    from fpgaslim.compress import layer_fusion
-
-                    recs = layer_fusion.run_chain(run, step.parent, data,
-                                                  settings["dynamic-prune"],
-                                                  settings["layer-fusion"], progress=False)
-                else:
-                    recs = run_method(run, step.method, step.parent, settings[step.method],
-                                      data=data, progress=False)
+                recs = run_method(run, step.method, step.parent, step.resolved_settings(),
+                                  data=data, progress=False)
                 ids = [r.id for r in recs]
                 atomic_write_json(marker, {"step": step.model_dump(), "variants": ids})
             variants += [v for v in ids if v not in variants]
@@ -312,7 +297,8 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
         from fpgaslim.compare import compare_runs
 
         out = Path(config.report_dir) if config.report_dir else run.path / "report"
-        report = {k: str(v) for k, v in compare_runs([run.path], out).files.items()
+        own = [Path(p).parent for p in plan.builds.values()]  # this sweep's builds only
+        report = {k: str(v) for k, v in compare_runs([run.path], out, only=own).files.items()
                   if not k.startswith("plot:")}
         bar.advance()
     return SweepResult(run_dir=str(run.path), variants=variants, builds=plan.builds,
