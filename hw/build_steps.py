@@ -39,7 +39,7 @@ from qonnx.transformation.base import Transformation
 
 from fpgaslim.core.errors import ConfigError, UnknownNameError, UnsupportedLayerError
 
-from . import finn_compat
+from . import fast_streamline, finn_compat
 from .exact_thresholds import step_exact_qonnx_to_finn
 
 Step = Callable[[Any, Any], Any]
@@ -121,8 +121,9 @@ def _tracked(step: Step, name: str) -> Step:
     def run(model: Any, cfg: Any) -> Any:
         progress = cfg.fpgaslim_progress
         log_progress(progress, "start", name)
-        try:
-            model = step(model, cfg)
+        try:  # streamline "fast": every step with qonnx's exact fast paths (fast_streamline)
+            with fast_streamline.fast_steps(getattr(cfg, "fpgaslim_streamline", "fast")):
+                model = step(model, cfg)
         except BaseException as exc:
             log_progress(progress, "error", name, type=type(exc).__name__, message=str(exc),
                          traceback=traceback.format_exc(limit=8))

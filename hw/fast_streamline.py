@@ -12,7 +12,7 @@ clean-up returns the same graph. Neither qonnx nor FINN offers a switch for this
 
 `ComposedTransformation.apply` is replaced (by `finn_compat.fast_streamlining()`, only while
 a streamlining step runs) with `memo_composed_apply`: the same loop, statement for statement,
-with two exact memos keyed by a BLAKE2 digest of the serialized model (protobuf serialization
+with two exact memos keyed by a SHA-256 digest of the serialized model (protobuf serialization
 of a message without map fields is deterministic, so equal digests mean equal graphs):
   * a transformation that returned "not modified" and left the serialized model unchanged is
     remembered as a no-op on that graph (nested ComposedTransformations included) and is not
@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+from collections import Counter
 from itertools import compress, repeat
 from operator import attrgetter, contains, or_
 from typing import Any
@@ -55,7 +56,7 @@ class Memo:
         data = model.model.SerializeToString()
         if set(vars(model)) - _WRAPPER_STATE:
             return None, data
-        h = hashlib.blake2b(data, digest_size=20)
+        h = hashlib.sha256(data)  # with the CPU's SHA instructions: twice BLAKE2's speed
         h.update(b"f64" if getattr(model, "fix_float64", False) else b"f32")
         return h.digest(), data
 
@@ -259,6 +260,7 @@ class BuildMemo:
 
 
 _BUILD: list[BuildMemo] = []
+_MW = "qonnx.core.modelwrapper:ModelWrapper"
 _STOCK: dict[str, Any] = {}  # the stock functions fast_steps() replaced, while installed
 
 
@@ -286,7 +288,7 @@ def memo_transform(self: Any, transformation: Any, make_deepcopy: bool = True,
                    use_preorder_traversal: bool = True) -> Any:
     """qonnx's ModelWrapper.transform, with the no-op memo for pure transformations (a hit
     returns a deep copy of the model, as stock does). Everything else runs stock."""
-    stock = _STOCK["transform"]
+    stock = _STOCK[_MW + ".transform"]
     memo = _BUILD[-1] if _BUILD else None
     tkey = _pure_key(transformation) if memo is not None else None
     if tkey is None or not make_deepcopy or apply_to_subgraphs:
@@ -316,7 +318,7 @@ def memo_transform(self: Any, transformation: Any, make_deepcopy: bool = True,
 def memo_cleanup(self: Any) -> Any:
     """qonnx's ModelWrapper.cleanup, skipped on a graph it already left unchanged; a skip
     re-seats the node list as stock's SortGraph does (references to old nodes detach)."""
-    stock = _STOCK["cleanup"]
+    stock = _STOCK[_MW + ".cleanup"]
     memo = _BUILD[-1] if _BUILD else None
     if memo is None:
         return stock(self)
@@ -453,19 +455,148 @@ def rename_tensor(self: Any, old_name: str, new_name: str) -> None:
             n.output[list(n.output).index(old_name)] = new_name
 
 
+
+def check_all_tensor_shapes_specified(self: Any, fix_missing_init_shape: bool = False) -> bool:
+    """qonnx's ModelWrapper.check_all_tensor_shapes_specified (run by every ModelWrapper(),
+    e.g. after each InferShapes), exactly: a tensor with one ValueInfoProto is answered from
+    a count of the names; anything else goes through get_tensor_shape as stock (errors for
+    duplicates, initializers, adding the missing ValueInfoProto)."""
+    graph = self._model_proto.graph
+    counts = Counter(map(_NAME, graph.input))
+    counts.update(map(_NAME, graph.output))
+    counts.update(map(_NAME, graph.value_info))
+
+    def known(name: str) -> bool:
+        if counts.get(name, 0) == 1:
+            return True
+        found = self.get_tensor_shape(name, fix_missing_init_shape=fix_missing_init_shape)
+        if fix_missing_init_shape:  # it may have added a ValueInfoProto
+            counts[name] = sum(1 for part in (graph.input, graph.output, graph.value_info)
+                               for vi in part if vi.name == name)
+        return found is not None
+
+    ret = True
+    for n in graph.node:
+        for i in n.input:
+            if i != "":
+                ret = known(i) and ret
+        for o in n.output:
+            ret = known(o) and ret
+    return ret
+
+
+
+class Renamer:
+    """A run of qonnx rename_tensor calls on one graph, exactly, for transformations that
+    change nothing else in between (GiveUniqueTensorNames, GiveReadableTensorNames): where
+    each name occurs is indexed once and kept up to date, instead of rename_tensor's scan of
+    every container and node per rename (~400 renames per clean-up of a ResNet-20)."""
+
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+        self.parts = [(graph.input, "name"), (graph.output, "name"), (graph.value_info, "name"),
+                      (graph.initializer, "name"), (graph.quantization_annotation,
+                                                    "tensor_name")]
+        self.where: list[dict[str, list[int]]] = []
+        for part, field in self.parts:
+            found: dict[str, list[int]] = {}
+            for i, name in enumerate(map(attrgetter(field), part)):
+                found.setdefault(name, []).append(i)
+            self.where.append(found)
+        self.ins: dict[str, set[int]] = {}
+        self.outs: dict[str, set[int]] = {}
+        for j, n in enumerate(graph.node):
+            for t in n.input:
+                self.ins.setdefault(t, set()).add(j)
+            for t in n.output:
+                self.outs.setdefault(t, set()).add(j)
+
+    def rename(self, old_name: str, new_name: str) -> None:
+        """ModelWrapper.rename_tensor(old_name, new_name)."""
+        for (part, field), found in zip(self.parts, self.where):
+            at = found.get(old_name)
+            if not at:
+                continue
+            if len(at) > 1:  # what get_by_name raises
+                raise Exception("Found multiple get_by_name matches, undefined behavior")
+            del found[old_name]
+            setattr(part[at[0]], field, new_name)
+            found.setdefault(new_name, []).append(at[0])
+        nodes = self.graph.node
+        for index, attr in ((self.ins, "input"), (self.outs, "output")):
+            for j in index.pop(old_name, ()):
+                field = getattr(nodes[j], attr)
+                field[list(field).index(old_name)] = new_name  # the first occurrence only
+                if old_name in field:
+                    index.setdefault(old_name, set()).add(j)
+                index.setdefault(new_name, set()).add(j)
+
+    def initializer(self, name: str) -> Any:
+        """ModelWrapper.get_initializer(name)."""
+        from onnx import numpy_helper as np_helper
+
+        at = self.where[3].get(name)
+        return np_helper.to_array(self.graph.initializer[min(at)]) if at else None
+
+
+def unique_tensor_names_apply(self: Any, model: Any) -> tuple[Any, bool]:
+    """qonnx's GiveUniqueTensorNames.apply through a Renamer."""
+    names = model.get_all_tensor_names()
+    renamer = Renamer(model.graph)
+    i = 0
+    for name in names:
+        renamer.rename(name, f"tensor_{i}")
+        i += 1
+    return (model, False)
+
+
+def readable_tensor_names_apply(self: Any, model: Any) -> tuple[Any, bool]:
+    """qonnx's GiveReadableTensorNames.apply through a Renamer (statement for statement)."""
+    from qonnx.transformation.general import GiveUniqueTensorNames
+
+    model = model.transform(GiveUniqueTensorNames())
+    graph = model.graph
+    renamer = Renamer(graph)
+    for n in graph.node:
+        assert n.name != "", "Found empty node name"
+        out_num = 0
+        for o in n.output:
+            renamer.rename(o, "%s_out%d" % (n.name, out_num))
+            out_num += 1
+        init_in_num = 0
+        for i in n.input:
+            if renamer.initializer(i) is not None:
+                renamer.rename(i, "%s_param%d" % (n.name, init_in_num))
+                init_in_num += 1
+    for i, inp in enumerate(model.graph.input):
+        iname = "global_in" if i == 0 else "global_in_%d" % i
+        renamer.rename(inp.name, iname)
+    for i, outp in enumerate(model.graph.output):
+        oname = "global_out" if i == 0 else "global_out_%d" % i
+        renamer.rename(outp.name, oname)
+    return (model, False)
+
+
 # qonnx/toposort internals fast_steps() replaces or relies on, with the SHA-256 (first 16 hex
 # digits) of their source in qonnx 1.0.0 / toposort 1.10: a release that changes one makes
 # check_internals() (and tests/test_fast_streamline.py) fail, and fast_steps() refuse to run:
 # re-read the new source, port the copy above, then update the digest here.
 INTERNALS = {
+    "qonnx.util.basic:get_by_name": "282c772dede0ef12",
     "qonnx.core.modelwrapper:ModelWrapper.transform": "decef9c00176cee9",
     "qonnx.core.modelwrapper:ModelWrapper.cleanup": "425fdc1526ee8a72",
     "qonnx.core.modelwrapper:ModelWrapper.rename_tensor": "0db45a4cd64999c2",
     "qonnx.core.modelwrapper:ModelWrapper.find_producer": "74c71a930439d2c5",
     "qonnx.core.modelwrapper:ModelWrapper.find_direct_predecessors": "5fd159c084b8529d",
     "qonnx.core.modelwrapper:ModelWrapper.get_initializer": "acf96b1bc0e0664c",
+    "qonnx.core.modelwrapper:ModelWrapper.get_tensor_shape": "f20ed84b49f97332",
+    "qonnx.core.modelwrapper:ModelWrapper.check_all_tensor_shapes_specified":
+        "d3e2ca0fe56e4788",
     "qonnx.transformation.general:SortGraph.apply": "d811a084752c74b5",
     "qonnx.transformation.general:GiveUniqueParameterTensors.apply": "3f01172cc61c6d87",
+    "qonnx.transformation.general:GiveUniqueTensorNames.apply": "6e5069d86f72400e",
+    "qonnx.transformation.general:GiveReadableTensorNames.apply": "8df0251474698f82",
+    "qonnx.core.modelwrapper:ModelWrapper.get_all_tensor_names": "050b1c1b86053485",
     "qonnx.transformation.infer_shapes:InferShapes.apply": "d24b8ad3598b9aa1",
     "qonnx.transformation.infer_datatypes:InferDataTypes.__init__": "9f7d14663ad105bb",
     "qonnx.transformation.infer_datatypes:InferDataTypes.apply": "2e95b4270754c866",
@@ -476,10 +607,18 @@ INTERNALS = {
 _PATCHES = {("qonnx.core.modelwrapper:ModelWrapper", "transform"): memo_transform,
             ("qonnx.core.modelwrapper:ModelWrapper", "cleanup"): memo_cleanup,
             ("qonnx.core.modelwrapper:ModelWrapper", "rename_tensor"): rename_tensor,
+            ("qonnx.core.modelwrapper:ModelWrapper", "check_all_tensor_shapes_specified"):
+                check_all_tensor_shapes_specified,
+            # the exact C-level lookups above, for every step (finn_compat.fast_streamlining
+            # installs them for streamlining only)
+            ("qonnx.core.modelwrapper:ModelWrapper", "get_initializer"): get_initializer,
+            ("qonnx.core.modelwrapper:ModelWrapper", "get_tensor_shape"): get_tensor_shape,
+            ("qonnx.core.modelwrapper:ModelWrapper", "find_producer"): find_producer,
             ("qonnx.transformation.general:SortGraph", "apply"): sort_graph_apply,
             ("qonnx.transformation.general:GiveUniqueParameterTensors", "apply"):
                 unique_parameter_tensors_apply}
 _MEMO = BuildMemo()  # no-op results stay valid for the whole process (pure functions)
+_CHECKED: dict[str, list[str]] = {}  # check_internals() of this process
 
 
 def internal_source(ref: str) -> str:
@@ -516,6 +655,20 @@ def _resolve(ref: str) -> Any:
     return getattr(importlib.import_module(mod), cls)
 
 
+def _stock_key(ref: str, attr: str) -> str:
+    return f"{ref}.{attr}"
+
+
+def _rebind_get_by_name(old: Any, new: Any) -> None:
+    """get_by_name in qonnx.util.basic and in every qonnx/finn module that imported it."""
+    import sys
+
+    for mod in list(sys.modules.values()):
+        if getattr(mod, "__name__", "").startswith(("qonnx", "finn")) and getattr(
+                mod, "get_by_name", None) is old:
+            mod.get_by_name = new
+
+
 @contextlib.contextmanager
 def fast_steps(mode: str = "fast") -> Any:
     """The scope of one build step: with mode "fast", qonnx's transform/cleanup memo and the
@@ -524,26 +677,31 @@ def fast_steps(mode: str = "fast") -> Any:
     if mode != "fast" or _STOCK:
         yield _MEMO if _STOCK else None
         return
-    problems = check_internals()
+    if _CHECKED.get("problems") is None:  # once per process: sources do not change
+        _CHECKED["problems"] = check_internals()
+    problems = _CHECKED["problems"]
     if problems:
         raise RuntimeError("fast FINN steps cannot be used with the installed qonnx: "
                            + "; ".join(problems) + " (or build with streamline: stock)")
+    import qonnx.util.basic as qub
+
     for (ref, attr), fast in _PATCHES.items():
-        cls = _resolve(ref)
-        _STOCK[attr if ref.endswith("ModelWrapper") else ref] = vars(cls)[attr]
+        _STOCK[_stock_key(ref, attr)] = vars(_resolve(ref))[attr]
+    _STOCK["get_by_name"] = qub.get_by_name
     try:
         for (ref, attr), fast in _PATCHES.items():
-            stock = _STOCK[attr if ref.endswith("ModelWrapper") else ref]
-            fast.__wrapped__ = stock  # inspect (the guards) sees the stock source
+            fast.__wrapped__ = _STOCK[_stock_key(ref, attr)]  # inspect (the guards): stock
             setattr(_resolve(ref), attr, fast)
+        get_by_name.__wrapped__ = _STOCK["get_by_name"]
+        _rebind_get_by_name(_STOCK["get_by_name"], get_by_name)
         _BUILD.append(_MEMO)
         yield _MEMO
     finally:
         if _BUILD:
             _BUILD.pop()
         for (ref, attr), fast in _PATCHES.items():
-            key = attr if ref.endswith("ModelWrapper") else ref
-            if key in _STOCK:
-                setattr(_resolve(ref), attr, _STOCK[key])
+            setattr(_resolve(ref), attr, _STOCK[_stock_key(ref, attr)])
             fast.__dict__.pop("__wrapped__", None)
+        _rebind_get_by_name(get_by_name, _STOCK["get_by_name"])
+        get_by_name.__dict__.pop("__wrapped__", None)
         _STOCK.clear()

@@ -1,6 +1,7 @@
 """The fast FINN steps (hw/fast_streamline.fast_steps, build setting `streamline: fast`): qonnx's
 transform/cleanup no-op memo and the exact faster copies of SortGraph, GiveUniqueParameterTensors,
-rename_tensor and toposort_flatten give what stock qonnx gives, byte for byte, and a qonnx or
+rename_tensor, GiveUniqueTensorNames, GiveReadableTensorNames, check_all_tensor_shapes_specified
+and toposort_flatten give what stock qonnx gives, byte for byte, and a qonnx or
 toposort release that changes the patched internals fails loudly.
 
 The copies are compared with stock on a real graph (a quarter-width ResNet-8 exported by Brevitas
@@ -30,6 +31,7 @@ def test_changed_internals_fail_loudly_and_patch_nothing(monkeypatch):
     ref = "qonnx.transformation.general:SortGraph.apply"
     monkeypatch.setitem(fs.INTERNALS, ref, "0" * 16)
     monkeypatch.setitem(fs.INTERNALS, "toposort:no_such_function", "0" * 16)
+    monkeypatch.setattr(fs, "_CHECKED", {})  # fast_steps checks once per process
     problems = fs.check_internals()
     assert any(p.startswith(f"{ref} changed") for p in problems)
     assert any("no_such_function is gone" in p for p in problems)
@@ -108,14 +110,21 @@ def resnet_graph(tmp_path_factory):
     return model
 
 
+def _outcome(model, run):
+    random.seed(1)
+    try:
+        return run(copy.deepcopy(model)).model.SerializeToString()
+    except Exception as exc:  # the same error is the same outcome
+        return f"{type(exc).__name__}: {exc}"
+
+
 def _both(model, run):
-    """run(model copy) with stock qonnx and inside fast_steps; the two serialized results."""
-    random.seed(1)
-    stock = run(copy.deepcopy(model))
-    random.seed(1)
+    """run(model copy) with stock qonnx and inside fast_steps: the two serialized results
+    (or errors)."""
+    stock = _outcome(model, run)
     with fs.fast_steps("fast"):
-        fast = run(copy.deepcopy(model))
-    return stock.model.SerializeToString(), fast.model.SerializeToString()
+        fast = _outcome(model, run)
+    return stock, fast
 
 
 def _shuffled(model, seed):
@@ -164,6 +173,23 @@ def test_rename_tensor_is_stock_also_for_repeated_inputs(resnet_graph):
         return m
 
     stock, fast = _both(model, rename_all)
+    assert stock == fast
+
+
+def test_readable_and_unique_tensor_names_are_stock_also_on_collisions(resnet_graph):
+    from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueTensorNames
+
+    model = _shuffled(copy.deepcopy(resnet_graph), 4)
+    node = next(n for n in model.graph.node if len(n.input) >= 2)
+    node.input[1] = node.input[0]  # one tensor twice in a node
+    for t in (GiveUniqueTensorNames(), GiveReadableTensorNames()):
+        stock, fast = _both(model, lambda m: m.transform(t, cleanup=False))
+        assert isinstance(stock, bytes) and stock == fast
+    # a tensor renamed to a name another one gets (renames collide): two tensors of one
+    # name, stock raises (get_by_name), and so does the copy
+    model.rename_tensor(node.output[0], f"{model.graph.node[4].name}_out0")
+    stock, fast = _both(model, lambda m: m.transform(GiveUniqueTensorNames()).transform(
+        GiveReadableTensorNames()))
     assert stock == fast
 
 
