@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -188,6 +189,118 @@ def _set_stats_state(model: nn.Module, counters: dict[str, int],
                                      else "cpu").clone()
 
 
+@dataclass
+class _Loop:
+    """Where a training stands after an epoch (what a checkpoint resumes)."""
+
+    start: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_acc: float = -1.0
+    best_state: dict[str, torch.Tensor] | None = None
+    since_best: int = 0
+
+
+def lr_schedule(settings: TrainSettings) -> Callable[[int], float]:
+    """The learning rate of each epoch: a linear warm-up ramp (lr/(w+1), 2 lr/(w+1), ...),
+    then cosine annealing, restarted every `restart_every` epochs."""
+    cycle = settings.restart_every or max(1, settings.epochs)
+
+    def lr_at(epoch: int) -> float:
+        if epoch < settings.warmup_epochs:
+            return settings.lr * (epoch + 1) / (settings.warmup_epochs + 1)
+        return settings.lr * 0.5 * (1 + math.cos(math.pi * (epoch % cycle) / cycle))
+    return lr_at
+
+
+def _resume(model: nn.Module, settings: TrainSettings, checkpoint: Path | None, fp: str
+            ) -> tuple[torch.optim.SGD, list[nn.Parameter], _Loop]:
+    """The optimizer and loop state: from `checkpoint` when it holds this training (same
+    fingerprint), else fresh (and the seed set)."""
+    state = load_state(checkpoint) if checkpoint is not None and checkpoint.is_file() else None
+    if state is not None and state.get("fingerprint") != fp:
+        state = None  # a checkpoint of other settings: start over (it is overwritten)
+    if state is not None:
+        # before the optimizer exists: Brevitas may swap scale Parameters on load
+        model.load_state_dict(state["model"])
+        _set_stats_state(model, json.loads(state.get("stats_counters", "{}")),
+                         state.get("stats_buffers", {}))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
+                          weight_decay=settings.weight_decay)
+    if state is None:
+        torch.manual_seed(settings.seed)
+        return opt, params, _Loop()
+    # momentum by parameter name, not position: Brevitas registers activation-scale
+    # Parameters when their statistics phase ends, so the order of the (scalar) scales
+    # differs between a model that trained into them and one that loaded them
+    named = dict(model.named_parameters())
+    for name, buf in state["momentum"].items():
+        if name in named and named[name].requires_grad:
+            opt.state[named[name]]["momentum_buffer"] = buf.clone()
+    torch.set_rng_state(state["rng"])
+    return opt, params, _Loop(start=state["epoch"], history=json.loads(state["history"]),
+                              best_acc=state["best_acc"], best_state=state["best_model"],
+                              since_best=state["since_best"])
+
+
+def _save_progress(checkpoint: Path, fp: str, epoch: int, model: nn.Module,
+                   opt: torch.optim.SGD, loop: _Loop) -> None:
+    """The per-epoch checkpoint (atomic) that `_resume` reads."""
+    counters, stat_buffers = _stats_state(model)
+    snapshot = {"fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
+                "momentum": {n: opt.state[p]["momentum_buffer"]
+                             for n, p in model.named_parameters()
+                             if "momentum_buffer" in opt.state.get(p, {})},
+                "history": json.dumps(loop.history),
+                "best_acc": loop.best_acc, "best_model": loop.best_state,
+                "since_best": loop.since_best, "rng": torch.get_rng_state(),
+                "stats_counters": json.dumps(counters),
+                "stats_buffers": stat_buffers}
+    atomic_write(checkpoint, lambda p: torch.save(snapshot, p))
+
+
+def _train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.SGD,
+                 params: list[nn.Parameter], settings: TrainSettings, device: torch.device,
+                 teacher: nn.Module | None, kd: KDSettings,
+                 extra_loss: Callable[[nn.Module], torch.Tensor] | None, lr: float,
+                 bar_desc: str, desc: str, epoch: int,
+                 progress: bool | None) -> tuple[int, int, float]:
+    """One pass over `loader`: (images, correct, summed loss). A non-finite loss stops
+    before the step is taken."""
+    total, correct, loss_sum = 0, 0, 0.0
+    bar = tqdm(loader, desc=bar_desc, leave=False, disable=progress is False
+               if progress is not None else None)
+    for x, y in bar:
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        if teacher is not None:
+            with torch.no_grad():
+                t_out = teacher(x)
+            loss = kd_loss(out, t_out, y, kd)
+        else:
+            loss = F.cross_entropy(out, y)
+        if extra_loss is not None:
+            loss = loss + extra_loss(model)
+        step_loss = loss.item()
+        if not math.isfinite(step_loss):
+            # a NaN step poisons every weight; stop before it is stepped in or saved
+            raise TrainingDivergedError(
+                f"{desc or 'training'}: the loss became {step_loss} in epoch {epoch + 1} "
+                f"(after {total} images) at learning rate {lr:g}; lower the "
+                "learning rate (low bit widths such as w2a2 need a smaller one) and run "
+                "again: the checkpoint of the last finished epoch is kept")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, settings.clip_grad_norm)
+        opt.step()
+        total += len(y)
+        correct += int((out.argmax(1) == y).sum())
+        loss_sum += step_loss * len(y)
+        bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{100 * correct / total:.1f}")
+    return total, correct, loss_sum
+
+
 def train(
     model: nn.Module,
     train_data: TensorDataset,
@@ -217,53 +330,18 @@ def train(
             p.requires_grad_(False)
     kd = kd or KDSettings()
     epochs = settings.epochs
-    cycle = settings.restart_every or max(1, epochs)
-
-    def lr_at(epoch: int) -> float:
-        if epoch < settings.warmup_epochs:  # linear ramp: lr/(w+1), 2 lr/(w+1), ...
-            return settings.lr * (epoch + 1) / (settings.warmup_epochs + 1)
-        return settings.lr * 0.5 * (1 + math.cos(math.pi * (epoch % cycle) / cycle))
-
+    lr_at = lr_schedule(settings)
     tag = json.dumps({"teacher": teacher is not None, "kd": kd.model_dump(),
                       "n": len(train_data)})
     fp = _fingerprint(settings, tag)
-    start, history = 0, []
-    best_acc, best_state, since_best = -1.0, None, 0
-    resumed = 0
-    state = load_state(checkpoint) if checkpoint is not None and checkpoint.is_file() else None
-    if state is not None and state.get("fingerprint") != fp:
-        state = None  # a checkpoint of other settings: start over (it is overwritten)
-    if state is not None:
-        # before the optimizer exists: Brevitas may swap scale Parameters on load
-        model.load_state_dict(state["model"])
-        _set_stats_state(model, json.loads(state.get("stats_counters", "{}")),
-                         state.get("stats_buffers", {}))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
-                          weight_decay=settings.weight_decay)
-    if state is not None:
-        # momentum by parameter name, not position: Brevitas registers activation-scale
-        # Parameters when their statistics phase ends, so the order of the (scalar) scales
-        # differs between a model that trained into them and one that loaded them
-        named = dict(model.named_parameters())
-        for name, buf in state["momentum"].items():
-            if name in named and named[name].requires_grad:
-                opt.state[named[name]]["momentum_buffer"] = buf.clone()
-        start, history = state["epoch"], json.loads(state["history"])
-        best_acc, best_state = state["best_acc"], state["best_model"]
-        since_best = state["since_best"]
-        torch.set_rng_state(state["rng"])
-        resumed = start
-    else:
-        torch.manual_seed(settings.seed)
+    opt, params, loop = _resume(model, settings, checkpoint, fp)
 
     t0 = time.perf_counter()
     g = torch.Generator()
     loader = DataLoader(train_data, batch_size=settings.batch_size, shuffle=True, generator=g,
                         drop_last=len(train_data) > settings.batch_size)
-    epoch = start
-    for epoch in range(start, epochs):
-        if settings.patience is not None and since_best >= settings.patience:
+    for epoch in range(loop.start, epochs):
+        if settings.patience is not None and loop.since_best >= settings.patience:
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(epoch)
@@ -271,64 +349,28 @@ def train(
         model.train()
         if set_train_mode is not None:
             set_train_mode(model)
-        total, correct, loss_sum = 0, 0, 0.0
-        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=progress is False
-                   if progress is not None else None)
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            out = model(x)
-            if teacher is not None:
-                with torch.no_grad():
-                    t_out = teacher(x)
-                loss = kd_loss(out, t_out, y, kd)
-            else:
-                loss = F.cross_entropy(out, y)
-            if extra_loss is not None:
-                loss = loss + extra_loss(model)
-            step_loss = loss.item()
-            if not math.isfinite(step_loss):
-                # a NaN step poisons every weight; stop before it is stepped in or saved
-                raise TrainingDivergedError(
-                    f"{desc or 'training'}: the loss became {step_loss} in epoch {epoch + 1} "
-                    f"(after {total} images) at learning rate {lr_at(epoch):g}; lower the "
-                    "learning rate (low bit widths such as w2a2 need a smaller one) and run "
-                    "again: the checkpoint of the last finished epoch is kept")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, settings.clip_grad_norm)
-            opt.step()
-            total += len(y)
-            correct += int((out.argmax(1) == y).sum())
-            loss_sum += step_loss * len(y)
-            bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{100 * correct / total:.1f}")
+        total, correct, loss_sum = _train_epoch(
+            model, loader, opt, params, settings, device, teacher, kd, extra_loss,
+            lr_at(epoch), f"{desc} {epoch + 1}/{epochs}", desc, epoch, progress)
         val_acc = evaluate(model, val_data)
-        history.append({"epoch": epoch + 1, "loss": loss_sum / max(total, 1),
-                        "train_acc": 100 * correct / max(total, 1), "val_acc": val_acc,
-                        "lr": lr_at(epoch)})
-        if val_acc > best_acc:
-            best_acc, since_best = val_acc, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        loop.history.append({"epoch": epoch + 1, "loss": loss_sum / max(total, 1),
+                             "train_acc": 100 * correct / max(total, 1), "val_acc": val_acc,
+                             "lr": lr_at(epoch)})
+        if val_acc > loop.best_acc:
+            loop.best_acc, loop.since_best = val_acc, 0
+            loop.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
-            since_best += 1
+            loop.since_best += 1
         if checkpoint is not None:
-            counters, stat_buffers = _stats_state(model)
-            snapshot = {"fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
-                        "momentum": {n: opt.state[p]["momentum_buffer"]
-                                     for n, p in model.named_parameters()
-                                     if "momentum_buffer" in opt.state.get(p, {})},
-                        "history": json.dumps(history),
-                        "best_acc": best_acc, "best_model": best_state,
-                        "since_best": since_best, "rng": torch.get_rng_state(),
-                        "stats_counters": json.dumps(counters),
-                        "stats_buffers": stat_buffers}
-            atomic_write(checkpoint, lambda p: torch.save(snapshot, p))
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            _save_progress(checkpoint, fp, epoch, model, opt, loop)
+    best_acc = loop.best_acc
+    if loop.best_state is not None:
+        model.load_state_dict(loop.best_state)
     else:  # no epoch ran
         best_acc = evaluate(model, val_data)
+    history = loop.history
     num_classes = int(val_data.tensors[1].max()) + 1 if len(val_data) else 0
     first = near_chance_warning(history[0]["val_acc"], num_classes) if history else None
     return TrainResult(best_val_accuracy=best_acc, epochs_run=len(history),
                        seconds=time.perf_counter() - t0, history=history,
-                       resumed_from_epoch=resumed, warnings=[first] if first else [])
+                       resumed_from_epoch=loop.start, warnings=[first] if first else [])
