@@ -1,7 +1,9 @@
 """Folding side by side, same variants, same budget (85 % LUT, 100 % BRAM_18K/URAM/DSP):
 (a) FINN's SetFolding at the user's target (the default build), (b) the folding search over
 target_fps x mvau_wwidth_max (hw/folding_search.py), (c) the optimal folding
-(hw/folding_run.py). Every fps/resource figure is a FINN estimate (finn-plus, 10 ns) of a real
+(hw/folding_run.py), on FINN's default layers and (c2) with prefer_rtl (RTL MVAUs: DSP-packed
+MACs, standalone thresholds); (d)/(d2) the fewest LUTs at (b)'s frame rate. Every fps/resource
+figure is a FINN estimate (finn-plus, 10 ns) of a real
 estimate build; wall times are measured on this machine.
 
     .venv/bin/python benchmarks/bench_folding.py --run RUN [--variants a,b] [--board pynq-z1]
@@ -16,6 +18,7 @@ Builds, searches and optimizations are cached per variant and board.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -32,13 +35,21 @@ from fpgaslim.hw.folding_run import maxfit  # noqa: E402
 COLUMNS = [("variant", "variant"), ("folding", "folding"), ("fps", "fps", ",.0f"),
            ("x search", "vs_search", ".2f"), ("LUT", "LUT", ",.0f"), ("LUT %", "LUT_pct", ".1f"),
            ("BRAM_18K", "BRAM_18K", ".0f"), ("DSP", "DSP", ".0f"),
-           ("fits budget", "fits_budget"), ("wall s", "wall_s", ".1f")]
+           ("fits budget", "fits_budget"), ("wall s", "wall_s", ".1f"),
+           ("CPU s", "cpu_s", ".1f")]
 SOURCES = {"fps/LUT/BRAM_18K/URAM/DSP": "FINN estimate (finn-plus 1.6.1, clock 10 ns) of an "
            "estimate build: (a) SetFolding at the target, (b) the search's best probe "
-           "(resources = its % of board x capacity), (c)/(d) the build with the optimizer's "
-           "folding config", "dwc_LUT (JSON)": "FINN's DWC LUT estimate the optimizer charged "
+           "(resources = its % of board x capacity), (c)/(c2)/(d)/(d2) the build with the "
+           "optimizer's folding config", "dwc_LUT (JSON)": "FINN's DWC LUT estimate the optimizer charged "
            "(the estimate build inserts no converters)", "wall s": "measured on this machine when the result was made (optimal: stored with "
-           "it; empty: a cached search result, whose time is not stored)"}
+           "it; empty: a cached search result, whose time is not stored)", "CPU s": "CPU time of "
+           "this process and its children for the row in this run (0: cached; the machine "
+           "is shared, so CPU time is the steadier figure)"}
+
+
+def cpu_s() -> float:
+    return sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF,
+               resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime"))
 
 
 def default_run(work: Path) -> RunDir:
@@ -57,7 +68,7 @@ def default_run(work: Path) -> RunDir:
 def rows_for(run: RunDir, vid: str, board: str, budget: Budget, target: int | None
              ) -> list[dict[str, Any]]:
     settings = {"target_fps": target} if target else {}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
     from fpgaslim.hw.build import BuildSettings
 
     rep = build_variant(run, vid, board, settings=BuildSettings(**settings), verify_images=1)
@@ -67,31 +78,38 @@ def rows_for(run: RunDir, vid: str, board: str, budget: Budget, target: int | No
          **{k: rep.resources[k].value for k in RESOURCES},
          "LUT_pct": rep.resources["LUT"].percent,
          "fits_budget": all((rep.resources[k].percent or 0) <= getattr(budget, k)
-                            for k in RESOURCES), "wall_s": a_wall}
+                            for k in RESOURCES), "wall_s": a_wall, "cpu_s": cpu_s() - c0}
     out = [a]
-    for method, name in (("search", "(b) search target x wwidth"), ("optimal", "(c) optimal")):
-        t0 = time.perf_counter()
-        m = maxfit(run, vid, board, method, settings, budget)
+    runs = (("search", settings, "(b) search target x wwidth"),
+            ("optimal", settings, "(c) optimal"),
+            ("optimal", {**settings, "prefer_rtl": True}, "(c2) optimal, prefer_rtl"))
+    for method, build, name in runs:
+        t0, c0 = time.perf_counter(), cpu_s()
+        m = maxfit(run, vid, board, method, build, budget)
         cached = Path(m["path"]).stat().st_mtime < time.time() - (time.perf_counter() - t0) - 1
         wall = m.get("timings", {}).get("total_s") or (None if cached else
                                                       time.perf_counter() - t0)
         out.append({"folding": name, "fps": m["fps"], **{k: m[k] for k in RESOURCES},
                     "LUT_pct": m["percent"].get("LUT"), "fits_budget": m["fits_budget"],
-                    "wall_s": wall, "source": m["source"],
-                    **({"dwc_LUT": m["dwc_LUT"]} if "dwc_LUT" in m else {})})
+                    "wall_s": wall, "cpu_s": cpu_s() - c0, "source": m["source"],
+                    **({"dwc_LUT": m["dwc_LUT"]} if "dwc_LUT" in m else {}),
+                    **({"timings": m["timings"]} if "timings" in m else {})})
     search_fps = out[1]["fps"]
-    if search_fps:  # like for like: the optimizer's fewest LUTs at the search's frame rate
-        from fpgaslim.hw.folding_run import load_optfit, optimize_variant
+    from fpgaslim.hw.folding_run import load_optfit, optimize_variant
 
-        t0 = time.perf_counter()
-        f = load_optfit(optimize_variant(run, vid, board, settings, budget, at_fps=search_fps))
-        out.append({"folding": "(d) optimal, fewest LUTs at (b)'s fps",
+    for build, name in ((settings, "(d) optimal, fewest LUTs at (b)'s fps"),
+                        ({**settings, "prefer_rtl": True}, "(d2) as (d), prefer_rtl")):
+        if not search_fps:  # like for like: the optimizer's fewest LUTs at the search's fps
+            break
+        t0, c0 = time.perf_counter(), cpu_s()
+        f = load_optfit(optimize_variant(run, vid, board, build, budget, at_fps=search_fps))
+        out.append({"folding": name,
                     "fps": None if f.fps is None else f.fps.value,
                     **{k: (f.resources[k].value if k in f.resources else None)
                        for k in RESOURCES}, "LUT_pct": f.percent.get("LUT"),
                     "fits_budget": f.fits_budget,
                     "wall_s": f.timings.get("total_s") or time.perf_counter() - t0,
-                    "source": f.source})
+                    "cpu_s": cpu_s() - c0, "source": f.source, "timings": f.timings})
     for r in out:
         r["variant"] = vid
         r["vs_search"] = None if not (search_fps and r["fps"]) else r["fps"] / search_fps
@@ -121,7 +139,7 @@ def main() -> None:
     ap.add_argument("--budget-lut", type=float, default=85.0)
     ap.add_argument("--note", help="a line for the results (e.g. times of cached steps)")
     args = ap.parse_args()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
     run = RunDir(args.run) if args.run else default_run(common.RESULTS / "tmp" / "folding-cpu")
     vids = args.variants.split(",") if args.variants else run.ids()
     budget = Budget(LUT=args.budget_lut)
@@ -134,7 +152,8 @@ def main() -> None:
         md += ["", args.note]
     meta = {"board": args.board, "budget": budget.model_dump(), "variants": vids,
             "run": describe(run, vids),
-            "wall_s": round(time.perf_counter() - t0, 1), "sources": SOURCES,
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "cpu_s": round(cpu_s() - c0, 1), "sources": SOURCES,
             "note": args.note}
     common.publish("folding-cpu", meta, rows, "\n".join(md))
 
