@@ -616,7 +616,11 @@ _PATCHES = {("qonnx.core.modelwrapper:ModelWrapper", "transform"): memo_transfor
             ("qonnx.core.modelwrapper:ModelWrapper", "find_producer"): find_producer,
             ("qonnx.transformation.general:SortGraph", "apply"): sort_graph_apply,
             ("qonnx.transformation.general:GiveUniqueParameterTensors", "apply"):
-                unique_parameter_tensors_apply}
+                unique_parameter_tensors_apply,
+            ("qonnx.transformation.general:GiveUniqueTensorNames", "apply"):
+                unique_tensor_names_apply,
+            ("qonnx.transformation.general:GiveReadableTensorNames", "apply"):
+                readable_tensor_names_apply}
 _MEMO = BuildMemo()  # no-op results stay valid for the whole process (pure functions)
 _CHECKED: dict[str, list[str]] = {}  # check_internals() of this process
 

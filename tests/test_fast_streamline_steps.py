@@ -43,20 +43,27 @@ def test_changed_internals_fail_loudly_and_patch_nothing(monkeypatch):
 
 def test_scope_is_restored_after_an_error_and_stock_mode_patches_nothing():
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.general import GiveUniqueParameterTensors, SortGraph
+    from qonnx.transformation import general
 
     def installed():
         return (vars(ModelWrapper)["transform"], vars(ModelWrapper)["cleanup"],
-                vars(ModelWrapper)["rename_tensor"], vars(SortGraph)["apply"],
-                vars(GiveUniqueParameterTensors)["apply"])
+                vars(ModelWrapper)["rename_tensor"],
+                vars(ModelWrapper)["check_all_tensor_shapes_specified"],
+                vars(ModelWrapper)["get_initializer"], vars(general.SortGraph)["apply"],
+                vars(general.GiveUniqueParameterTensors)["apply"],
+                vars(general.GiveUniqueTensorNames)["apply"],
+                vars(general.GiveReadableTensorNames)["apply"], general.util.get_by_name)
 
     stock = installed()
     with fs.fast_steps("stock") as memo:
         assert memo is None and installed() == stock
     with pytest.raises(KeyError):
         with fs.fast_steps("fast") as memo:
-            assert installed() == (fs.memo_transform, fs.memo_cleanup, fs.rename_tensor,
-                                   fs.sort_graph_apply, fs.unique_parameter_tensors_apply)
+            assert installed() == (
+                fs.memo_transform, fs.memo_cleanup, fs.rename_tensor,
+                fs.check_all_tensor_shapes_specified, fs.get_initializer, fs.sort_graph_apply,
+                fs.unique_parameter_tensors_apply, fs.unique_tensor_names_apply,
+                fs.readable_tensor_names_apply, fs.get_by_name)
             with fs.fast_steps("fast") as inner:  # nested: the same scope
                 assert inner is memo
             assert installed()[0] is fs.memo_transform
