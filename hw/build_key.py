@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fpgaslim.core.atomic import atomic_write_text
-from fpgaslim.core.errors import ConfigError
+from fpgaslim.core.errors import ConfigError, FpgaslimError
 
 from .boards import Board, as_board
 
@@ -104,7 +104,7 @@ def versions() -> dict[str, str]:
 
     try:
         finn = finn_version()
-    except Exception:  # noqa: BLE001 - no FINN: no build either, but planning still works
+    except FpgaslimError:  # no finn-plus: no build either, but planning still works
         finn = "missing"
     return {"finn-plus": finn, "fpgaslim": BUILD_VERSION, "prefix": PREFIX_VERSION}
 
@@ -177,6 +177,20 @@ def is_done(folder: Path, key: BuildKey) -> bool:
     """A record with this key and the result file it names."""
     rec = read_record(folder)
     return rec is not None and rec.key == key.key and (Path(folder) / rec.result).is_file()
+
+
+def is_current_build(folder: Path, run: Any, variant_id: str, settings: "BuildSettings",
+                     board: Board) -> bool:
+    """An estimate build in `folder` of this variant's model and data with these settings by
+    these versions, verified on any number of images (its folded graph is the same): a
+    start graph that can be reused (the optimal folding's)."""
+    rec = read_record(folder)
+    if rec is None or rec.kind != "estimate" or not (Path(folder) / rec.result).is_file():
+        return False
+    ident = model_identity(run, variant_id)
+    return (rec.board == board.name and rec.settings == keyed_settings(settings, board)
+            and all(rec.inputs.get(k) == v for k, v in ident.items())
+            and rec.inputs.get("versions") == versions())
 
 
 def write_record(folder: Path, key: BuildKey) -> Path:

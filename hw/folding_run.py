@@ -38,7 +38,7 @@ from fpgaslim.core.errors import BuildTimeoutError, FpgaslimError
 from . import finn_compat
 from .api import build_dir_for
 from .boards import Board, as_board
-from .build_key import BuildKey, is_done, variant_key, write_record
+from .build_key import BuildKey, is_current_build, is_done, variant_key, write_record
 from .child import run_logged
 from .build import BuildSettings, build_estimate
 from .figure import Figure
@@ -158,10 +158,11 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     work = out.parent / "work"
     shutil.rmtree(work, ignore_errors=True)
     timings: dict[str, float] = {}
-    # only a finished build's graph (an interrupted one may have left a stale folder)
-    graph = _start_graph_in(bdir / "work", required=False) \
-        if (bdir / "report.json").is_file() else None
-    default = load_report(bdir / "report.json") if (bdir / "report.json").is_file() else None
+    # only a finished build's graph of this model and settings (an interrupted or an older
+    # one may have left a stale folder): its record says (hw/build_key.py)
+    current = is_current_build(bdir, run, variant_id, settings, b)
+    graph = _start_graph_in(bdir / "work", required=False) if current else None
+    default = load_report(bdir / "report.json") if current else None
     if graph is None:  # no earlier build to start from: make one (no Python execution)
         default = build_estimate(vdir / record.qonnx, work / "start", settings, model=model,
                                  images=images, labels=labels, variant=variant_id,

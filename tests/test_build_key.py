@@ -128,6 +128,12 @@ def _records(run_dir: Path) -> dict[tuple[str, str, str], tuple[str, int]]:
     return out
 
 
+def _compared(result) -> set[str]:
+    """The report files the sweep's comparison shows."""
+    rows = json.loads(Path(result.report["json"]).read_text())["rows"]
+    return {r["report"] for r in rows}
+
+
 @pytest.mark.slow
 def test_sweep_redoes_exactly_the_builds_a_changed_setting_changes(tmp_path):
     from fpgaslim.sweep import load_sweep, run_sweep
@@ -154,6 +160,7 @@ def test_sweep_redoes_exactly_the_builds_a_changed_setting_changes(tmp_path):
         report = json.loads(Path(changed.builds[f"{vid}@kv260"]).read_text())
         assert report["settings"]["clock_ns"] == 5.0
         assert report["verification"]["integer_exact"] is True
+    assert _compared(changed) == set(changed.builds.values())  # the sweep's own builds
 
     # the same file again, and back to the first settings: nothing to do
     assert all(v == 0 for v in sweep(build_by_board={"kv260": {"clock_ns": 5.0}}
@@ -161,3 +168,4 @@ def test_sweep_redoes_exactly_the_builds_a_changed_setting_changes(tmp_path):
     again = sweep()
     assert all(v == 0 for v in again.work_done.values()), again.work_done
     assert _records(tmp_path / "run") == after
+    assert _compared(again) == set(first.builds.values())

@@ -182,8 +182,11 @@ def _reason(exc: Exception, build: Path) -> str:
 
 
 def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
+            only: Sequence[Path | str] | None = None,
             ) -> tuple[list[ComparisonRow], dict[str, str], list[Skipped]]:
-    """Rows of every variant with at least one build, the legend, and what was unreadable."""
+    """Rows of every variant with at least one build, the legend, and what was unreadable.
+    `only`: just these build folders (e.g. a sweep's own builds, whatever else was built)."""
+    keep = None if only is None else {Path(p).resolve() for p in only}
     rundirs = [r if isinstance(r, RunDir) else RunDir(r) for r in runs]
     if not rundirs:
         raise ConfigError("compare needs at least one run directory")
@@ -202,7 +205,9 @@ def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
             except CheckpointError as exc:
                 skipped.append(Skipped(path=str(run.variant_dir(vid)), reason=str(exc)))
                 continue
-            for build in _build_folders(run, vid, all_builds):
+            for build in _build_folders(run, vid, all_builds or keep is not None):
+                if keep is not None and build.resolve() not in keep:
+                    continue
                 try:
                     report = load_report(build)
                     maxfit_path = find_maxfit(run, vid, build, report.board)
@@ -250,11 +255,13 @@ def _pick_detail(rows: list[ComparisonRow], detail: str | None) -> tuple[str, st
 
 def compare_runs(runs: Sequence[Path | str | RunDir], out_dir: Path | str,
                  detail_variant: str | None = None, all_builds: bool = False,
-                 plots: bool = True) -> ComparisonResult:
+                 plots: bool = True, only: Sequence[Path | str] | None = None
+                 ) -> ComparisonResult:
     """Compare every built variant of `runs` and write comparison.{csv,md,json,html} (and the
     plots as PNG) into `out_dir`. `detail_variant` ("variant" or "run/variant") picks the
-    variant of the per-layer plots. `all_builds` keeps every build folder, not one per board."""
-    rows, legend, skipped = collect(runs, all_builds)
+    variant of the per-layer plots. `all_builds` keeps every build folder, not one per board;
+    `only` keeps just the build folders listed."""
+    rows, legend, skipped = collect(runs, all_builds, only)
     if not rows:
         hint = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
         raise ConfigError("no variant in " + ", ".join(str(getattr(r, "path", r)) for r in runs)
