@@ -25,7 +25,7 @@ DEMO = {
             "sparse_epochs": 4, "retrain_epochs": 1, "finetune_epochs": 2, "rate": 0.4}},
     ],
     "boards": ["pynq-z1", "u250"],
-    "verify_images": 20,
+    "verify_images": "all",  # every test image of the dataset (digits: seconds)
     # max-fit fps (optimal folding, 85 % LUT) of every variant on the Zynq board, where the
     # budget binds; the U250 is left out to keep the demo within minutes on 2 cores
     "folding_search": {"enabled": True, "method": "optimal", "boards": ["pynq-z1"]},

@@ -60,9 +60,9 @@ def _check_export(run: RunDir, variant_id: str, path: Path) -> None:
 
 def build_variant(run: RunDir, variant_id: str, board: str | Board = "pynq-z1",
                   settings: BuildSettings | None = None, data: DataSplits | None = None,
-                  verify_images: int = 20) -> HardwareReport:
+                  verify_images: int | str = 20) -> HardwareReport:
     """Estimate-build variant `variant_id` of `run` for `board` (settings.board is replaced by
-    `board`) and verify it bit-exactly on `verify_images` real test images."""
+    `board`) and verify it bit-exactly on `verify_images` real test images ("all": every one)."""
     board = as_board(board)
     settings = (settings or BuildSettings()).model_copy(update={"board": board.name}
                                                         ).resolved(board)
@@ -85,13 +85,15 @@ def build_variant(run: RunDir, variant_id: str, board: str | Board = "pynq-z1",
     _check_export(run, variant_id, vdir / record.qonnx)
     if data is None:
         data = load_for_variant(run, variant_id, limit_train=1)
-    n = max(1, verify_images)  # FINN's own verification steps need one image
+    from .verify import image_count
+
+    n = max(1, image_count(verify_images, len(data.test)))  # FINN's own steps need one image
     images, labels = data.test.tensors[0][:n], data.test.tensors[1][:n]
     work = bdir / "work"
     if work.exists():
         shutil.rmtree(work)  # an unfinished attempt: redo it
     report = build_estimate(vdir / record.qonnx, work, settings,
-                            model=model if verify_images > 0 else None, images=images,
+                            model=model if verify_images != 0 else None, images=images,
                             labels=labels, variant=variant_id,
                             prefix_cache=run.variant_dir(variant_id) / "builds" / ".prefix",
                             board=board)
@@ -145,7 +147,7 @@ def _bits_label(model) -> str:
 
 
 def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
-                verify_images: int = 20, seed: int = 0, data_dir: str | None = None):
+                verify_images: int | str = 20, seed: int = 0, data_dir: str | None = None):
     """The run folder `out` for QONNX file `path`: its record (variant 'baseline', the file's
     sha256, the input quantizer), the prepared graph and the verification inputs. A folder
     that already holds this file is reused; one that holds another file (or this path with
@@ -180,7 +182,12 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
     vdir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, vdir / SOURCE_FILE)
     iq = prepare_onnx(vdir / SOURCE_FILE, vdir / QONNX_FILE, where=str(path))
-    n = max(1, verify_images)
+    from .verify import ALL_IMAGES, image_count
+
+    if verify_images == ALL_IMAGES and not data:
+        raise ConfigError("--verify-images all needs --data (a test split); random inputs "
+                          "need a number of images")
+    n = None if verify_images == ALL_IMAGES else max(1, image_count(verify_images, 1 << 30))
     labels, classes, origin_label = None, None, None
     if data:
         splits = load_dataset(data, data_dir, limit_test=n)
@@ -226,7 +233,7 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
 
 def build_onnx(path: str | Path, board: str | Board = "pynq-z1", out: str | Path | None = None,
                data: str | None = None, settings: BuildSettings | None = None,
-               verify_images: int = 20, data_dir: str | None = None) -> HardwareReport:
+               verify_images: int | str = 20, data_dir: str | None = None) -> HardwareReport:
     """`fpgaslim build MODEL.onnx`: estimate-build any QONNX / FINN-ONNX file for `board` and
     verify the hardware graph integer-exactly against the file itself executed by qonnx, on
     `data` (a dataset spec) or on seeded random inputs inside its input quantizer's range.
@@ -241,7 +248,7 @@ def build_onnx(path: str | Path, board: str | Board = "pynq-z1", out: str | Path
 
 
 def _build_imported(run: RunDir, rec, settings: BuildSettings, board: Board,
-                    verify_images: int) -> HardwareReport:
+                    verify_images: int | str) -> HardwareReport:
     import torch
 
     from .qonnx_export import execute_qonnx, load_onnx

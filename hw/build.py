@@ -26,7 +26,7 @@ from .boards import Board, get_board
 from .build_job import BuildJob, run_job, step_times
 from .build_steps import preset
 from .report import HardwareReport, build_report
-from .verify import compare
+from .verify import compare_outputs
 
 # The board-independent prefix of the step list ends here; later builds of the same graph for
 # other boards start from its saved output (streamlining dominates build time).
@@ -217,10 +217,10 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
                       "prefix_reused": float(job.start_step is not None),
                       **step_times(job.progress)}
     if model is not None or ref_logits is not None:
-        report.verification = compare(out / "hw_outputs.npz", model, x, labels,
-                                      child["exec_s"], child["last_layer"],
-                                      strict=settings.strict, reference=ref_logits,
-                                      reference_source=reference_source)
+        report.verification = compare_outputs(out / "hw_outputs.npz", model, x, labels,
+                                              child["exec_s"], child["last_layer"],
+                                              strict=settings.strict, reference=ref_logits,
+                                              reference_source=reference_source)
         report.timings["verify_exec_s"] = child["exec_s"]
     attach_second_opinion(report, out, settings, board)
     return report

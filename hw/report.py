@@ -296,9 +296,9 @@ def render(report: HardwareReport, console: Any = None) -> Any:
         row(f"OVER: {k}", f)
     if report.verification is not None:
         v = report.verification
-        t.add_row("verification", v.summary(), "", "",
-                  (f"hw acc {v.hw_accuracy}%; " if v.hw_accuracy is not None else
-                   "no labels (random inputs); ") + f"{v.source[:40]}...")
+        t.add_row("verification", v.summary(), "", "", f"{v.source[:57]}...")
+        t.add_row("hardware accuracy (simulated)", v.accuracy_line(), "", "",
+                  "simulated: folded FINN graph in Python (hw/verify.py)")
     t.add_row("HW layers", ", ".join(f"{k} x{n}" for k, n in report.op_counts.items()), "", "",
               report.op_counts_source[:57])
     if console is not None:

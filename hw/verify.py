@@ -7,7 +7,7 @@ the dataflow partition ends in the last MVAU's accumulator, and the Brevitas mod
 divided by its output scale are the same integers (FINN_NOTES: bit-exact on real images).
 
 `execute_dataflow` runs in the build child (it imports finn-plus); `brevitas_reference` and
-`compare` run in the caller (they need the torch model, not FINN).
+`compare_outputs` run in the caller (they need the torch model, not FINN).
 """
 
 from __future__ import annotations
@@ -19,13 +19,25 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from fpgaslim.core.errors import VerificationError
+from fpgaslim.core.errors import ConfigError, VerificationError
 
 from .qonnx_export import decided_images
 from .verify_layers import (LayerCheck, LayerVerification, describe_failure, reference_model,
                             verify_layers)
 
 LAST_STEP = "step_fpgaslim_layer_table"
+ALL_IMAGES = "all"  # verify_images / --images: every test image of the dataset
+
+
+def image_count(requested: int | str, available: int, what: str = "verify_images") -> int:
+    """How many test images to verify on: `requested` (an integer >= 0, or "all": every one
+    of the `available` test images), at most `available`."""
+    if isinstance(requested, str) and requested.strip().lower() == ALL_IMAGES:
+        return available
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise ConfigError(f"{what} must be a number of images (0 or more) or 'all', got "
+                          f"{requested!r}")
+    return min(requested, available)
 
 
 class Verification(BaseModel):
@@ -47,6 +59,16 @@ class Verification(BaseModel):
     verified: bool | None = None  # zero per-layer errors and every difference explained
     source: str = ("simulated: Python execution of the folded FINN dataflow graph (generic "
                    "base ops) vs Brevitas (PyTorch, CPU)")
+
+    def accuracy_line(self) -> str:
+        """'hardware accuracy (simulated) 97.50 % on 360 images; PyTorch 97.22 %' (PyTorch:
+        the Brevitas reference on the same images); without labels, says so."""
+        if self.hw_accuracy is None:
+            return f"no labels: agreement only, on {self.images} images"
+        torch_acc = ("" if self.brevitas_accuracy is None else
+                     f"; PyTorch (Brevitas) {self.brevitas_accuracy:.2f} % on the same images")
+        return (f"hardware accuracy (simulated) {self.hw_accuracy:.2f} % on {self.images} "
+                f"images{torch_acc}")
 
     def summary(self) -> str:
         """One line for tables: 'bit-exact 20/20', 'verified 19/20, 1 near-tie' (every
@@ -215,7 +237,7 @@ def output_map(hw_int: np.ndarray, hw_out: np.ndarray, last_layer: str
     return scale, bias
 
 
-def compare(hw_npz: Path, model: nn.Module | None, images: torch.Tensor,
+def compare_outputs(hw_npz: Path, model: nn.Module | None, images: torch.Tensor,
             labels: torch.Tensor | None, exec_s: float, last_layer: str, strict: bool = True,
             reference: np.ndarray | None = None, reference_source: str | None = None
             ) -> Verification:

@@ -21,7 +21,7 @@ import numpy as np
 from fpgaslim.core.errors import BuildTimeoutError, ConfigError, FpgaslimError
 
 from .child import run_logged
-from .verify import LAST_STEP, Verification, compare
+from .verify import LAST_STEP, Verification, compare_outputs
 
 
 def find_build(run, variant_id: str, board) -> Path:
@@ -48,18 +48,19 @@ def find_build(run, variant_id: str, board) -> Path:
     return done[0][0]
 
 
-def verify_build(run, variant_id: str, board: str, images: int = 20, data=None,
+def verify_build(run, variant_id: str, board: str, images: int | str = 20, data=None,
                  layer_images: int | None = None, timeout_s: float = 3600.0) -> Verification:
     """Verify the existing build of `variant_id` on `board` on its first `images` test images
-    (never raises for a mismatch: the record says it); saves it into the build's report."""
+    ("all": the whole test split); never raises for a mismatch: the record says it. Saves it
+    into the build's report."""
     from fpgaslim.compress.data import load_for_variant
 
     from .finn_compat import child_environment
     from .report import load_report, save_report
-    from .verify import LAYER_IMAGES
+    from .verify import ALL_IMAGES, LAYER_IMAGES, image_count
 
-    if images < 1:
-        raise ConfigError(f"--images must be at least 1, got {images}")
+    if images != ALL_IMAGES and (not isinstance(images, int) or images < 1):
+        raise ConfigError(f"--images must be at least 1 or 'all', got {images!r}")
     bdir = find_build(run, variant_id, board)
     if getattr(run.record(variant_id).arch, "source", None) == "qonnx":
         raise ConfigError(f"variant {variant_id!r} is an imported QONNX file: it has no PyTorch "
@@ -68,7 +69,8 @@ def verify_build(run, variant_id: str, board: str, images: int = 20, data=None,
     model = run.load_model(variant_id)
     if data is None:
         data = load_for_variant(run, variant_id, limit_train=1)
-    x, y = data.test.tensors[0][:images], data.test.tensors[1][:images]
+    n = image_count(images, len(data.test), "--images")
+    x, y = data.test.tensors[0][:n], data.test.tensors[1][:n]
     out = bdir / "work" / "verify"
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "inputs.npy", x.detach().cpu().float().numpy())
@@ -88,11 +90,11 @@ def verify_build(run, variant_id: str, board: str, images: int = 20, data=None,
         raise FpgaslimError(f"executing the dataflow graph failed (log {out / 'child.log'}):"
                             f"\n{tail}")
     res = json.loads((out / "result.json").read_text(encoding="utf-8"))
-    v = compare(out / "hw_outputs.npz", model, x, y, res["exec_s"], res["last_layer"],
-                strict=False)
+    v = compare_outputs(out / "hw_outputs.npz", model, x, y, res["exec_s"],
+                        res["last_layer"], strict=False)
     report = load_report(bdir / "report.json")
     report.verification = v
-    report.settings["verify_images"] = len(x)
+    report.settings["verify_images"] = ALL_IMAGES if images == ALL_IMAGES else len(x)
     save_report(report, bdir / "report.json")
     return v
 

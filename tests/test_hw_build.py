@@ -245,7 +245,7 @@ def test_verification_detects_a_one_lsb_difference(builds, resnet8_run, digits, 
     import numpy as np
 
     from fpgaslim.core.errors import VerificationError
-    from fpgaslim.hw.verify import compare, output_map
+    from fpgaslim.hw.verify import compare_outputs, output_map
 
     r = builds["resnet8", "pynq-z1"]
     data = dict(np.load(f"{r.build_dir}/hw_outputs.npz"))
@@ -256,6 +256,6 @@ def test_verification_detects_a_one_lsb_difference(builds, resnet8_run, digits, 
     model = resnet8_run.load_model("baseline")
     x, y = digits.test.tensors[0][:N_IMAGES], digits.test.tensors[1][:N_IMAGES]
     with pytest.raises(VerificationError, match="1/10 images"):
-        compare(tmp_path / "t.npz", model, x, y, 1.0, "MVAU_rtl_0")
-    v = compare(tmp_path / "t.npz", model, x, y, 1.0, "MVAU_rtl_0", strict=False)
+        compare_outputs(tmp_path / "t.npz", model, x, y, 1.0, "MVAU_rtl_0")
+    v = compare_outputs(tmp_path / "t.npz", model, x, y, 1.0, "MVAU_rtl_0", strict=False)
     assert not v.integer_exact and v.mismatched_images == 1 and v.max_abs_int_diff == 1

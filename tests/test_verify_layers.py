@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from fpgaslim.core.errors import VerificationError
 from fpgaslim.hw.api import build_variant
-from fpgaslim.hw.verify import compare
+from fpgaslim.hw.verify import compare_outputs
 from fpgaslim.hw.verify_layers import LayerCheck, _check
 
 pytestmark = pytest.mark.slow
@@ -67,6 +67,13 @@ def test_batched_execution_equals_per_image(built):
         assert np.array_equal(fast[t], slow[t].reshape(fast[t].shape)), t
     oname = parent.graph.output[0].name
     assert np.array_equal(fast[oname], slow[oname].reshape(fast[oname].shape))
+    # as verification runs it: only the activation layers and the last accumulator kept
+    from fpgaslim.hw.verify import act_layers, last_weight_layer
+
+    some = {t for _, t in act_layers(child)} | {last_weight_layer(child)[1]}
+    part = fast_exec.run_parent(parent, child, x, some, batch=5)
+    for t in some | {oname}:
+        assert np.array_equal(part[t], fast[t]), t
 
 
 def test_a_one_level_difference_names_its_layer(built, resnet8_run, digits, tmp_path):
@@ -86,7 +93,7 @@ def test_a_one_level_difference_names_its_layer(built, resnet8_run, digits, tmp_
     model = resnet8_run.load_model("baseline")
     x, y = digits.test.tensors[0][:N_IMAGES], digits.test.tensors[1][:N_IMAGES]
     last = json.loads((work / "hw_layers.json").read_text())["last_layer"]
-    v = compare(tmp_path / "hw_outputs.npz", model, x, y, 1.0, last, strict=False)
+    v = compare_outputs(tmp_path / "hw_outputs.npz", model, x, y, 1.0, last, strict=False)
     lv = v.layers
     assert not v.verified and lv.first_error_layer == target
     c = next(c for c in lv.layers if c.layer == target)
@@ -94,7 +101,7 @@ def test_a_one_level_difference_names_its_layer(built, resnet8_run, digits, tmp_
     assert c.first_difference.startswith("image 2")
     assert all(c.errors == 0 for c in lv.layers[:names.index(target)])
     with pytest.raises(VerificationError, match=f"first diverging layer {target}"):
-        compare(tmp_path / "hw_outputs.npz", model, x, y, 1.0, last)
+        compare_outputs(tmp_path / "hw_outputs.npz", model, x, y, 1.0, last)
 
 
 def test_near_tie_or_error():
@@ -122,3 +129,45 @@ def test_cli_verify(built, resnet8_run):
     assert v["images_per_s"] > 0
     res = CliRunner().invoke(main, ["verify", str(resnet8_run.path), "--board", "zcu104"])
     assert res.exit_code == 2 and "no finished build" in res.output
+
+
+def test_cli_verify_all_test_images(built, resnet8_run, digits):
+    """--images all: every test image of the split (digits: a few hundred, seconds), and the
+    report says how many."""
+    from fpgaslim.cli import main
+    from fpgaslim.hw.report import load_report, render
+
+    report, work = built
+    path = Path(report.build_dir).parent / "report.json"
+    kept = path.read_bytes()  # the shared build's report, as the other tests expect it
+    try:
+        res = CliRunner().invoke(main, ["verify", str(resnet8_run.path), "--images", "all",
+                                        "--json"])
+        saved = load_report(path)
+    finally:
+        path.write_bytes(kept)
+    assert res.exit_code == 0, res.output
+    v = json.loads(res.output)
+    assert v["images"] == len(digits.test) > 300 and v["verified"]
+    assert saved.settings["verify_images"] == "all"
+    line = saved.verification.accuracy_line()
+    assert line.startswith("hardware accuracy (simulated)") and f"on {len(digits.test)} " in line
+    from rich.console import Console
+
+    con = Console(record=True, width=200)
+    con.print(render(saved))
+    assert "hardware accuracy (simulated)" in con.export_text()
+    bad = CliRunner().invoke(main, ["verify", str(resnet8_run.path), "--images", "many"])
+    assert bad.exit_code == 2 and "'all'" in bad.output
+
+
+def test_image_count():
+    from fpgaslim.core.errors import ConfigError
+    from fpgaslim.hw.verify import image_count
+
+    assert image_count("all", 359) == 359 and image_count("ALL", 7) == 7
+    assert image_count(20, 359) == 20 and image_count(500, 359) == 359
+    assert image_count(0, 359) == 0
+    for bad in (-1, "twenty", 2.5, True):
+        with pytest.raises(ConfigError, match="or 'all'"):
+            image_count(bad, 359)

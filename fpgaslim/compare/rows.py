@@ -27,7 +27,8 @@ class Column:
 COLUMNS: tuple[Column, ...] = (
     Column("variant", "variant", "{}"), Column("board", "board", "{}"),
     Column("method", "method", "{}"), Column("bits", "bits", "{}"),
-    Column("accuracy", "acc. %", "{:.2f}", "%"), Column("params", "params"),
+    Column("accuracy", "PyTorch acc. %", "{:.2f}", "%"),
+    Column("hw_accuracy", "hw acc. % (simulated)", "{:.2f}", "%"), Column("params", "params"),
     Column("macs", "MACs"), Column("depth", "depth"),
     Column("BRAM_18K", "BRAM_18K"), Column("URAM", "URAM"), Column("LUT", "LUT"),
     Column("DSP", "DSP"), Column("offchip_bytes", "off-chip B/frame", unit="B"),
@@ -51,6 +52,11 @@ RECORD_SOURCES = {
     "depth": "counted on the PyTorch model: conv + linear layers (compress/stats.py); a "
              "QONNX-file build: its Conv/MatMul/Gemm nodes",
 }
+
+
+HW_ACCURACY_SOURCE = ("simulated: Python execution of the folded FINN dataflow graph "
+                      "(hw/verify.py) on the build's verification images (their number in "
+                      "the cell), labels of the dataset's test split")
 
 
 class ComparisonRow(BaseModel):
@@ -95,6 +101,8 @@ class ComparisonRow(BaseModel):
     maxfit_URAM: float | None = None
     maxfit_DSP: float | None = None
     verified: str | None = None  # e.g. "bit-exact 10/10" (simulated)
+    hw_accuracy: float | None = None  # % of the verified images the hardware graph gets right
+    hw_accuracy_images: int | None = None  # how many test images that is (simulated)
     report: str  # path of report.json
 
     @property

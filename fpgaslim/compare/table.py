@@ -26,8 +26,8 @@ from fpgaslim.hw.build_key import BuildRecord, find_builds
 from fpgaslim.hw.figure import Figure
 from fpgaslim.hw.report import HardwareReport, load_report
 
-from .rows import (BOARD_ORDER, RECORD_SOURCES, URAM_IN_BRAM_18K, ComparisonData,
-                   ComparisonRow, Skipped)
+from .rows import (BOARD_ORDER, HW_ACCURACY_SOURCE, RECORD_SOURCES, URAM_IN_BRAM_18K,
+                   ComparisonData, ComparisonRow, Skipped)
 
 MAXFIT_FILE = "maxfit.json"
 CAPACITY_SEP = "; capacity: "  # how Figure.of appends the capacity's datasheet
@@ -141,6 +141,8 @@ def make_row(label: str, record: Variant, report: HardwareReport, build: Path,
         fits=report.fits, status=report.status, overflow=sorted(report.overflow),
         maxfit_fps=None if maxfit is None else maxfit.value,
         maxfit_none_fits=maxfit_searched and maxfit is None, verified=verified,
+        hw_accuracy=ver.hw_accuracy if ver is not None else None,
+        hw_accuracy_images=ver.images if ver is not None else None,
         report=str(build / "report.json"), **(maxfit_res or {}))
 
 
@@ -152,6 +154,7 @@ def _legend(reports: list[HardwareReport], maxfits: list[Figure]) -> dict[str, s
 
     legend = dict(RECORD_SOURCES)
     legend["bits"] = "variant record: weight/activation bits of the Brevitas model"
+    legend["hw_accuracy"] = HW_ACCURACY_SOURCE
     if reports:
         for k in ("BRAM_18K", "URAM", "LUT", "DSP"):
             legend[k] = distinct([r.resources[k].source for r in reports])

@@ -30,6 +30,8 @@ def cell(row: ComparisonRow, col: Column, multi_run: bool = False) -> str:
         return ""
     if col.key == "fits":
         return "yes" if value else "NO: " + ", ".join(row.overflow)
+    if col.key == "hw_accuracy" and row.hw_accuracy_images is not None:
+        return f"{col.fmt.format(value)} on {row.hw_accuracy_images:,} images"
     text = col.fmt.format(value)
     pct = row.percent.get(col.key)
     return f"{text} ({pct:.1f}%)" if pct is not None else text
@@ -41,7 +43,8 @@ def _multi_run(rows: Sequence[ComparisonRow]) -> bool:
 
 CSV_EXTRA = ("run", "parent", "dataset", "board_display", "build", "test_images",
              "onchip_bram18k_equiv", "weight_bits_onchip", "bandwidth_percent", "bottleneck",
-             "status", "maxfit_none_fits", "maxfit_method", "maxfit_URAM", "verified", "report")
+             "status", "maxfit_none_fits", "maxfit_method", "maxfit_URAM", "verified",
+             "hw_accuracy_images", "report")
 
 
 def to_csv(rows: Sequence[ComparisonRow]) -> str:
