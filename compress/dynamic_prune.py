@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -176,6 +176,87 @@ class IterationResult:
     sparsity: SparsityReport
 
 
+def _trial_notes(sel: Any, p: float, settings: Settings) -> list[str]:
+    notes = []
+    if sel.floored:
+        notes.append(f"P={p:.4f} would leave fewer than {settings.min_channels} "
+                     f"channel(s) in {', '.join(sel.floored)}: kept the least sparse")
+    if sel.rounded:
+        notes.append(f"kept extra channels in {', '.join(sel.rounded)} to leave a multiple "
+                     f"of {settings.channel_multiple}")
+    return notes
+
+
+class _Search:
+    """The trials of one binary search: `attempt` prunes and fine-tunes (or replays a trial
+    of the log), `on_step` records the decision, saves an accepted model and the log."""
+
+    def __init__(self, start: nn.Module, data: DataSplits, settings: Settings, iteration: int,
+                 workdir: Path, start_accuracy: float, sparsity: SparsityReport, key: str,
+                 target: float, progress: bool | None) -> None:
+        self.start, self.data, self.settings, self.iteration = start, data, settings, iteration
+        self.workdir, self.start_accuracy, self.sparsity = workdir, start_accuracy, sparsity
+        self.key, self.target, self.progress = key, target, progress
+        self.log_path, self.best_path = workdir / "trials.json", workdir / "kept.pt"
+        self.done = self._replayable()
+        self.trials: list[Trial] = []
+        self.current: nn.Module | None = None
+        self.kept_model: nn.Module | None = None
+
+    def _replayable(self) -> dict[int, Trial]:
+        """The logged trials of this same search (settings, target, start model)."""
+        if self.log_path.is_file():
+            old = json.loads(self.log_path.read_text(encoding="utf-8"))
+            if old.get("key") == self.key:
+                return {t["index"]: Trial.model_validate(t) for t in old["trials"]}
+        return {}
+
+    def attempt(self, p: float) -> float:
+        s, index = self.settings, len(self.trials)
+        cached = self.done.get(index)
+        if cached is not None and abs(cached.threshold - p) < 1e-12:
+            self.trials.append(cached)
+            self.current = None  # on disk (kept.pt) if it was accepted
+            return cached.accuracy
+        sel = select_channels(self.sparsity, p, s.min_channels, s.channel_multiple)
+        trial = Trial(iteration=self.iteration, index=index, threshold=p, interval=(0.0, 0.0),
+                      removed=sel.counts(), removed_total=sel.total, floored=sel.floored,
+                      rounded=sel.rounded,
+                      accuracy=self.start_accuracy, accepted=False)
+        notes = _trial_notes(sel, p, s)
+        t0 = time.perf_counter()
+        if sel.total == 0:
+            model = self.start
+            notes.append("prunes nothing: fine-tuning skipped, start model's accuracy used")
+        else:
+            model = remove_channels(self.start, sel.remove, s.residual).model
+            ckpt = self.workdir / f"trial{index}-train.pt"
+            res = train(model, self.data.train, self.data.val, s.train_settings(),
+                        checkpoint=ckpt, desc=f"dp it{self.iteration} P={p:.3f}",
+                        progress=self.progress)
+            ckpt.unlink(missing_ok=True)
+            model = model.cpu().eval()
+            trial.accuracy, trial.fine_tuned = res.best_val_accuracy, True
+            trial.epochs_run = res.epochs_run
+        trial.seconds = time.perf_counter() - t0
+        trial.note = "; ".join(notes)
+        self.trials.append(trial)
+        self.current = model
+        return trial.accuracy
+
+    def on_step(self, step: SearchStep) -> None:
+        trial = self.trials[step.index]
+        fresh = step.index not in self.done or self.done[step.index] is not trial
+        trial.interval, trial.accepted = step.interval, step.accepted
+        if step.accepted:
+            self.kept_model = self.current
+            if fresh:
+                save_checkpoint(self.current, self.best_path)
+        atomic_write_json(self.log_path, {
+            "key": self.key, "target": self.target,
+            "trials": [t.model_dump(mode="json") for t in self.trials]})
+
+
 def prune_iteration(start: nn.Module, data: DataSplits, settings: Settings, target: float,
                     iteration: int, workdir: Path, start_accuracy: float,
                     progress: bool | None = None) -> IterationResult:
@@ -183,77 +264,20 @@ def prune_iteration(start: nn.Module, data: DataSplits, settings: Settings, targ
     model, so a rerun replays finished trials instead of fine-tuning them again."""
     sparsity = channel_sparsity(start, data.val, residual=settings.residual,
                                 limit=settings.calib_images)
-    log_path, best_path = workdir / "trials.json", workdir / "kept.pt"
     # a log is only replayed for the same search: settings, target and start model (whose
     # sparsity measurement fingerprints it)
     key = hashlib.sha256(json.dumps([settings.model_dump(mode="json"), target, iteration,
                                      sparsity.layers]).encode()).hexdigest()
-    done = {}
-    if log_path.is_file():
-        old = json.loads(log_path.read_text(encoding="utf-8"))
-        if old.get("key") == key:
-            done = {t["index"]: Trial.model_validate(t) for t in old["trials"]}
-    trials: list[Trial] = []
-    current: dict[str, nn.Module | None] = {"model": None}
-    kept_model: dict[str, nn.Module | None] = {"model": None}
-
-    def attempt(p: float) -> float:
-        index = len(trials)
-        cached = done.get(index)
-        if cached is not None and abs(cached.threshold - p) < 1e-12:
-            trials.append(cached)
-            current["model"] = None  # on disk (kept.pt) if it was accepted
-            return cached.accuracy
-        sel = select_channels(sparsity, p, settings.min_channels, settings.channel_multiple)
-        trial = Trial(iteration=iteration, index=index, threshold=p, interval=(0.0, 0.0),
-                      removed=sel.counts(), removed_total=sel.total, floored=sel.floored,
-                      rounded=sel.rounded,
-                      accuracy=start_accuracy, accepted=False)
-        notes = []
-        if sel.floored:
-            notes.append(f"P={p:.4f} would leave fewer than {settings.min_channels} "
-                         f"channel(s) in {', '.join(sel.floored)}: kept the least sparse")
-        if sel.rounded:
-            notes.append(f"kept extra channels in {', '.join(sel.rounded)} to leave a multiple "
-                         f"of {settings.channel_multiple}")
-        t0 = time.perf_counter()
-        if sel.total == 0:
-            model = start
-            notes.append("prunes nothing: fine-tuning skipped, start model's accuracy used")
-        else:
-            model = remove_channels(start, sel.remove, settings.residual).model
-            ckpt = workdir / f"trial{index}-train.pt"
-            res = train(model, data.train, data.val, settings.train_settings(), checkpoint=ckpt,
-                        desc=f"dp it{iteration} P={p:.3f}", progress=progress)
-            ckpt.unlink(missing_ok=True)
-            model = model.cpu().eval()
-            trial.accuracy, trial.fine_tuned = res.best_val_accuracy, True
-            trial.epochs_run = res.epochs_run
-        trial.seconds = time.perf_counter() - t0
-        trial.note = "; ".join(notes)
-        trials.append(trial)
-        current["model"] = model
-        return trial.accuracy
-
-    def on_step(step: SearchStep) -> None:
-        trial = trials[step.index]
-        fresh = step.index not in done or done[step.index] is not trial
-        trial.interval, trial.accepted = step.interval, step.accepted
-        if step.accepted:
-            kept_model["model"] = current["model"]
-            if fresh:
-                save_checkpoint(current["model"], best_path)
-        atomic_write_json(log_path, {"key": key, "target": target,
-                                     "trials": [t.model_dump(mode="json") for t in trials]})
-
+    search = _Search(start, data, settings, iteration, workdir, start_accuracy, sparsity, key,
+                     target, progress)
     p_low, p_high, gap = settings.search_bounds(sparsity)
-    _, kept = binary_search(attempt, target, p_low, p_high, gap, on_step)
+    _, kept = binary_search(search.attempt, target, p_low, p_high, gap, search.on_step)
     if kept is None:
-        return IterationResult(start, trials, None, sparsity)
-    model = kept_model["model"]
+        return IterationResult(start, search.trials, None, sparsity)
+    model = search.kept_model
     if model is None:  # the kept trial was replayed from the log: its model is on disk
-        model = load_checkpoint(best_path)
-    return IterationResult(model, trials, trials[kept], sparsity)
+        model = load_checkpoint(search.best_path)
+    return IterationResult(model, search.trials, search.trials[kept], sparsity)
 
 
 def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
