@@ -175,7 +175,7 @@ def run_full_flow(cfg: BitfileConfig, onnx_path: str | Path,
 
 def build_bitfile(run: Any, variant_id: str, settings: Any,
                   env: Mapping[str, str] | None = None, data: Any = None, *,
-                  timeout_s: float = BITFILE_TIMEOUT_S) -> Any:
+                  timeout_s: float = BITFILE_TIMEOUT_S, check_tools: bool = True) -> Any:
     """`fpgaslim build RUN --variant ID --board B --bitfile`: the estimate build (with its
     bit-exact verification), then FINN's full flow on the same exported model; the
     post-synthesis figures are attached to the hardware report next to the estimates.
@@ -183,32 +183,35 @@ def build_bitfile(run: Any, variant_id: str, settings: Any,
 
     The toolchain is checked first: without Vivado/Vitis HLS (Alveo: also Vitis, XRT) this
     raises ToolMissingError with the doctor's message before reading, exporting or writing
-    anything."""
+    anything (`check_tools=False`: the flow runs as far as the installed tools allow and
+    the step that fails is named)."""
     if not settings.board:
         raise ConfigError("bitfile build: no board given (e.g. --board pynq-z1)")
     board = as_board(settings.board)
     flow = Flow.ZYNQ_BITFILE if board.shell_flow == ZYNQ else Flow.ALVEO_XCLBIN
     status = flow_status(find_toolchain(env), flow)
-    if not status.can_run:
+    if check_tools and not status.can_run:
         raise ToolMissingError(_missing_message(settings.board, board.shell_flow, status))
-    return _build_with_tools(run, variant_id, settings, board, env, data, timeout_s)
+    return _build_with_tools(run, variant_id, settings, board, env, data, timeout_s,
+                             check_tools)
 
 
 def _build_with_tools(run: Any, variant_id: str, settings: Any, board: Board,
-                      env: Mapping[str, str] | None, data: Any, timeout_s: float) -> Any:
+                      env: Mapping[str, str] | None, data: Any, timeout_s: float,
+                      check_tools: bool = True) -> Any:
     """(tools present) estimate build + verification, then the full flow in builds/<b>/bitfile
     on the same exported QONNX; post-synthesis figures saved and attached to the report."""
     from .api import build_dir_for, build_variant
     from .report import save_report
 
     report = build_variant(run, variant_id, board, settings=settings, data=data)
-    s = settings.model_copy(update={"board": board.name}).resolved()
+    s = settings.resolved(board)
     bdir = build_dir_for(run, variant_id, s)
     cfg = bitfile_config(board, bdir / "bitfile", clock_ns=s.clock_ns, target_fps=s.target_fps,
                          mvau_wwidth_max=s.mvau_wwidth_max, weights=s.weights,
                          prefer_rtl=s.prefer_rtl, streamline=s.streamline)
     onnx = run.variant_dir(variant_id) / run.record(variant_id).qonnx
-    post = run_full_flow(cfg, onnx, timeout_s=timeout_s, env=env)
+    post = run_full_flow(cfg, onnx, timeout_s=timeout_s, env=env, check_tools=check_tools)
     if post is None:
         return report
     (bdir / "bitfile" / "post_synthesis.json").write_text(post.model_dump_json(indent=2),

@@ -137,3 +137,26 @@ def test_bitfile_build_without_vivado_fails_in_its_real_step(tmp_path: Path):
     ended = [e["step"] for e in done if e["event"] == "end"]
     assert ended[1:] == build_steps.preset("estimate") + ["step_assign_ddr_weight_offsets"]
     assert (tmp_path / "bitfile" / "report" / "fpgaslim_layers.json").is_file()
+
+
+@pytest.mark.slow
+def test_bitfile_build_of_a_variant_estimates_then_names_the_failing_step(cnv_run, digits):
+    """`fpgaslim build --bitfile` without the tools check: the variant's estimate build and
+    report come first (builds/<board>), then the full flow on the same exported QONNX in
+    builds/<board>/bitfile, through the same child, failing in FINN's first Vivado step."""
+    from fpgaslim.hw.api import BuildSettings, build_dir_for
+    from fpgaslim.hw.bitfile import build_bitfile
+
+    settings = BuildSettings(board="pynq-z1", verify_steps=False)
+    with pytest.raises(FpgaslimError, match=r"^the zynq-bitfile build failed in "
+                                            r"step_generate_hardware: .*XILINX_VIVADO"):
+        build_bitfile(cnv_run, "baseline", settings, env=NO_TOOLS, data=digits,
+                      timeout_s=600, check_tools=False)
+    bdir = build_dir_for(cnv_run, "baseline", settings)
+    assert (bdir / "report.json").is_file()  # the estimate build finished first
+    job = BuildJob.model_validate_json((bdir / "bitfile" / "job.json").read_text())
+    assert job.preset == "bitfile" and job.board == get_board("pynq-z1")
+    assert job.onnx == str((cnv_run.variant_dir("baseline")
+                            / cnv_run.record("baseline").qonnx).resolve())
+    estimate = BuildJob.model_validate_json((bdir / "work" / "job.json").read_text())
+    assert job.steps[:len(estimate.steps)] == estimate.steps  # the same estimate steps
