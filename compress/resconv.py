@@ -28,7 +28,7 @@ import copy
 import hashlib
 import json
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict, Field
@@ -144,9 +144,68 @@ def _fusion_error(net: ResConvNet, fused: FloatPlainNet, images: torch.Tensor) -
         return float((net.eval()(images) - fused.eval()(images)).abs().max())
 
 
+def _retrain(pruned: ResConvNet, data: DataSplits, settings: Settings, vdir, vid: str,
+             steps: dict, timings: dict, progress: bool | None) -> TrainResult | None:
+    """Optional retraining of the pruned float ResConv net (`retrain_epochs`)."""
+    if not settings.retrain_epochs:
+        return None
+    with Timer() as t:
+        retrain = train(pruned, data.train, data.val,
+                        settings.train_settings(settings.retrain_epochs, settings.lr),
+                        checkpoint=vdir / "retrain-state.pt", progress=progress,
+                        desc=f"{vid} retrain")
+    timings["retrain_s"] = t.seconds
+    pruned.cpu()
+    steps["retrained_val"] = retrain.best_val_accuracy
+    return retrain
+
+
+def _fuse_and_requantize(pruned: ResConvNet, data: DataSplits, settings: Settings, name: str,
+                         steps: dict, timings: dict) -> tuple[Any, float]:
+    """The pruned net fused to plain convs (checked in float), with a per-channel BN scale
+    when `channel_bn`, re-quantized with Brevitas; returns (model, fusion error)."""
+    with Timer() as t:
+        arch, state = fuse(pruned.eval(), name=name)
+        fused = float_plain(arch, state)
+    timings["fuse_s"] = t.seconds
+    fusion_err = _fusion_error(pruned, fused, data.val.tensors[0][:256])
+    steps["fused_float_val"] = evaluate(fused, data.val)
+    steps["fused_float_test"] = evaluate(fused, data.test)  # the quantization check
+    calib = data.train.tensors[0][:settings.calibration_images]
+    if settings.channel_bn and len(calib):
+        arch, state = with_channel_bn(arch, state, calib)
+        steps["channel_bn_max_abs_diff"] = _fusion_error(
+            fused, float_plain(arch, state), data.val.tensors[0][:256])
+    model = requantize(arch, state, calib)
+    steps["quantized_val"] = evaluate(model, data.val)
+    return model, fusion_err
+
+
+def _qat_finetune(model: Any, data: DataSplits, settings: Settings, vdir, vid: str,
+                  steps: dict, timings: dict, progress: bool | None) -> tuple[Any, TrainResult]:
+    """QAT fine-tune of the re-quantized net; the model before it when it got worse."""
+    before = copy.deepcopy(model)
+    with Timer() as t:
+        ft = train(model, data.train, data.val,
+                   settings.train_settings(settings.finetune_epochs, settings.finetune_lr,
+                                           finetune=True),
+                   checkpoint=vdir / "finetune-state.pt", progress=progress,
+                   desc=f"{vid} QAT fine-tune")
+    timings["finetune_s"] = t.seconds
+    model.cpu().eval()
+    steps["finetuned_val"] = ft.best_val_accuracy
+    if ft.best_val_accuracy < steps["quantized_val"]:
+        # seen on Fashion-MNIST ResNet-8: the BN-free fused net's QAT fine-tune blew up
+        # (loss 4.6 in epoch 1, then chance); never hand on a model worse than its start
+        model = before.cpu().eval()
+        steps["finetune_rejected"] = True
+    return model, ft
+
+
 def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
         progress: bool | None = None) -> list[Variant]:
-    """One fused, re-quantized variant `<parent>.rc<n>` for (settings.lambda_, settings.rate)."""
+    """One fused, re-quantized variant `<parent>.rc<n>` for (settings.lambda_, settings.rate):
+    sparse training, pruning, [retraining], fusion and re-quantization, QAT fine-tune."""
     dumped = settings.model_dump(mode="json", by_alias=True)
     found, n = _existing(run, parent, dumped)
     if found is not None:
@@ -163,45 +222,11 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
                                  "strength" if settings.penalty == "strength" else "m")
         steps = {"parent_val": parent_rec.accuracy.val, "resconv_init_val": sparse["init_val"],
                  "sparse_val": sparse["val"], "pruned_val": evaluate(pruned, data.val)}
-        retrain: TrainResult | None = None
-        if settings.retrain_epochs:
-            with Timer() as t:
-                retrain = train(pruned, data.train, data.val,
-                                settings.train_settings(settings.retrain_epochs, settings.lr),
-                                checkpoint=vdir / "retrain-state.pt", progress=progress,
-                                desc=f"{vid} retrain")
-            timings["retrain_s"] = t.seconds
-            pruned.cpu()
-            steps["retrained_val"] = retrain.best_val_accuracy
-        with Timer() as t:
-            arch, state = fuse(pruned.eval(), name=f"{parent_rec.arch.name}-resconv")
-            fused = float_plain(arch, state)
-        timings["fuse_s"] = t.seconds
-        fusion_err = _fusion_error(pruned, fused, data.val.tensors[0][:256])
-        steps["fused_float_val"] = evaluate(fused, data.val)
-        steps["fused_float_test"] = evaluate(fused, data.test)  # the quantization check
-        calib = data.train.tensors[0][:settings.calibration_images]
-        if settings.channel_bn and len(calib):
-            arch, state = with_channel_bn(arch, state, calib)
-            steps["channel_bn_max_abs_diff"] = _fusion_error(
-                fused, float_plain(arch, state), data.val.tensors[0][:256])
-        model = requantize(arch, state, calib)
-        steps["quantized_val"] = evaluate(model, data.val)
-        before = copy.deepcopy(model)
-        with Timer() as t:
-            ft = train(model, data.train, data.val,
-                       settings.train_settings(settings.finetune_epochs, settings.finetune_lr,
-                                               finetune=True),
-                       checkpoint=vdir / "finetune-state.pt", progress=progress,
-                       desc=f"{vid} QAT fine-tune")
-        timings["finetune_s"] = t.seconds
-        model.cpu().eval()
-        steps["finetuned_val"] = ft.best_val_accuracy
-        if ft.best_val_accuracy < steps["quantized_val"]:
-            # seen on Fashion-MNIST ResNet-8: the BN-free fused net's QAT fine-tune blew up
-            # (loss 4.6 in epoch 1, then chance); never hand on a model worse than its start
-            model = before.cpu().eval()
-            steps["finetune_rejected"] = True
+        retrain = _retrain(pruned, data, settings, vdir, vid, steps, timings, progress)
+        model, fusion_err = _fuse_and_requantize(pruned, data, settings,
+                                                 f"{parent_rec.arch.name}-resconv", steps,
+                                                 timings)
+        model, ft = _qat_finetune(model, data, settings, vdir, vid, steps, timings, progress)
     timings["total_s"] = total.seconds
     summary = describe(model)
     plot = plot_scales(decision, settings.lambda_, vdir / "m_distribution.png",
