@@ -95,13 +95,13 @@ def test_dynamic_pruning_of_a_user_model_reloads_and_builds_bit_exact(cnn_run, d
     assert report.verification.integer_exact and report.verification.images == 4
 
 
-def test_block_methods_need_the_zoo_resnets(cnn_run, digits):
+def test_block_methods_need_the_residual_block_protocol(cnn_run, digits):
     from fpgaslim.compress import layer_fusion
     from fpgaslim.core.errors import ConfigError
     from fpgaslim.pipeline import run_method
 
     run, _ = cnn_run
-    with pytest.raises(ConfigError, match="layer-fusion' needs the zoo ResNets"):
+    with pytest.raises(ConfigError, match="layer-fusion' needs its residual blocks, named by a residual_blocks"):
         run_method(run, "layer-fusion", "baseline", layer_fusion.Settings.preset("cpu"),
                    data=digits)
     assert torch.is_grad_enabled()
