@@ -34,6 +34,14 @@ def count_macs(model: nn.Module, in_shape: tuple[int, int, int]) -> dict[str, in
     for name, mod in model.named_modules():
         if isinstance(mod, COUNTED):
             hooks.append(mod.register_forward_hook(hook(name)))
+    probe_forward(model, in_shape, hooks)
+    return macs
+
+
+def probe_forward(model: nn.Module, in_shape: tuple[int, ...], hooks: list) -> None:
+    """One eval-mode, no-grad forward pass of a zero image through `model` for the forward
+    `hooks` already registered on it; the hooks are removed and the training mode restored
+    afterwards, also on an error."""
     was_training = model.training
     model.eval()
     try:
@@ -43,7 +51,6 @@ def count_macs(model: nn.Module, in_shape: tuple[int, int, int]) -> dict[str, in
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return macs
 
 
 def conv_depth(model: nn.Module) -> int:

@@ -38,6 +38,8 @@ from torch import nn
 
 from fpgaslim.core.errors import ConfigError
 
+from ..stats import probe_forward
+
 #: where the README documents the protocol (the errors point there)
 DOC = "README 'Bring your own' > 'Residual blocks'"
 RESIDUAL_END = "residual_end"
@@ -103,15 +105,7 @@ def trace_blocks(model: nn.Module, in_shape: Iterable[int]) -> list[TracedBlock]
         convs = [m.out_channels for m in mods[n].modules() if isinstance(m, nn.Conv2d)]
         if convs:
             widths[n] = min(convs)
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *in_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
+    probe_forward(model, in_shape, hooks)
     unused = [n for n in names if n not in seen]
     if unused:
         raise ConfigError(f"model {getattr(model.arch, 'name', '?')!r}: residual block(s) "
