@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -63,9 +63,10 @@ class GraphSimulator:
         return np.concatenate(outs)
 
 
-def serve(bundle_dir: str | Path) -> int:
+def serve(bundle_dir: str | Path, setup: Callable[[], None] | None = None) -> int:
     """The worker loop. Anything FINN or qonnx prints goes to stderr (fd 1 is re-pointed), so
-    the protocol channel carries only protocol lines."""
+    the protocol channel carries only protocol lines. `setup` (FINN's environment) runs
+    inside the reported region: a Python without qonnx/finn-plus is told over the protocol."""
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -75,6 +76,8 @@ def serve(bundle_dir: str | Path) -> int:
         channel.flush()
 
     try:
+        if setup is not None:
+            setup()
         sim = GraphSimulator(bundle_dir)
     except Exception as exc:  # report any failure to the runner instead of dying silently
         say({"error": f"{type(exc).__name__}: {exc}"})
@@ -100,13 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serve", metavar="BUNDLE_DIR", required=True,
                    help="unpacked bundle whose graph to execute")
     args = p.parse_args(argv)
-    # finn-plus reads its settings from these; keep it out of ~/.finn (own process only)
+    return serve(args.serve, setup=_finn_environment)
+
+
+def _finn_environment() -> None:
+    """finn-plus reads its settings from these; keep it out of ~/.finn (own process only)."""
     from fpgaslim.hw.finn_compat import child_environment
 
     env = child_environment(Path(tempfile.mkdtemp(prefix="fpgaslim-simulate-")))
     for var in ("FINN_SETTINGS", "FINN_BUILD_DIR", "FINN_DEPS"):
         os.environ.setdefault(var, env[var])
-    return serve(args.serve)
 
 
 if __name__ == "__main__":
