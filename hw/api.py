@@ -63,7 +63,10 @@ def build_variant(run: RunDir, variant_id: str, board: str | Board = "pynq-z1",
                   verify_images: int | str = 20) -> HardwareReport:
     """Estimate-build variant `variant_id` of `run` for `board` (settings.board is replaced by
     `board`) and verify it bit-exactly on `verify_images` real test images ("all": every one)."""
+    from .verify import ALL_IMAGES, is_all
+
     board = as_board(board)
+    verify_images = ALL_IMAGES if is_all(verify_images) else verify_images  # one key for "All"
     settings = (settings or BuildSettings()).model_copy(update={"board": board.name}
                                                         ).resolved(board)
     record = run.record(variant_id)
@@ -182,8 +185,9 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
     vdir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, vdir / SOURCE_FILE)
     iq = prepare_onnx(vdir / SOURCE_FILE, vdir / QONNX_FILE, where=str(path))
-    from .verify import ALL_IMAGES, image_count
+    from .verify import ALL_IMAGES, image_count, is_all
 
+    verify_images = ALL_IMAGES if is_all(verify_images) else verify_images
     if verify_images == ALL_IMAGES and not data:
         raise ConfigError("--verify-images all needs --data (a test split); random inputs "
                           "need a number of images")

@@ -29,10 +29,15 @@ LAST_STEP = "step_fpgaslim_layer_table"
 ALL_IMAGES = "all"  # verify_images / --images: every test image of the dataset
 
 
+def is_all(requested: int | str) -> bool:
+    """Whether a verify_images / --images value means every test image ("all", any case)."""
+    return isinstance(requested, str) and requested.strip().lower() == ALL_IMAGES
+
+
 def image_count(requested: int | str, available: int, what: str = "verify_images") -> int:
     """How many test images to verify on: `requested` (an integer >= 0, or "all": every one
     of the `available` test images), at most `available`."""
-    if isinstance(requested, str) and requested.strip().lower() == ALL_IMAGES:
+    if is_all(requested):
         return available
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
         raise ConfigError(f"{what} must be a number of images (0 or more) or 'all', got "
