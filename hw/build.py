@@ -100,8 +100,16 @@ def _store_prefix(cache: Path, finn_out: Path) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dst)
     (tmp / "complete").write_text("ok\n", encoding="utf-8")
-    shutil.rmtree(cache, ignore_errors=True)
-    os.replace(tmp, cache)
+    if (cache / "complete").is_file():  # a parallel build of the same graph stored it first
+        shutil.rmtree(tmp, ignore_errors=True)  # (same key, same content)
+        return
+    shutil.rmtree(cache, ignore_errors=True)  # an unfinished one
+    try:
+        os.replace(tmp, cache)
+    except OSError:  # a parallel build won the race between the check and the rename
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (cache / "complete").is_file():
+            raise
 
 
 def estimate_job(onnx_path: Path, out: Path, settings: BuildSettings, board: Board, *,
