@@ -252,6 +252,7 @@ def locate_build(run: Any, variant_id: str, board: Any, settings: Any = None) ->
     when `--bitfile` produced one (same steps, so the same graph plus the bitfile)."""
     from fpgaslim.hw.api import BuildSettings, build_dir_for, load_report
     from fpgaslim.hw.boards import as_board
+    from fpgaslim.hw.build_key import is_current_build
     from fpgaslim.hw.verify import LAST_STEP
 
     entry = as_board(board)
@@ -262,6 +263,13 @@ def locate_build(run: Any, variant_id: str, board: Any, settings: Any = None) ->
         raise ConfigError(f"variant {variant_id!r} has no finished build for {entry.name} with "
                           f"these settings ({bdir}); run `fpgaslim build {run.path} --variant "
                           f"{variant_id} --board {board}` first")
+    if not is_current_build(bdir, run, variant_id, settings, entry):
+        # a report from an older checkpoint, data or toolchain (or from before build records):
+        # bundling it would deploy a model that is not the variant's
+        raise ConfigError(f"the build of variant {variant_id!r} for {entry.name} in {bdir} is not "
+                          f"of the variant's current model, data and settings (retrained, or "
+                          f"built by an older fpgaslim/finn-plus); rebuild it with `fpgaslim "
+                          f"build {run.path} --variant {variant_id} --board {board}`")
     report = load_report(bdir / "report.json")
     finn_out = Path(report.build_dir) / "finn"
     full = bdir / "bitfile"

@@ -197,3 +197,27 @@ def test_wrong_sim_python_explains(cnv_bundle: Path, test_npz: Path, board_pytho
     proc = _board(board_python, cnv_bundle, "--data", test_npz, "--simulate", "--sim-python",
                   board_python, "--out", tmp_path / "r.json")
     assert proc.returncode == 2 and "simulator: ModuleNotFoundError" in proc.stderr, proc.stderr
+
+
+def test_bundle_refuses_a_stale_build(cnv_bundle: Path, cnv_run, tmp_path: Path) -> None:
+    """A build whose record names another checkpoint (the variant was retrained after it) is
+    not bundled: the message says it is stale and how to rebuild, and nothing is written."""
+    from fpgaslim.core.errors import ConfigError
+    from fpgaslim.deploy.bundle import bundle
+    from fpgaslim.hw.api import BuildSettings, build_dir_for
+    from fpgaslim.hw.boards import as_board
+    from fpgaslim.hw.build_key import RECORD_FILE
+
+    settings = BuildSettings(board="pynq-z1").resolved(as_board("pynq-z1"))
+    record = build_dir_for(cnv_run, "baseline", settings) / RECORD_FILE
+    kept = record.read_text(encoding="utf-8")
+    rec = json.loads(kept)
+    rec["inputs"]["model"] = {"checkpoint_sha256": "0" * 64}
+    record.write_text(json.dumps(rec), encoding="utf-8")
+    out = tmp_path / "stale.tar.gz"
+    try:
+        with pytest.raises(ConfigError, match="not of the variant's current model") as err:
+            bundle(cnv_run, "baseline", "pynq-z1", out)
+    finally:
+        record.write_text(kept, encoding="utf-8")
+    assert "fpgaslim build" in str(err.value) and not out.exists()
