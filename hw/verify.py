@@ -199,7 +199,7 @@ def _execute_per_image(parent, sdp, child, images: np.ndarray, keep: set[str]
 def brevitas_reference(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     """Logits of the Brevitas model, with omegas folded exactly as for export (so the
     reference is the exported function), computed in float64 with the float32 integer
-    weights.
+    weights and activation scales (why the scales: verify_layers._use_float32_act_scales).
 
     Why float64: in float32 the model's accumulations carry rounding errors of ~1e-7, and an
     activation that lands that close to a quantization boundary rounds to the other level,

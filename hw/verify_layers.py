@@ -1,10 +1,11 @@
 """Per-layer verification: every HW activation layer's integers against the Brevitas reference.
 
 The reference is the one hw/verify.py uses for the logits: the Brevitas model with omegas
-folded, in float64, with the float32 integer weights of the export. Each activation quantizer
-of the reference (the act-quant proxy of every QuantReLU / QuantIdentity, one event per call:
-a shared residual quantizer is called once per branch) is observed through a forward hook:
-its pre-quantization value divided by its scale (`v`) and its integer level.
+folded, in float64, with the float32 integer weights and activation scales of the export.
+Each activation quantizer of the reference (the act-quant proxy of every QuantReLU /
+QuantIdentity, one event per call: a shared residual quantizer is called once per branch) is
+observed through a forward hook: its pre-quantization value divided by its scale (`v`) and
+its integer level.
 
 1. Free run: the reference runs on the images by itself. Each HW activation layer (hw/verify.py
    `act_layers`: Thresholding, MVAU/VVAU with thresholds) is mapped to the reference event of
@@ -229,14 +230,59 @@ def verify_layers(hw_npz: Path, reference: nn.Module, images: torch.Tensor,
 
 
 def reference_model(model: nn.Module) -> nn.Module:
-    """The float64 reference of hw/verify.py (omegas folded, float32 integer weights; why:
-    `verify.brevitas_reference`)."""
+    """The float64 reference of hw/verify.py: omegas folded, float32 integer weights (why:
+    `verify.brevitas_reference`) and float32 activation scales (`_use_float32_act_scales`),
+    float64 arithmetic around them."""
     from .qonnx_export import fold_omegas
 
     exported = fold_omegas(copy.deepcopy(model)).cpu().eval()
     reference = copy.deepcopy(exported).double()
     _use_exported_weights(exported, reference)
+    _use_float32_act_scales(exported, reference)
     return reference
+
+
+class _Float32Scale(nn.Module):
+    """A float64 model's activation scale computed by its float32 twin's scaling module (the
+    same parameters, float32 arithmetic, as the trained model and its export compute it)."""
+
+    def __init__(self, twin: nn.Module) -> None:
+        super().__init__()
+        self._twin = [twin]  # a list: not a submodule, so reference.double() leaves it float32
+
+    def forward(self, x: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
+        twin = self._twin[0]
+        with torch.no_grad():
+            scale = twin(x.float()) if threshold is None else twin(x.float(), threshold.float())
+        return scale.double()
+
+
+def _use_float32_act_scales(exported: nn.Module, reference: nn.Module) -> None:
+    """Make every activation quantizer of the float64 `reference` use the scale that float32
+    `exported` computes (the exported QONNX model's Quant scale, which FINN's thresholds are
+    made from), instead of recomputing it in float64.
+
+    Why: Brevitas computes a scale from float32 parameters (a learned threshold, or the input
+    quantizer's constant 1.0) divided by 2**bits - 1; in float64 that quotient is a different
+    number from the float32 one the model trains with and exports, by up to 6e-8 relative
+    (the input quantizer's 1/255: 5.9e-8). Seen: on the digits ResNet-8 of the test suite one
+    stem element of image 38 has accumulator 37902, exactly at or above the float64 boundary
+    made from the exported scales (37901.99988), so the hardware level is 10; the reference with
+    float64-recomputed input and stem scales put it at x / scale = 9.49999963825, level 9: a
+    "difference" of the reference's own making, not of FINN's threshold arithmetic (FINN's
+    integer thresholds equal the ceilings of the exact float64 ones on that layer)."""
+    from brevitas.proxy.runtime_quant import ActQuantProxyFromInjector
+
+    twins = dict(exported.named_modules())
+    for name, proxy in reference.named_modules():
+        if not (isinstance(proxy, ActQuantProxyFromInjector) and proxy.is_quant_enabled):
+            continue
+        fused = proxy.fused_activation_quant_proxy
+        twin = twins[name].fused_activation_quant_proxy
+        tq, tq32 = getattr(fused, "tensor_quant", None), getattr(twin, "tensor_quant", None)
+        if tq is None or tq32 is None or not hasattr(tq, "scaling_impl"):
+            continue
+        tq.scaling_impl = _Float32Scale(tq32.scaling_impl)
 
 
 def describe_failure(lv: LayerVerification) -> str:
