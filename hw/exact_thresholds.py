@@ -16,9 +16,13 @@ exactly what the exported QONNX model computes, ties resolved the way qonnx/Brev
 them. Hand-written (no library computes this); it is a qonnx Transformation, run by
 `step_exact_qonnx_to_finn` right after FINN's own conversion.
 
-What it does not change: streamlining later moves scales and biases into the thresholds in
-float32 and rounds them to integers (FINN's RoundAndClipThresholds); hw/verify_layers.py
-compares each hardware layer with the reference and names any difference that remains.
+For an activation computed inside the network the reference is float64 arithmetic on the
+integers (hw/verify_layers.py), so `AbsorbScalesExactly` gives those float64 thresholds
+(k + 1/2) * s, ties to even, and absorbs the scale Mul in front in float64, so that FINN's
+streamlining (which would collapse two float32 scales into one float32 product first) divides
+float64 thresholds by one float32 scale at a time before its final ceil; a BatchNorm in front
+is absorbed in float64 by `AbsorbBatchNormExactly`. hw/verify_layers.py compares each hardware
+layer with the reference and names any difference that remains.
 """
 
 from __future__ import annotations
@@ -183,7 +187,8 @@ class AbsorbBatchNormExactly(Transformation):
     def __init__(self, quants: dict[str, QuantParams]) -> None:
         super().__init__()
         self.quants = quants
-        self.absorbed: list[str] = []
+        self.absorbed: list[str] = []  # node names (empty right after the conversion)
+        self.outputs: set[str] = set()  # their output tensors
 
     def apply(self, model):  # type: ignore[override]
         for mt in list(model.graph.node):
@@ -207,24 +212,125 @@ class AbsorbBatchNormExactly(Transformation):
                     or p.rounding_mode.upper() != "ROUND":
                 continue
             lo, hi = p.levels
-            scale = np.abs(p.scale.astype(np.float64)).reshape(-1, 1)
-            k = np.arange(lo + 1, hi + 1, dtype=np.float64)[None, :]  # the level reached
             th = model.get_initializer(mt.input[1])
             if th is None or th.shape[-1] != hi - lo:
                 continue
-            y = (k - p.zeropt - 0.5) * scale  # thresholds on the BatchNorm output
+            y, k = _boundaries(p)  # thresholds on the BatchNorm output
             x = (y - beta[:, None]) / gamma[:, None] * np.sqrt(var[:, None] + eps) \
                 + mean[:, None]
-            # ties to even, as Brevitas (torch.round) and qonnx round: on an exact tie (x equal
-            # to the threshold) an odd level is not reached, so its threshold is the next
-            # float64 above. Seen without this: a 2-bit conv -> BN -> ReLU whose power-of-two
-            # scales put 118 elements exactly on k + 1/2 (tests/test_verify_ties.py)
-            x = np.where(k % 2 != 0, np.nextafter(x, np.inf), x)
-            model.set_initializer(mt.input[1], x.astype(np.float64))
+            model.set_initializer(mt.input[1], _ties_to_even(x, k))
             mt.input[0] = bn.input[0]
             model.graph.node.remove(bn)
             self.absorbed.append(mt.name)
+            self.outputs.add(mt.output[0])
         return model, False
+
+
+def _boundaries(p: QuantParams) -> tuple[np.ndarray, np.ndarray]:
+    """(y, k): the float64 rounding boundaries y = (k - zeropt - 1/2) * scale of Quant `p` on
+    its input (channels or 1, levels) and the level k each one reaches. float64 holds the
+    product of a float32 scale and a small half-integer exactly."""
+    lo, hi = p.levels
+    scale = np.abs(p.scale.astype(np.float64)).reshape(-1, 1)
+    k = np.arange(lo + 1, hi + 1, dtype=np.float64)[None, :]
+    return (k - p.zeropt - 0.5) * scale, k
+
+
+def _ties_to_even(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Thresholds `x` (float64) of levels `k` with ties resolved to even, as Brevitas
+    (torch.round) and qonnx round: on an exact tie (input equal to the threshold) an odd level
+    is not reached, so its threshold is the next float64 above. Seen without this: a 2-bit
+    conv -> BN -> ReLU whose power-of-two scales put 118 elements exactly on k + 1/2
+    (tests/test_verify_ties.py)."""
+    return np.where(k % 2 != 0, np.nextafter(x, np.inf), x).astype(np.float64)
+
+
+def _from_graph_input(model: Any, tensor: str) -> bool:
+    """Whether `tensor` is a graph input, or made from one by constant elementwise ops only
+    (e.g. the model's x / 255): a real float32 input, not a value computed from integers."""
+    inputs = {i.name for i in model.graph.input}
+    while tensor not in inputs:
+        node = model.find_producer(tensor)
+        if node is None or node.op_type not in ("Mul", "Add", "Sub", "Div") or \
+                len(node.input) != 2 or model.get_initializer(node.input[1]) is None:
+            return False
+        tensor = node.input[0]
+    return True
+
+
+class AbsorbScalesExactly(Transformation):
+    """Float64 thresholds for every activation computed inside the network, with the scale
+    Muls in front of it absorbed in float64, before FINN's streamlining sees them.
+
+    Why: the float64 reference (and Brevitas) quantizes the real value acc * s_in * s_w (the
+    integer accumulator times the float32 input and weight scales) at (k + 1/2) * s; the
+    integer threshold that is exact for it is ceil((k + 1/2) * s / (s_in * s_w)). FINN's
+    streamlining moves the input scale Mul past the conv and collapses it with the weight
+    scale Mul into one float32 Mul (CollapseRepeatedMul: fl32(s_in * s_w), up to 6e-8 off
+    the exact product, which float64 holds exactly) before dividing the thresholds by it, and
+    divides float32 thresholds in float32. Seen on the digits ResNet-8 stem: thresholds set to
+    1e-4 above an integer A of the exact product came out A, not A + 1, for 14 of 15 levels.
+    Absorbing the Mul directly in front of each MultiThreshold here (T / s_w in float64, as
+    FINN's AbsorbMulIntoMultiThreshold does but on float64 T) leaves FINN one scale per
+    threshold to divide by, in float64; its final ceil then gives the exact integers.
+
+    Which thresholds: those of activation Quants (`quants`) whose input is computed by the
+    network (not a graph input: a real float32 image keeps ExactQuantThresholds' float32-exact
+    ones), ROUND rounding; a BatchNorm absorbed by AbsorbBatchNormExactly is kept as it is (its
+    thresholds are already float64). Which Muls: a constant, positive, scalar or per-channel
+    Mul whose only consumer is the MultiThreshold, repeated while there is one."""
+
+    def __init__(self, quants: dict[str, QuantParams], keep: set[str] | None = None) -> None:
+        super().__init__()
+        self.quants = quants
+        # MultiThresholds (output tensors) whose float64 thresholds are already set
+        self.keep = keep or set()
+        self.exact: list[str] = []  # MultiThresholds (output tensors) given float64 ones here
+        self.absorbed: dict[str, int] = {}  # MultiThreshold output tensor -> Muls absorbed
+
+    def apply(self, model):  # type: ignore[override]
+        for mt in list(model.graph.node):
+            if mt.op_type != "MultiThreshold" or _from_graph_input(model, mt.input[0]):
+                continue
+            p = self.quants.get(_chain_end(model, mt))
+            th = model.get_initializer(mt.input[1])
+            if p is None or th is None or p.rounding_mode.upper() != "ROUND":
+                continue
+            layout = getCustomOp(mt).get_nodeattr("data_layout")
+            if layout not in ("NCHW", "NC", ""):
+                continue
+            if mt.output[0] not in self.keep:
+                lo, hi = p.levels
+                if th.shape[-1] != hi - lo:
+                    continue
+                y, k = _boundaries(p)
+                model.set_initializer(mt.input[1], _ties_to_even(y, k))
+                self.exact.append(mt.output[0])
+            elif np.asarray(th).dtype != np.float64:
+                continue
+            self.absorbed[mt.output[0]] = self._absorb_muls(model, mt)
+        return model, False
+
+    @staticmethod
+    def _absorb_muls(model: Any, mt: Any) -> int:
+        done = 0
+        while True:
+            mul = model.find_producer(mt.input[0])
+            if mul is None or mul.op_type != "Mul" or \
+                    len(model.find_consumers(mul.output[0]) or []) != 1:
+                return done
+            a = model.get_initializer(mul.input[1])
+            if a is None or model.get_initializer(mul.input[0]) is not None:
+                return done
+            a = np.asarray(a, dtype=np.float64)
+            th = np.asarray(model.get_initializer(mt.input[1]), dtype=np.float64)
+            if (a <= 0).any() or sum(d > 1 for d in a.shape) > 1 or \
+                    a.size not in (1, th.shape[0]) and th.shape[0] != 1:
+                return done
+            model.set_initializer(mt.input[1], th / a.reshape(-1, 1))
+            mt.input[0] = mul.input[0]
+            model.graph.node.remove(mul)
+            done += 1
 
 
 def make_bn_absorption(quants: dict[str, QuantParams]) -> AbsorbBatchNormExactly:
@@ -232,10 +338,19 @@ def make_bn_absorption(quants: dict[str, QuantParams]) -> AbsorbBatchNormExactly
     return AbsorbBatchNormExactly(quants)
 
 
+def exact_conversion(model: Any, quants: dict[str, QuantParams]) -> Any:
+    """The exact thresholds on a model FINN's ConvertQONNXtoFINN has converted: float32-exact
+    ones for every activation (ExactQuantThresholds), float64 ones absorbing the BatchNorm in
+    front where there is one (AbsorbBatchNormExactly), float64 ones with the scale Muls in
+    front absorbed for every activation computed inside the network (AbsorbScalesExactly)."""
+    model = model.transform(ExactQuantThresholds(quants))
+    bn = AbsorbBatchNormExactly(quants)
+    model = model.transform(bn)
+    return model.transform(AbsorbScalesExactly(quants, keep=bn.outputs))
+
+
 def step_exact_qonnx_to_finn(model: Any, cfg: Any) -> Any:
-    """FINN's step_qonnx_to_finn, then exact thresholds: float32-exact ones for every
-    activation (ExactQuantThresholds), float64 ones absorbing the BatchNorm in front where
-    there is one (AbsorbBatchNormExactly). FINN builder step contract."""
+    """FINN's step_qonnx_to_finn, then `exact_conversion`. FINN builder step contract."""
     from qonnx.util.cleanup import cleanup_model
 
     from . import finn_compat
@@ -243,5 +358,4 @@ def step_exact_qonnx_to_finn(model: Any, cfg: Any) -> Any:
     fb = finn_compat.builder()
     quants = activation_quants(cleanup_model(model))
     model = fb.step_lookup["step_qonnx_to_finn"](model, cfg)
-    model = model.transform(ExactQuantThresholds(quants))
-    return model.transform(AbsorbBatchNormExactly(quants))
+    return exact_conversion(model, quants)

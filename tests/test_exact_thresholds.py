@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from onnx import TensorProto, helper
 
 from fpgaslim.hw import exact_thresholds as et
@@ -195,3 +196,80 @@ def test_batchnorm_absorbed_in_float64_matches_the_float64_reference(bits):
     assert np.array_equal(got, ref)
     if bits == 8:  # many boundaries: float32 BatchNorm puts some on the wrong side
         assert (np.round(run(stock, x) / s32) != ref).any()
+
+
+class ScaleNet(torch.nn.Module):
+    """x (pixels) -> x / 255 -> UINT8 input quantizer (scale 1/255) -> 3x3 conv 1->2, 8-bit
+    weights of scale c / 127 -> 8-bit ReLU of scale m / 255: float32 scales whose products
+    are not float32 numbers."""
+
+    def __init__(self, c: float, m: float) -> None:
+        import types
+
+        from brevitas.core.scaling import ScalingImplType
+        from brevitas.nn import QuantConv2d, QuantReLU
+        from brevitas.quant import Int8WeightPerTensorFloat
+
+        from fpgaslim.compress.models.quant import input_quant
+
+        super().__init__()
+        self.input_quant = input_quant()
+        self.conv = QuantConv2d(1, 2, 3, padding=1, bias=False,
+                                weight_quant=Int8WeightPerTensorFloat, weight_bit_width=8,
+                                weight_scaling_impl_type=ScalingImplType.CONST,
+                                weight_scaling_const=c)
+        self.relu = QuantReLU(bit_width=8, scaling_impl_type=ScalingImplType.CONST, max_val=m)
+        self.arch = types.SimpleNamespace(in_shape=(1, 4, 4))
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randint(-127, 128, self.conv.weight.shape,
+                                                 generator=gen) * c / 127)
+
+    def forward(self, x):
+        return self.relu(self.conv(self.input_quant(x * (1.0 / 255.0))))
+
+
+def test_streamlined_integer_thresholds_are_exact(tmp_path):
+    """After FINN's streamlining, every integer threshold of the conv's ReLU is the exact
+    ceil((L - 1/2) s_relu / (s_in s_w)) (rational arithmetic on the exported float32 scales).
+    Stock FINN is not: it collapses s_in and s_w into one float32 Mul and divides float32
+    thresholds by it (AbsorbScalesExactly's docstring); here one of 255 comes out a step off."""
+    import math
+    from fractions import Fraction
+
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+    from finn.transformation.streamline import Streamline
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    from fpgaslim.hw.qonnx_export import export_qonnx
+
+    qonnx = ModelWrapper(str(export_qonnx(ScaleNet(0.5311, 9.13).eval(), tmp_path / "m.onnx")))
+    quants = et.activation_quants(qonnx)
+    s_in, s_relu = (float(p.scale) for p in quants.values())
+    wq = next(n for n in qonnx.graph.node
+              if n.op_type == "Quant" and qonnx.get_initializer(n.input[0]) is not None)
+    s_w = float(qonnx.get_initializer(wq.input[1]))
+    prod = Fraction(s_in) * Fraction(s_w)
+    assert Fraction(float(np.float32(s_in) * np.float32(s_w))) != prod  # the precondition
+    want = np.array([math.ceil((Fraction(k) - Fraction(1, 2)) * Fraction(s_relu) / prod)
+                     for k in range(1, 256)])  # no exact tie among these: plain ceilings
+
+    def streamlined(exact: bool) -> np.ndarray:
+        model = qonnx.transform(ConvertQONNXtoFINN())
+        if exact:
+            model = et.exact_conversion(model, quants)
+        for t in (InferShapes(), FoldConstants(), GiveUniqueNodeNames(),
+                  GiveReadableTensorNames(), InferDataTypes(), Streamline(), InferDataTypes(),
+                  RoundAndClipThresholds()):
+            model = model.transform(t)
+        mts = model.get_nodes_by_op_type("MultiThreshold")
+        assert len(mts) == 2 and model.find_producer(mts[1].input[0]).op_type == "Conv"
+        return model.get_initializer(mts[1].input[1]).reshape(-1, 255)
+
+    assert (streamlined(exact=False) != want).sum() >= 1  # stock FINN: a step off
+    assert np.array_equal(streamlined(exact=True), np.broadcast_to(want, (1, 255)))
