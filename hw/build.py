@@ -31,7 +31,7 @@ from .verify import compare_outputs
 # The board-independent prefix of the step list ends here; later builds of the same graph for
 # other boards start from its saved output (streamlining dominates build time).
 PREFIX_LAST, RESUME_AT = "step_create_dataflow_partition", "step_specialize_layers"
-PREFIX_VERSION = "fpgaslim-prefix/3"  # bump when a prefix step changes what it produces
+PREFIX_VERSION = "fpgaslim-prefix/4"  # bump when a prefix step changes what it produces
 
 
 class BuildSettings(BaseModel):
