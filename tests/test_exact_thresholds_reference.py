@@ -12,6 +12,7 @@ the exported model and below it with float64-recomputed scales."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -120,3 +121,19 @@ def test_reference_scales_are_the_float32_models_on_a_zoo_resnet():
     for name in s32:
         assert s64[name].dtype == torch.float64
         assert torch.equal(s64[name], s32[name].double()), name
+
+
+def test_a_near_tie_is_within_float64_error_only():
+    """A difference is a near-tie only within relative 1e-9 of a rounding boundary (float64
+    error), not within the float32 band: the old image-38 distance (3.8e-8) is an error."""
+    from fpgaslim.hw.verify_layers import FLOAT32_REL, TIE_REL, _check
+
+    assert TIE_REL == 1e-9 and FLOAT32_REL > 3.8e-8
+    b = 9.5
+    v = np.array([[b * (1 - 3.8e-8), b * (1 - 5e-10), b * (1 + 2e-9), b * (1 - 1e-12)]])
+    ref = np.floor(v + 0.5)  # the reference's levels: 9, 9, 10, 9
+    hw = ref + np.array([[1.0, 1.0, -1.0, 0.0]])  # the other side of the boundary, but the last
+    c = _check("L", "q#0", hw, {"levels": ref, "v": v, "bipolar": False}, ref)
+    assert (c.errors, c.near_ties) == (2, 1)
+    assert c.errors_in_float32_band == 2
+    assert c.min_tie_distance == pytest.approx(5e-10, rel=1e-3)
