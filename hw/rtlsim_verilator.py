@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from .child import run_logged
+from .rtl_sources import sources_for
 
 SOURCE = "Verilator cycle-accurate RTL simulation (one frame, no backpressure)"
 
@@ -159,17 +160,36 @@ def _tail_error(log: Path) -> str:
 def simulate(files: list[str], top: str, intf: dict, workdir: Path, in_words: list[int],
              expected_words: list[int], timeout_s: float, include_dirs: list[str] = (),
              max_cycles: int = 10_000_000, env: dict[str, str] | None = None,
-             runtime_cache: Path | None = None) -> SimResult:
+             runtime_cache: Path | None = None, compare_bits: int | None = None) -> SimResult:
     """Build `top` with the testbench and run one frame: `in_words` on the first input stream,
     compared with `expected_words` on the first output stream. Never raises for a layer that
-    does not build or run: the result says why. `runtime_cache`: a folder where Verilator's
-    own runtime objects (verilated.o, verilated_threads.o: most of a layer's compile time) are
-    kept after the first layer and reused by the next (same flags, same Verilator)."""
+    does not build or run: the result says why. `runtime_cache`: see `build`; `compare_bits`:
+    see `run`."""
+    t0 = time.perf_counter()
+    binary, failed = build(files, top, intf, workdir, timeout_s, include_dirs, env,
+                           runtime_cache)
+    if failed is not None:
+        return failed
+    build_s = time.perf_counter() - t0
+    res = run(binary, intf, workdir, in_words, expected_words, timeout_s - build_s, max_cycles,
+              env, compare_bits)
+    return res.model_copy(update={"build_s": round(build_s, 2)})
+
+
+def build(files: list[str], top: str, intf: dict, workdir: Path, timeout_s: float,
+          include_dirs: list[str] = (), env: dict[str, str] | None = None,
+          runtime_cache: Path | None = None) -> tuple[Path | None, SimResult | None]:
+    """Verilate `top` with the testbench and compile it in `workdir`/obj: (the simulator, None),
+    or (None, the result saying why not). `runtime_cache`: a folder where Verilator's own
+    runtime objects (verilated.o, verilated_threads.o: most of a layer's compile time) are kept
+    after the first layer and reused by the next (same flags, same Verilator). The simulator
+    reads the layer's parameter files ($readmemh) at run time, relative to its working folder,
+    so one build serves every layer whose RTL differs only in them and in its names."""
     env = dict(env or os.environ)
     missing = missing_tools(env)
     if missing:
-        return SimResult(status="unavailable", reason="cannot run Verilator: missing " +
-                         ", ".join(missing))
+        return None, SimResult(status="unavailable", reason="cannot run Verilator: missing " +
+                               ", ".join(missing))
     root = verilator_root()
     env["VERILATOR_ROOT"] = str(root)
     s_name, s_bits = intf["s_axis"][0]
@@ -186,7 +206,9 @@ def simulate(files: list[str], top: str, intf: dict, workdir: Path, in_words: li
     # (the generated makefile makes them depend on itself, which verilating rewrites)
     cmd = [str(root / "bin" / "verilator"), "--cc", "--exe", "--top-module", top,
            "-Wno-fatal", "-Wno-lint", "-Wno-style", "--no-timing", "-CFLAGS", "-O0 -std=c++17",
-           *[f"-I{d}" for d in include_dirs], *files, "tb.cpp", "-Mdir", "obj", "-o", "sim"]
+           *[f"-I{d}" for d in include_dirs],
+           *[str(f) for f in sources_for("verilator", files, workdir)], "tb.cpp", "-Mdir", "obj",
+           "-o", "sim"]
     make = ["make", "-j", "1", "-C", "obj", "-f", f"V{top}.mk", "OPT_FAST=-O0", "OPT_SLOW=-O0",
             "OPT_GLOBAL=-O0", "sim"]
     runtime = ("verilated.o", "verilated_threads.o")
@@ -199,12 +221,12 @@ def simulate(files: list[str], top: str, intf: dict, workdir: Path, in_words: li
                     shutil.copyfile(runtime_cache / o, workdir / "obj" / o)
             rc = _run(make, workdir, env, timeout_s - (time.perf_counter() - t0), log)
     except subprocess.TimeoutExpired:
-        return SimResult(status="timeout", reason=f"Verilator build ran past the per-layer "
-                         f"limit of {timeout_s:g} s")
+        return None, SimResult(status="timeout", reason=f"Verilator build ran past the "
+                               f"per-layer limit of {timeout_s:g} s")
     build_s = time.perf_counter() - t0
     if rc != 0 or not (workdir / "obj" / "sim").is_file():
-        return SimResult(status="failed", build_s=round(build_s, 2),
-                         reason=f"Verilator could not build the layer: {_tail_error(log)}")
+        return None, SimResult(status="failed", build_s=round(build_s, 2),
+                               reason=f"Verilator could not build the layer: {_tail_error(log)}")
     if runtime_cache is not None and not (runtime_cache / runtime[-1]).is_file():
         runtime_cache.mkdir(parents=True, exist_ok=True)
         for o in runtime:
@@ -212,27 +234,41 @@ def simulate(files: list[str], top: str, intf: dict, workdir: Path, in_words: li
                 tmp = runtime_cache / f"{o}.part{os.getpid()}"
                 shutil.copyfile(workdir / "obj" / o, tmp)
                 os.replace(tmp, runtime_cache / o)
+    return workdir / "obj" / "sim", None
+
+
+def run(binary: Path, intf: dict, workdir: Path, in_words: list[int],
+        expected_words: list[int], timeout_s: float, max_cycles: int = 10_000_000,
+        env: dict[str, str] | None = None, compare_bits: int | None = None) -> SimResult:
+    """Run a simulator from `build` on one frame in `workdir` (where the layer's parameter
+    files are). `compare_bits`: the low bits of an output word that carry data (FINN pads a
+    stream word to a multiple of 8 bits and does not define the padding: the MVU sign-extends
+    its accumulators into it); default the whole word."""
+    env = dict(env or os.environ)
+    s_bits, m_bits = intf["s_axis"][0][1], intf["m_axis"][0][1]
+    n32_in, n32_out = (s_bits + 31) // 32, (m_bits + 31) // 32
+    log = workdir / "verilator.log"
+    (workdir / "stream_out.txt").unlink(missing_ok=True)
     with open(workdir / "stream_in.txt", "w", encoding="utf-8") as f:
         f.write(f"{len(in_words)} {len(expected_words)} {max_cycles}\n")
         for w in in_words:
             f.write(" ".join(str((w >> (32 * k)) & 0xFFFFFFFF) for k in range(n32_in)) + "\n")
     t1 = time.perf_counter()
     try:
-        rc = _run([str(workdir / "obj" / "sim"), "stream_in.txt", "stream_out.txt"], workdir,
-                  env, timeout_s - build_s, log)
+        rc = _run([str(binary), "stream_in.txt", "stream_out.txt"], workdir, env, timeout_s, log)
     except subprocess.TimeoutExpired:
-        return SimResult(status="timeout", build_s=round(build_s, 2), reason=(
+        return SimResult(status="timeout", reason=(
             f"simulation ran past the per-layer limit of {timeout_s:g} s"))
     run_s = time.perf_counter() - t1
     if rc != 0 or not (workdir / "stream_out.txt").is_file():
-        return SimResult(status="failed", build_s=round(build_s, 2), reason=(
+        return SimResult(status="failed", reason=(
             f"the simulation exited with code {rc}: {_tail_error(log)}"))
     nums = [int(x) for x in (workdir / "stream_out.txt").read_text().split()]
     cycles, consumed, produced = nums[:3]
     flat = nums[3:]
     got = [sum(flat[j * n32_out + k] << (32 * k) for k in range(n32_out))
            for j in range(produced)]
-    mask = (1 << m_bits) - 1
+    mask = (1 << (compare_bits or m_bits)) - 1
     bad = sum(1 for a, b in zip(got, expected_words) if (a & mask) != (b & mask))
     bad += abs(len(expected_words) - len(got))
     status = "ok" if bad == 0 else "mismatch"
@@ -244,8 +280,7 @@ def simulate(files: list[str], top: str, intf: dict, workdir: Path, in_words: li
         reason = f"{bad} of {len(expected_words)} output words differ from FINN's execution"
     return SimResult(status=status, bit_exact=bad == 0, cycles=cycles, words_in=consumed,
                      words_out=produced, words_expected=len(expected_words),
-                     mismatched_words=bad, build_s=round(build_s, 2), run_s=round(run_s, 3),
-                     reason=reason)
+                     mismatched_words=bad, run_s=round(run_s, 3), reason=reason)
 
 
 def _has_port(files: list[str], port: str) -> bool:

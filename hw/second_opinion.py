@@ -4,15 +4,24 @@ For every `*_rtl` node of the folded dataflow graph FINN generates its RTL (`gen
 Vivado needed); `--synth yosys` synthesizes it out of context with Yosys synth_xilinx for the
 board's family (hw/synth_yosys.py), `--sim verilator` simulates it on its real input stream
 (the node's input tensor from FINN's Python execution of the folded graph on the build's
-verification image) and compares its output bit for bit (hw/rtlsim_verilator.py). HLS layers
-stay FINN estimates and say so.
+verification image) and compares its output bit for bit (hw/rtlsim_verilator.py). An MVAU/VVAU
+in mem_mode internal_decoupled is joined with the weight streamer FINN generated for it (its
+memstream, initialised from FINN's memblock.dat), wired as FINN's stitching wires them, so it
+is synthesized with its weight memory and simulated with one input stream. HLS layers stay
+FINN estimates and say so.
+
+Layers whose RTL is the same module with the same parameters (FINN names every module and file
+after the node; a ResNet repeats its blocks) are synthesized once, and compiled for Verilator
+once where only their run-time parameter files (thresholds, weights) differ; each layer still
+runs its own input stream. The record says whose synthesis or simulator a layer shares.
 
 It runs in a child process (`python -m fpgaslim.hw.second_opinion job.json`, finn-plus's
 process-wide state stays out of the caller) after the estimate build. Each layer has its own
 time limit (enforced on every Yosys/Verilator process), the child has an overall one, and
 nothing here fails a build: a layer that cannot be synthesized or simulated says why. Results
-are cached per layer under `<build work>/second_opinion/<node>/`, keyed by the generated RTL,
-the tool versions and the settings, so a rerun does not synthesize again.
+are cached in the build folder (`<build work>/second_opinion/`: synthesis per configuration,
+simulation per layer), keyed by the generated RTL, the tool versions, the settings and this
+recipe's code, so a rerun does not synthesize again.
 """
 
 from __future__ import annotations
@@ -20,11 +29,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable
 
@@ -34,10 +45,12 @@ from .child import kill_group
 from .rtlsim_verilator import SimResult
 from .synth_yosys import SOURCE as SYNTH_SOURCE, SynthResult
 
-CACHE_VERSION = "fpgaslim-second-opinion/1"
+CACHE_VERSION = "fpgaslim-second-opinion/2"
 _LOCK = threading.RLock()
 HLS_NOTE = "FINN estimate only (HLS layer; needs Vitis HLS)"
 MVAU_SCOPE = "compute core only (weights arrive as a stream; the weight memory is not included)"
+MVAU_LAYER_SCOPE = ("whole layer: compute core and FINN's weight streamer (memstream, "
+                    "initialised from FINN's memblock.dat)")
 
 
 class LayerOpinion(BaseModel):
@@ -47,11 +60,18 @@ class LayerOpinion(BaseModel):
     name: str
     op_type: str
     finn_LUT: float | None = None
+    finn_BRAM_18K: float | None = None
+    finn_DSP: float | None = None
     finn_exp_cycles: int | None = None
     synth: SynthResult | None = None
     sim: SimResult | None = None
     note: str | None = None  # e.g. the HLS note, or why the layer was not simulated
     cached: bool = False
+    # layers with the same RTL module and parameters (names aside) are synthesized once: the
+    # layer whose Yosys result this one shares; and compiled once for Verilator (parameter
+    # files such as thresholds and weights are read at run time): whose simulator it ran
+    synth_from: str | None = None
+    simulator_from: str | None = None
 
 
 class SecondOpinion(BaseModel):
@@ -169,8 +189,15 @@ def _partial(so_dir: Path, since: float) -> list[LayerOpinion]:
 
 
 # ------------------------------------------------------------------------------- child side
+# the recipe is part of every cache key: how the tools are run and which sources are adapted
+_RECIPE = [Path(__file__).with_name(f) for f in ("synth_yosys.py", "rtlsim_verilator.py",
+                                                 "rtl_sources.py")]
+
+
 def _hash_files(paths: list[Path], extra: str) -> str:
     h = hashlib.sha256((CACHE_VERSION + extra).encode())
+    for p in _RECIPE:
+        h.update(p.read_bytes())
     for p in sorted(set(paths)):
         h.update(p.name.encode())
         h.update(p.read_bytes())
@@ -214,18 +241,117 @@ def _stream_words(inst, values, out: bool) -> tuple[list[int], int]:
     return pack_words(arr, dt.bitwidth(), dt.signed(), width), per_word
 
 
+_LAYER_TOP = """// fpgaslim: {node} as FINN stitches it in mem_mode internal_decoupled (generated):
+// FINN's weight streamer {node}_memstream_wrapper (memstream, initialised from memblock.dat)
+// feeding the MVU's weight stream in1_V, its AXI-lite and set-select inputs tied off
+module {top} (
+  input ap_clk, input ap_clk2x, input ap_rst_n,
+  input [{wi}-1:0] in0_V_TDATA, input in0_V_TVALID, output in0_V_TREADY,
+  output [{wo}-1:0] out0_V_TDATA, output out0_V_TVALID, input out0_V_TREADY);
+  wire [{ww}-1:0] w_tdata;
+  wire w_tvalid, w_tready;
+  {node}_memstream_wrapper #(.INIT_FILE("memblock.dat")) wstrm (
+    .ap_clk(ap_clk), .ap_clk2x({mem_clk2x}), .ap_rst_n(ap_rst_n),
+    .s_axilite_AWVALID(1'b0), .s_axilite_AWPROT(3'b0), .s_axilite_AWADDR('0),
+    .s_axilite_WVALID(1'b0), .s_axilite_WDATA(32'b0), .s_axilite_WSTRB(4'b0),
+    .s_axilite_BREADY(1'b0), .s_axilite_ARVALID(1'b0), .s_axilite_ARPROT(3'b0),
+    .s_axilite_ARADDR('0), .s_axilite_RREADY(1'b0),
+    .s_axis_0_tvalid(1'b0), .s_axis_0_tdata('0),
+    .m_axis_0_tready(w_tready), .m_axis_0_tvalid(w_tvalid), .m_axis_0_tdata(w_tdata));
+  {node} core (
+    .ap_clk(ap_clk), .ap_clk2x({core_clk2x}), .ap_rst_n(ap_rst_n),
+    .in1_V_TDATA(w_tdata), .in1_V_TVALID(w_tvalid), .in1_V_TREADY(w_tready),
+    .in0_V_TDATA(in0_V_TDATA), .in0_V_TVALID(in0_V_TVALID), .in0_V_TREADY(in0_V_TREADY),
+    .out0_V_TDATA(out0_V_TDATA), .out0_V_TVALID(out0_V_TVALID),
+    .out0_V_TREADY(out0_V_TREADY));
+endmodule
+"""
+
+
+def _with_weight_streamer(node, inst, hdl: Path, files: list[str]):
+    """(files, top, intf) of a top module that joins an MVAU/VVAU_rtl in mem_mode
+    internal_decoupled with the weight streamer FINN generated for it, connected the way
+    FINN's stitching connects them (the streamer's m_axis_0 to the layer's in1_V; ap_clk2x
+    to the 2x clock only where that side is double-pumped), so the layer is synthesized with
+    its weight memory and simulated with one input stream. None for other mem_modes (weights
+    from outside the layer) or when FINN's streamer wrapper is not there."""
+    from finn.util.settings import get_settings
+
+    if inst.get_nodeattr("mem_mode") != "internal_decoupled":
+        return None
+    name = inst.get_verilog_top_module_name()
+    wrapper = hdl / f"{name}_memstream_wrapper.v"
+    if not wrapper.is_file() or not (hdl / "memblock.dat").is_file():
+        return None
+    top = f"{name}_fpgaslim_layer"
+    attr = {a.name for a in node.attribute}
+    pumped = {k: int(inst.get_nodeattr(k)) if k in attr else 0
+              for k in ("pumpedMemory", "pumpedCompute")}
+    wi, wo = inst.get_instream_width_padded(0), inst.get_outstream_width_padded()
+    (hdl / f"{top}.v").write_text(_LAYER_TOP.format(
+        node=name, top=top, wi=wi, wo=wo, ww=inst.get_instream_width_padded(1),
+        mem_clk2x="ap_clk2x" if pumped["pumpedMemory"] else "ap_clk",
+        core_clk2x="ap_clk2x" if pumped["pumpedCompute"] else "ap_clk"), encoding="utf-8")
+    lib = Path(get_settings().finn_rtllib)
+    files = [*files, str(wrapper), str(lib / "axi" / "hdl" / "axilite.sv"),
+             str(lib / "memstream" / "hdl" / "memstream_axi.sv"),
+             str(lib / "memstream" / "hdl" / "memstream.sv"), str(hdl / f"{top}.v")]
+    intf = {"clk": ["ap_clk"], "rst": ["ap_rst_n"], "s_axis": [("in0_V", wi)],
+            "m_axis": [("out0_V", wo)]}
+    return list(dict.fromkeys(files)), top, intf
+
+
 def _progress(so_dir: Path, message: str) -> None:
     with open(so_dir / "progress.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps({"t": time.time(), "message": message}) + "\n")
 
 
+_HDL_SUFFIXES = (".v", ".sv", ".vh", ".svh")
+_ONCE: dict[str, Future] = {}
+
+
+def _config_key(paths: list[Path], name: str, extra: str, data: bool = True) -> str:
+    """A digest of a layer's RTL with its own name taken out (FINN names every module and
+    parameter file after the node), so layers with the same module and parameters share it.
+    `data`: include the content of parameter files (thresholds, weights); without it, only
+    their names count (a compiled simulator reads them at run time)."""
+    own = re.compile(re.escape(name.encode()) + rb"(?![0-9])")
+    h = hashlib.sha256((CACHE_VERSION + extra).encode())
+    for p in _RECIPE:
+        h.update(p.read_bytes())
+    for p in sorted(set(paths), key=lambda q: own.sub(b"@", q.name.encode())):
+        h.update(own.sub(b"@", p.name.encode()))
+        if data or p.suffix in _HDL_SUFFIXES:
+            h.update(own.sub(b"@", p.read_bytes()))
+    return h.hexdigest()[:24]
+
+
+def _once(key: str, compute: Callable[[], object]) -> tuple[object, bool]:
+    """compute() once per key in this child, whichever layer asks first; the others wait for
+    it. (result, True when this call computed it)."""
+    with _LOCK:
+        fut = _ONCE.get(key)
+        mine = fut is None
+        if mine:
+            fut = _ONCE[key] = Future()
+    if not mine:
+        return fut.result(), False
+    try:
+        fut.set_result(compute())
+    except BaseException as exc:  # noqa: BLE001  (handed to the waiting layers too)
+        fut.set_exception(exc)
+    return fut.result(), True
+
+
 def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dict | None],
-           finn_lut: dict, tools: dict) -> LayerOpinion:
-    from .rtlsim_verilator import missing_tools, simulate
+           finn_res: dict, tools: dict) -> LayerOpinion:
+    from .rtlsim_verilator import build, missing_tools, run
     from .synth_yosys import synthesize
 
-    op = LayerOpinion(name=node.name, op_type=node.op_type,
-                      finn_LUT=finn_lut.get(node.name), finn_exp_cycles=int(inst.get_exp_cycles()))
+    est = finn_res.get(node.name, {})
+    op = LayerOpinion(name=node.name, op_type=node.op_type, finn_LUT=est.get("LUT"),
+                      finn_BRAM_18K=est.get("BRAM_18K"), finn_DSP=est.get("DSP"),
+                      finn_exp_cycles=int(inst.get_exp_cycles()))
     if not node.domain.endswith(".rtl"):
         op.note = HLS_NOTE
         return op
@@ -240,26 +366,38 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dic
         incs = [str(p) for p in inst.get_verilog_paths()]
         top = inst.get_verilog_top_module_name()
         intf = inst.get_verilog_top_module_intf_names()
+    is_mvau = node.op_type.startswith(("MVAU", "VVAU"))
+    streamed = _with_weight_streamer(node, inst, hdl, files) if is_mvau else None
+    if streamed is not None:
+        files, top, intf = streamed
+    scope = (MVAU_LAYER_SCOPE if streamed else MVAU_SCOPE) if is_mvau else "whole layer"
     sources = [Path(f) for f in files] + [p for p in hdl.iterdir() if p.is_file()]
     limit = float(job["layer_timeout_s"])
-    is_mvau = node.op_type.startswith(("MVAU", "VVAU"))
     if job["synth"] == "yosys":
-        key = _hash_files(sources, json.dumps([job["family"], limit, tools["yosys"]]))
-        op.synth = _cached(d / "synth.json", key, SynthResult)
-        if op.synth is not None:
-            op.cached = True
-        elif job["family"] is None:
-            op.synth = SynthResult(status="unavailable", reason=job["family_error"])
-        else:
+        key = _config_key(sources, node.name, json.dumps(["synth", job["family"], limit,
+                                                          tools["yosys"]]))
+        path = so_dir / "synth_cache" / f"{key}.json"
+
+        def synth_once():
+            hit = _cached(path, key, SynthResult)
+            if hit is not None:
+                return hit, json.loads(path.read_text(encoding="utf-8")).get("_layer"), True
+            if job["family"] is None:
+                return SynthResult(status="unavailable", reason=job["family_error"]), None, False
             _progress(so_dir, f"Yosys synth_xilinx {node.name} ...")
-            op.synth = synthesize(files, top, job["family"], hdl, limit, incs,
-                                  blackbox_primitives=is_mvau,
-                                  scope=MVAU_SCOPE if is_mvau else "whole layer")
-            _store(d / "synth.json", key, op.synth)
+            res = synthesize(files, top, job["family"], hdl, limit, incs,
+                             blackbox_primitives=is_mvau, scope=scope)
+            _store(path, key, res, layer=node.name)
+            return res, node.name, False
+        (op.synth, owner, hit), _ = _once(f"synth {key}", synth_once)
+        op.cached = hit
+        if owner not in (None, node.name):
+            op.synth_from = owner
     if job["sim"] == "verilator":
-        if len(intf["s_axis"]) != 1 or len(intf["m_axis"]) != 1 or is_mvau:
-            op.note = ("not simulated: the testbench drives one input stream; this layer also "
-                       "takes its weights as a stream" if is_mvau else
+        if len(intf["s_axis"]) != 1 or len(intf["m_axis"]) != 1 or (is_mvau and not streamed):
+            op.note = ("not simulated: its weights come from outside the layer (mem_mode "
+                       f"{inst.get_nodeattr('mem_mode')}); the testbench drives one input "
+                       "stream" if is_mvau else
                        "not simulated: the testbench drives exactly one input and one output "
                        "stream")
             return op
@@ -281,29 +419,66 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dic
         op.sim = _cached(d / "sim.json", key, SimResult)
         if op.sim is not None:
             op.cached = True
-        else:
+            return op
+        bkey = _config_key(sources, node.name, json.dumps(["sim", tools["verilator"]]),
+                           data=False)
+        bin_dir = so_dir / "verilator_bin" / bkey
+
+        def build_once():
+            if (bin_dir / "sim").is_file() and (bin_dir / "layer").is_file():
+                return bin_dir / "sim", None, (bin_dir / "layer").read_text(encoding="utf-8")
             _progress(so_dir, f"Verilator {node.name} ...")
-            # FINN's RTL reads parameter files relative to the working folder: simulate there
-            op.sim = simulate(files, top, intf, hdl, in_words, exp_words, limit, incs,
-                              max_cycles=20 * max(1, op.finn_exp_cycles) + 100_000,
-                              runtime_cache=so_dir / "verilator_runtime")
-            _store(d / "sim.json", key, op.sim)
+            t0 = time.perf_counter()
+            binary, failed = build(files, top, intf, hdl, limit, incs,
+                                   runtime_cache=so_dir / "verilator_runtime")
+            if failed is not None:
+                return None, failed, node.name
+            bin_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(binary, bin_dir / "sim")
+            (bin_dir / "layer").write_text(node.name, encoding="utf-8")
+            return bin_dir / "sim", round(time.perf_counter() - t0, 2), node.name
+        (binary, built, owner), _ = _once(f"sim {bkey}", build_once)
+        if isinstance(built, SimResult):  # the build failed (for every layer of this RTL)
+            op.sim = built
+        else:
+            if owner != node.name:
+                op.simulator_from = owner
+                _alias_parameter_files(hdl, node.name, owner)
+            op.sim = run(binary, intf, hdl, in_words, exp_words, limit,
+                         max_cycles=20 * max(1, op.finn_exp_cycles) + 100_000,
+                         compare_bits=int(inst.get_outstream_width()))
+            if isinstance(built, float) and owner == node.name:
+                op.sim.build_s = built
+        _store(d / "sim.json", key, op.sim)
     return op
+
+
+def _alias_parameter_files(hdl: Path, name: str, owner: str) -> None:
+    """A simulator compiled for layer `owner` reads its parameter files ($readmemh) under
+    `owner`'s names: give it this layer's own files under those names."""
+    own = re.compile(re.escape(name) + r"(?![0-9])")
+    for p in list(hdl.iterdir()):
+        if p.is_file() and p.suffix not in _HDL_SUFFIXES and own.search(p.name):
+            shutil.copyfile(p, hdl / own.sub(owner, p.name))
 
 
 def _cached(path: Path, key: str, cls):
     if path.is_file():
         data = json.loads(path.read_text(encoding="utf-8"))
+        data.pop("_layer", None)
         if data.pop("_key", None) == key:
             return cls.model_validate(data)
     return None
 
 
-def _store(path: Path, key: str, result) -> None:
+def _store(path: Path, key: str, result, layer: str | None = None) -> None:
     if result.status in ("timeout", "unavailable"):  # may work next time
         return
-    path.write_text(json.dumps({**result.model_dump(mode="json"), "_key": key}),
-                    encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".part{threading.get_ident()}")
+    tmp.write_text(json.dumps({**result.model_dump(mode="json"), "_key": key, "_layer": layer}),
+                   encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def run_child(job: dict) -> int:
@@ -322,7 +497,8 @@ def run_child(job: dict) -> int:
                              "step_fpgaslim_layer_table.onnx"))
     res = json.loads((work / "finn" / "report" / "estimate_layer_resources.json")
                      .read_text(encoding="utf-8"))
-    finn_lut = {k: float(v.get("LUT", 0)) for k, v in res.items() if isinstance(v, dict)}
+    finn_res = {k: {r: float(v.get(r, 0)) for r in ("LUT", "BRAM_18K", "DSP")}
+                for k, v in res.items() if isinstance(v, dict)}
     tools = {"yosys": yosys_version() if job["synth"] == "yosys" else None,
              "verilator": verilator_version() if job["sim"] == "verilator" else None}
     memo: dict = {}
@@ -343,7 +519,7 @@ def run_child(job: dict) -> int:
     def one(node) -> LayerOpinion:
         inst = getHWCustomOp(node)
         try:
-            op = _layer(node, model, inst, job, so_dir, tensors, finn_lut, tools)
+            op = _layer(node, model, inst, job, so_dir, tensors, finn_res, tools)
         except Exception as exc:  # noqa: BLE001  (FINN's code generation for one layer)
             op = LayerOpinion(name=node.name, op_type=node.op_type,
                               note=f"FINN could not generate this layer's RTL: "
@@ -388,7 +564,9 @@ def _summary(op: LayerOpinion) -> str:
                      else f"sim {op.sim.status}")
     if op.note and op.synth is None and op.sim is None:
         parts.append(op.note)
-    return ": ".join([parts[0], ", ".join(parts[1:])]) + (" (cached)" if op.cached else "")
+    return (": ".join([parts[0], ", ".join(parts[1:])]) + (" (cached)" if op.cached else "")
+            + (f" (synthesis of {op.synth_from})" if op.synth_from else "")
+            + (f" (simulator of {op.simulator_from})" if op.simulator_from else ""))
 
 
 def main() -> int:
@@ -408,8 +586,9 @@ def render_second_opinion(so: SecondOpinion):
                "get_exp_cycles()" + (f". {so.note}" if so.note else ""))
     t = Table(title=f"Second opinion on {so.rtl_layers} RTL layers ({so.synthesized} "
               f"synthesized, {so.simulated_bit_exact} simulated bit-exact)", caption=caption)
-    for col in ("layer", "FINN LUT (est.)", "Yosys LUT", "FF", "BRAM_18K", "DSP",
-                "FINN cycles (exp.)", "Verilator cycles", "bit-exact", "note"):
+    for col in ("layer", "FINN LUT (est.)", "Yosys LUT", "FF", "BRAM_18K Yosys (FINN est.)",
+                "DSP Yosys (FINN est.)", "FINN cycles (exp.)", "Verilator cycles", "bit-exact",
+                "note"):
         t.add_column(col, overflow="fold")
     for x in so.layers:
         s, m = x.synth, x.sim
@@ -418,14 +597,23 @@ def render_second_opinion(so: SecondOpinion):
                              None if m is None or m.bit_exact else m.reason) if n]
         if ok and s.scope != "whole layer":
             notes.append(s.scope)
+        if x.synth_from:
+            notes.append(f"same RTL as {x.synth_from}: synthesized once")
         t.add_row(x.name, "" if x.finn_LUT is None else f"{x.finn_LUT:,.0f}",
                   f"{s.LUT:,}" if ok else "", f"{s.FF:,}" if ok else "",
-                  f"{s.BRAM_18K}" if ok else "", f"{s.DSP}" if ok else "",
+                  _beside(s.BRAM_18K if ok else None, x.finn_BRAM_18K),
+                  _beside(s.DSP if ok else None, x.finn_DSP),
                   "" if x.finn_exp_cycles is None else f"{x.finn_exp_cycles:,}",
                   f"{m.cycles:,}" if m is not None and m.cycles is not None else "",
                   "" if m is None or m.bit_exact is None else ("yes" if m.bit_exact else "NO"),
                   "; ".join(notes)[:160])
     return t
+
+
+def _beside(yosys: int | None, finn: float | None) -> str:
+    """'2 (1)': Yosys's count, FINN's estimate in brackets."""
+    est = "" if finn is None else f"({finn:,.0f})"
+    return " ".join(x for x in ("" if yosys is None else f"{yosys:,}", est) if x)
 
 
 def tool_status(env=None) -> dict[str, str | None]:

