@@ -1,10 +1,10 @@
 """Folding side by side, same variants, same budget (85 % LUT, 100 % BRAM_18K/URAM/DSP):
 (a) FINN's SetFolding at the user's target (the default build), (b) the folding search over
 target_fps x mvau_wwidth_max (hw/folding_search.py), (c) the optimal folding
-(hw/folding_run.py), on FINN's default layers and (c2) with prefer_rtl (RTL MVAUs: DSP-packed
-MACs, standalone thresholds); (d)/(d2) the fewest LUTs at (b)'s frame rate. Every fps/resource
-figure is a FINN estimate (finn-plus, 10 ns) of a real
-estimate build; wall times are measured on this machine.
+(hw/folding_run.py), on FINN's default layers, (c2) with prefer_rtl (RTL MVAUs: DSP-packed
+MACs, standalone thresholds) and (c3) choosing HLS or RTL per layer (`maxfit`'s default);
+(d)/(d2)/(d3) the fewest LUTs at (b)'s frame rate. Every fps/resource figure is a FINN estimate
+(finn-plus, 10 ns) of a real estimate build; wall times are measured on this machine.
 
     .venv/bin/python benchmarks/bench_folding.py --run RUN [--variants a,b] [--board pynq-z1]
     .venv/bin/python benchmarks/bench_folding.py            # a ResNet-20 w4a4 on 28x28
@@ -35,16 +35,24 @@ from fpgaslim.hw.folding_run import maxfit  # noqa: E402
 COLUMNS = [("variant", "variant"), ("folding", "folding"), ("fps", "fps", ",.0f"),
            ("x search", "vs_search", ".2f"), ("LUT", "LUT", ",.0f"), ("LUT %", "LUT_pct", ".1f"),
            ("BRAM_18K", "BRAM_18K", ".0f"), ("DSP", "DSP", ".0f"),
+           ("MVAU HLS/RTL", "mvau"),
            ("fits budget", "fits_budget"), ("wall s", "wall_s", ".1f"),
            ("CPU s", "cpu_s", ".1f")]
 SOURCES = {"fps/LUT/BRAM_18K/URAM/DSP": "FINN estimate (finn-plus 1.6.1, clock 10 ns) of an "
            "estimate build: (a) SetFolding at the target, (b) the search's best probe "
-           "(resources = its % of board x capacity), (c)/(c2)/(d)/(d2) the build with the "
-           "optimizer's folding config", "dwc_LUT (JSON)": "FINN's DWC LUT estimate the optimizer charged "
+           "(resources = its % of board x capacity), (c)..(d3) the build with the "
+           "optimizer's folding config ((c3)/(d3): and its per-node HLS/RTL choice)", "dwc_LUT (JSON)": "FINN's DWC LUT estimate the optimizer charged "
            "(the estimate build inserts no converters)", "wall s": "measured on this machine when the result was made (optimal: stored with "
            "it; empty: a cached search result, whose time is not stored)", "CPU s": "CPU time of "
            "this process and its children for the row in this run (0: cached; the machine "
            "is shared, so CPU time is the steadier figure)"}
+
+
+def _styles(impl: dict[str, int] | None) -> dict[str, Any]:
+    """The confirming build's MVAU implementation styles, "HLS/RTL" counts."""
+    if not impl:
+        return {}
+    return {"impl": impl, "mvau": f"{impl.get('MVAU_hls', 0)}/{impl.get('MVAU_rtl', 0)}"}
 
 
 def cpu_s() -> float:
@@ -80,12 +88,13 @@ def rows_for(run: RunDir, vid: str, board: str, budget: Budget, target: int | No
          "fits_budget": all((rep.resources[k].percent or 0) <= getattr(budget, k)
                             for k in RESOURCES), "wall_s": a_wall, "cpu_s": cpu_s() - c0}
     out = [a]
-    runs = (("search", settings, "(b) search target x wwidth"),
-            ("optimal", settings, "(c) optimal"),
-            ("optimal", {**settings, "prefer_rtl": True}, "(c2) optimal, prefer_rtl"))
-    for method, build, name in runs:
+    runs = (("search", settings, "fixed", "(b) search target x wwidth"),
+            ("optimal", settings, "fixed", "(c) optimal, FINN's default layers"),
+            ("optimal", {**settings, "prefer_rtl": True}, "fixed", "(c2) optimal, prefer_rtl"),
+            ("optimal", settings, "mix", "(c3) optimal, HLS/RTL per layer"))
+    for method, build, styles, name in runs:
         t0, c0 = time.perf_counter(), cpu_s()
-        m = maxfit(run, vid, board, method, build, budget)
+        m = maxfit(run, vid, board, method, build, budget, styles=styles)
         cached = Path(m["path"]).stat().st_mtime < time.time() - (time.perf_counter() - t0) - 1
         wall = m.get("timings", {}).get("total_s") or (None if cached else
                                                       time.perf_counter() - t0)
@@ -93,23 +102,28 @@ def rows_for(run: RunDir, vid: str, board: str, budget: Budget, target: int | No
                     "LUT_pct": m["percent"].get("LUT"), "fits_budget": m["fits_budget"],
                     "wall_s": wall, "cpu_s": cpu_s() - c0, "source": m["source"],
                     **({"dwc_LUT": m["dwc_LUT"]} if "dwc_LUT" in m else {}),
-                    **({"timings": m["timings"]} if "timings" in m else {})})
+                    **({"timings": m["timings"]} if "timings" in m else {}),
+                    **_styles(m.get("impl"))})
     search_fps = out[1]["fps"]
     from fpgaslim.hw.folding_run import load_optfit, optimize_variant
 
-    for build, name in ((settings, "(d) optimal, fewest LUTs at (b)'s fps"),
-                        ({**settings, "prefer_rtl": True}, "(d2) as (d), prefer_rtl")):
+    for build, styles, name in ((settings, "fixed", "(d) optimal, fewest LUTs at (b)'s fps"),
+                                ({**settings, "prefer_rtl": True}, "fixed",
+                                 "(d2) as (d), prefer_rtl"),
+                                (settings, "mix", "(d3) as (d), HLS/RTL per layer")):
         if not search_fps:  # like for like: the optimizer's fewest LUTs at the search's fps
             break
         t0, c0 = time.perf_counter(), cpu_s()
-        f = load_optfit(optimize_variant(run, vid, board, build, budget, at_fps=search_fps))
+        f = load_optfit(optimize_variant(run, vid, board, build, budget, at_fps=search_fps,
+                                         styles=styles))
         out.append({"folding": name,
                     "fps": None if f.fps is None else f.fps.value,
                     **{k: (f.resources[k].value if k in f.resources else None)
                        for k in RESOURCES}, "LUT_pct": f.percent.get("LUT"),
                     "fits_budget": f.fits_budget,
                     "wall_s": f.timings.get("total_s") or time.perf_counter() - t0,
-                    "cpu_s": cpu_s() - c0, "source": f.source, "timings": f.timings})
+                    "cpu_s": cpu_s() - c0, "source": f.source, "timings": f.timings,
+                    **_styles(f.impl)})
     for r in out:
         r["variant"] = vid
         r["vs_search"] = None if not (search_fps and r["fps"]) else r["fps"] / search_fps

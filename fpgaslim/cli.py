@@ -363,11 +363,15 @@ def doctor() -> None:
               help="target fps grid ratio (--method search)")
 @click.option("--prefer-rtl", is_flag=True, help="FINN's RTL layers wherever it has them "
               "(RTL MVAUs: DSP-packed MACs, standalone thresholds) instead of its default")
+@click.option("--styles", type=click.Choice(["mix", "fixed"]), default="mix",
+              show_default=True, help="(--method optimal) mix: HLS or RTL chosen per layer "
+              "(on the standalone-thresholds graph); fixed: the graph's own styles (FINN's "
+              "default, or RTL wherever it can with --prefer-rtl)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @_handle_errors
 def maxfit(run: Path, variant_id: str, board: str, method: str, budget_lut: float,
            budget_bram: float, budget_uram: float, budget_dsp: float, step_factor: float,
-           prefer_rtl: bool, as_json: bool) -> None:
+           prefer_rtl: bool, styles: str, as_json: bool) -> None:
     """Highest estimated fps whose folding fits the board's budget (cached per inputs)."""
     import json
 
@@ -379,7 +383,8 @@ def maxfit(run: Path, variant_id: str, board: str, method: str, budget_lut: floa
     budget = validate(Budget, {"LUT": budget_lut, "BRAM_18K": budget_bram, "URAM": budget_uram,
                                "DSP": budget_dsp}, "maxfit budget")
     m = run_maxfit(RunDir(run), variant_id, board, method,
-                   {"prefer_rtl": True} if prefer_rtl else {}, budget, step_factor)
+                   {"prefer_rtl": True} if prefer_rtl else {}, budget, step_factor,
+                   styles=styles)
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
@@ -388,7 +393,10 @@ def maxfit(run: Path, variant_id: str, board: str, method: str, budget_lut: floa
         return
     how = (f"target {m['target_fps']:,.0f}, mvau_wwidth_max {m['mvau_wwidth_max']}"
            if method == "search" else f"bottleneck {m['bottleneck_layer']}, "
-           f"default folding {m['default_fps'] or 0:,.0f} fps")
+           f"default folding {m['default_fps'] or 0:,.0f} fps" + (
+               "; layers " + ", ".join(f"{op} x{n}" for op, n in m["impl"].items()
+                                       if op.startswith(("MVAU", "Thresholding", "VVAU")))
+               if m.get("styles") == "mix" else ""))
     click.echo(f"{variant_id} on {m['board']}: max-fit {m['fps']:,.0f} fps ({method}; {how}); "
                "uses " + ", ".join(f"{k} {m[k]:,.0f} ({m['percent'].get(k, 0):.1f}%)"
                                    for k in ("LUT", "BRAM_18K", "URAM", "DSP"))
@@ -401,10 +409,17 @@ def maxfit(run: Path, variant_id: str, board: str, method: str, budget_lut: floa
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="report folder (default: <first run>/report)")
 @click.option("--detail", help="variant (or run/variant) of the per-layer plots")
+@click.option("--maxfit", "run_maxfit", is_flag=True, help="first run the optimal folding "
+              "(85 % LUT, HLS/RTL per layer) of every variant x board that has no max-fit "
+              "yet (minutes per variant; cached by its build key)")
 @_handle_errors
-def compare(runs: tuple[Path, ...], out: Path | None, detail: str | None) -> None:
+def compare(runs: tuple[Path, ...], out: Path | None, detail: str | None,
+            run_maxfit: bool) -> None:
     """Compare the built variants of one or more runs: table, CSV, Markdown, HTML + plots."""
-    from fpgaslim.compare import compare_runs
+    from fpgaslim.compare import compare_runs, run_missing_maxfits
+
+    if run_maxfit:
+        run_missing_maxfits(list(runs))
 
     result = compare_runs(list(runs), out or runs[0] / "report", detail_variant=detail)
     _console().print(result.table())

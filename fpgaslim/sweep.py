@@ -81,6 +81,8 @@ class FoldingSearchSettings(BaseModel):
         "LUT": 85.0, "BRAM_18K": 100.0, "URAM": 100.0, "DSP": 100.0})
     mvau_wwidth_max: list[int] = Field(default_factory=lambda: [36, 1024])
     step_factor: float = Field(1.25, gt=1.0)
+    # (optimal) "mix": HLS or RTL chosen per layer; "fixed": the build settings' own graph
+    styles: Literal["mix", "fixed"] = "mix"
 
 
 class ParallelSettings(BaseModel):
@@ -195,7 +197,7 @@ def _maxfit_task(run_path: str, variant_id: str, board: "Board", build: dict[str
         from fpgaslim.hw.folding_run import optimize_variant
 
         return str(optimize_variant(RunDir(run_path), variant_id, board, build,
-                                    Budget(**search["budget"])))
+                                    Budget(**search["budget"]), styles=search["styles"]))
     from fpgaslim.hw.folding_search import FoldingSearch, search_variant
 
     return str(search_variant(RunDir(run_path), variant_id, board, build,
@@ -210,8 +212,8 @@ def _maxfit_plan(run: RunDir, vid: str, board: "Board", build: dict[str, Any],
         from fpgaslim.hw.folding_run import optfit_done, optfit_path
 
         budget = Budget(**search.budget)
-        return (optfit_path(run, vid, board, build, budget),
-                optfit_done(run, vid, board, build, budget))
+        return (optfit_path(run, vid, board, build, budget, styles=search.styles),
+                optfit_done(run, vid, board, build, budget, styles=search.styles))
     from fpgaslim.hw.folding_search import FoldingSearch, maxfit_path, search_done
 
     return (maxfit_path(run, vid, board, build),

@@ -52,6 +52,9 @@ class BitfileConfig(BaseModel):
     synth_clk_period_ns: float = Field(10.0, gt=0)
     target_fps: int | None = Field(None, gt=0)
     folding_config_file: str | None = None  # laid over the weight placement's folding
+    # FINN's specialize-layers config (per node HLS/RTL): with an optimal folding of styles
+    # "mix", its specialize_config.json beside the folding config
+    specialize_config_file: str | None = None
     mvau_wwidth_max: int = Field(36, gt=0)
     auto_fifo_depths: bool = True
     auto_fifo_strategy: Literal["distributed_sim", "live_fifo", "force_minimal_fifos"] = \
@@ -98,6 +101,7 @@ def resolve_board(board: str | Board | Mapping[str, Any]) -> tuple[str, str]:
 def bitfile_config(board: str | Board, output_dir: str | Path, *, clock_ns: float = 10.0,
                    target_fps: int | None = None,
                    folding_config_file: str | Path | None = None, mvau_wwidth_max: int = 36,
+                   specialize_config_file: str | Path | None = None,
                    weights: str = "onchip", fifo_strategy: str = "distributed_sim",
                    vitis_platform: str | None = None, prefer_rtl: bool = False,
                    streamline: str = "fast") -> BitfileConfig:
@@ -110,6 +114,8 @@ def bitfile_config(board: str | Board, output_dir: str | Path, *, clock_ns: floa
         target_fps=int(target_fps) if target_fps else None,
         folding_config_file=str(Path(folding_config_file).resolve())
         if folding_config_file else None,
+        specialize_config_file=str(Path(specialize_config_file).resolve())
+        if specialize_config_file else None,
         mvau_wwidth_max=mvau_wwidth_max, weights=weights, auto_fifo_strategy=fifo_strategy,
         vitis_platform=vitis_platform, prefer_rtl=prefer_rtl, streamline=streamline)
 
@@ -125,6 +131,7 @@ def bitfile_job(cfg: BitfileConfig, onnx_path: str | Path) -> BuildJob:
         board=cfg.board, fpga_part=cfg.fpga_part, clock_ns=cfg.synth_clk_period_ns,
         target_fps=cfg.target_fps, mvau_wwidth_max=cfg.mvau_wwidth_max, weights=cfg.weights,
         folding_config=cfg.folding_config_file, streamline=cfg.streamline,
+        specialize_config=cfg.specialize_config_file,
         prefer_rtl=cfg.prefer_rtl,
         hardware=HardwareOptions(generate_outputs=cfg.generate_outputs,
                                  auto_fifo_depths=cfg.auto_fifo_depths,

@@ -114,7 +114,8 @@ def _store_prefix(cache: Path, finn_out: Path) -> None:
 
 def estimate_job(onnx_path: Path, out: Path, settings: BuildSettings, board: Board, *,
                  exec_npy: Path | None = None,
-                 folding_config: Path | None = None) -> BuildJob:
+                 folding_config: Path | None = None,
+                 specialize_config: Path | None = None) -> BuildJob:
     """The estimate build's job for the child: preset "estimate" (with prefer_rtl's step),
     FINN's own verification on out/verify_input.npy, the board's part and capacities."""
     return BuildJob(
@@ -123,6 +124,7 @@ def estimate_job(onnx_path: Path, out: Path, settings: BuildSettings, board: Boa
         fpga_part=board.part, clock_ns=settings.clock_ns, target_fps=settings.target_fps,
         mvau_wwidth_max=settings.mvau_wwidth_max, weights=settings.weights,
         folding_config=str(Path(folding_config).resolve()) if folding_config else None,
+        specialize_config=str(Path(specialize_config).resolve()) if specialize_config else None,
         streamline=settings.streamline, prefer_rtl=settings.prefer_rtl,
         verify_steps=settings.verify_steps, verify_input_npy=str(out / "verify_input.npy"),
         verify_expected_npy=str(out / "verify_expected.npy"),
@@ -185,7 +187,8 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
                    *, model: nn.Module | None = None, images: torch.Tensor | None = None,
                    labels: torch.Tensor | None = None, variant: str | None = None,
                    prefix_cache: Path | None = None,
-                   folding_config: Path | None = None, reference=None,
+                   folding_config: Path | None = None,
+                   specialize_config: Path | None = None, reference=None,
                    reference_source: str | None = None,
                    board: Board | None = None) -> HardwareReport:
     """Run finn-plus's estimate flow on a QONNX file and return its report.
@@ -196,7 +199,8 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
     `prefix_cache`: a folder where the board-independent first steps' outputs are kept and
     reused by builds of the same graph (same file, same verification data) for other boards.
     `folding_config`: a FINN folding-config JSON applied over the weight placement's (the
-    folding optimizer's choice, hw/folding_run.py).
+    folding optimizer's choice, hw/folding_run.py); `specialize_config`: FINN's
+    specialize-layers config (per node HLS or RTL, the optimizer's mix).
     `reference` (without `model`): a function images -> logits, e.g. the QONNX file executed by
     qonnx, that all images are compared against instead (labelled `reference_source`).
     `board`: the Board, looked up by the caller (else settings.board is looked up here)."""
@@ -217,7 +221,7 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
     x = images.detach().cpu().float()
     ref_logits, exec_npy = _write_verification_inputs(out, onnx_path, x, model, reference)
     job = estimate_job(onnx_path, out, settings, board, exec_npy=exec_npy,
-                       folding_config=folding_config)
+                       folding_config=folding_config, specialize_config=specialize_config)
     job, child, wall = _run_with_prefix(job, onnx_path, settings, prefix_cache)
     report = build_report(out / "finn", board, settings.model_dump(mode="json"),
                           finn_compat.provenance(settings.clock_ns), variant=variant)

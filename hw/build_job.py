@@ -67,6 +67,9 @@ class BuildJob(BaseModel):
     mvau_wwidth_max: int = Field(36, gt=0)
     weights: Literal["auto", "onchip", "external"] = "onchip"
     folding_config: str | None = None  # laid over the weight placement's folding config
+    # FINN's specialize_layers_config_file: per node preferred_impl_style (hls/rtl), applied
+    # in step_specialize_layers over prefer_rtl's (the folding optimizer's per-layer mix)
+    specialize_config: str | None = None
     streamline: Literal["fast", "stock"] = "fast"
     prefer_rtl: bool = False  # FINN's standalone (RTL) thresholds; the step is in `steps`
     verify_steps: bool = False  # FINN's QONNX_TO_FINN / TIDY_UP / STREAMLINED python checks

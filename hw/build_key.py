@@ -5,7 +5,9 @@ The key is a hash of everything that changes a build's result: the variant's mod
 inputs' sha256), the data its verification images come from and their count, the board, the
 BuildSettings fields that reach FINN (clock, target_fps, weight placement, mvau_wwidth_max,
 prefer_rtl, FINN's own verification steps), the kind of build with its own settings (a
-max-fit's budget and grid), the finn-plus version and fpgaslim's build-pipeline versions.
+max-fit's budget and grid; an optimal folding's `styles`, whether it picks HLS or RTL per
+layer, which changes the graph FINN builds), the finn-plus version and fpgaslim's
+build-pipeline versions.
 Settings that leave the result as it is are listed once, in UNKEYED.
 
 Every finished build writes a record, `build.json`, beside its result (report.json or

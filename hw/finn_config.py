@@ -62,6 +62,7 @@ def finn_config(job: BuildJob) -> FpgaslimBuildConfig:
         generate_outputs=[fb.DataflowOutputType(o) for o in outputs],
         steps=resolve_steps(job.steps), save_intermediate_models=True,
         start_step=job.start_step, standalone_thresholds=job.prefer_rtl,
+        specialize_layers_config_file=job.specialize_config,
         fpgaslim_progress=str(job.progress), fpgaslim_weights=job.weights,
         fpgaslim_bram_18k=job.board.BRAM_18K, fpgaslim_uram=job.board.URAM,
         fpgaslim_folding=job.folding_config, fpgaslim_streamline=job.streamline, **extra)

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fpgaslim.core.errors import ConfigError
+from fpgaslim.core.errors import ConfigError, FpgaslimError
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 
@@ -231,9 +231,39 @@ def next_faster(table: dict, cycles: int) -> int | None:
     return ts[i - 1] if i > 0 else None
 
 
+def chosen_ops(table: dict, choice: list[int]) -> dict[str, str]:
+    """Each HW node's op type (`MVAU_hls`, `MVAU_rtl`, ...) in the graph the choice makes."""
+    ops = dict(table.get("ops", {}))
+    for u, i in enumerate(choice):
+        ops.update(table["units"][u]["candidates"][i].get("impl", {}))
+    return ops
+
+
+def finn_names(table: dict, ops: dict[str, str]) -> dict[str, str]:
+    """The name FINN gives each of the table's nodes in the graph specialized as `ops`:
+    SpecializeLayers keeps the node order and GiveUniqueNodeNames names every node
+    `<op_type>_<k>`, k counting that op type in order. Checked on the table's own graph (its
+    nodes must be named that way), so a graph named otherwise is an error, not a wrong file."""
+    order = table.get("order") or []
+    own = _names_in_order(order, table.get("ops", {}))
+    if any(own[n] != n for n in order):
+        bad = next(n for n in order if own[n] != n)
+        raise FpgaslimError(f"the tabulated graph's node {bad} is not named as FINN's "
+                            f"GiveUniqueNodeNames would ({own[bad]}): cannot name its layers "
+                            "in a graph specialized differently")
+    return _names_in_order(order, ops)
+
+
+def is_mixed(table: dict, choice: list[int]) -> bool:
+    """Whether the choice specializes any layer differently from the tabulated graph."""
+    return chosen_ops(table, choice) != table.get("ops", chosen_ops(table, choice))
+
+
 def folding_config(table: dict, choice: list[int]) -> dict[str, Any]:
     """FINN folding-config JSON (ApplyConfig's format) of a choice: every node's chosen
-    attributes, weight nodes also keeping the memory mode of the graph they came from."""
+    attributes, weight nodes also keeping the memory mode of the graph they came from, under
+    the names the nodes have in the graph the choice specializes (finn_names)."""
+    rename = finn_names(table, chosen_ops(table, choice)) if is_mixed(table, choice) else {}
     config: dict[str, Any] = {"Defaults": {}}
     for u, i in enumerate(choice):
         for name, attrs in table["units"][u]["candidates"][i]["attrs"].items():
@@ -241,5 +271,31 @@ def folding_config(table: dict, choice: list[int]) -> dict[str, Any]:
             mem = table["start"].get(name, {}).get("mem_mode")
             if mem is not None:
                 entry["mem_mode"] = mem
-            config[name] = entry
+            config[rename.get(name, name)] = entry
     return config
+
+
+def specialize_config(table: dict, choice: list[int]) -> dict[str, Any] | None:
+    """FINN's specialize-layers config (step_specialize_layers' `specialize_layers_config_file`,
+    ApplyConfig's format) giving every HW node its chosen `preferred_impl_style`, under the
+    names step_specialize_layers gives the unspecialized nodes (`<op>_<k>`, as finn_names);
+    None when the choice keeps the tabulated graph's styles (nothing to ask FINN for)."""
+    if not is_mixed(table, choice):
+        return None
+    ops = chosen_ops(table, choice)
+    finn_names(table, ops)  # checks that the table's graph is named FINN's way
+    generic = {n: ops[n].rsplit("_", 1)[0] if ops[n].endswith(("_hls", "_rtl")) else ops[n]
+               for n in table["order"]}
+    pre = _names_in_order(table["order"], generic)
+    return {"Defaults": {}, **{pre[n]: {"preferred_impl_style": ops[n].rsplit("_", 1)[1]}
+                               for n in table["order"] if ops[n].endswith(("_hls", "_rtl"))}}
+
+
+def _names_in_order(order: list[str], ops: dict[str, str]) -> dict[str, str]:
+    """GiveUniqueNodeNames' naming (qonnx, and finn's ...Recursive without a prefix)."""
+    count: dict[str, int] = {}
+    out = {}
+    for n in order:
+        out[n] = f"{ops[n]}_{count.get(ops[n], 0)}"
+        count[ops[n]] = count.get(ops[n], 0) + 1
+    return out

@@ -20,6 +20,18 @@ FINN's HW ops read only their node's attributes, so two layers with the same op 
 attributes (bar the knobs tabulated and name-derived paths) and the same constant inputs have
 the same candidates: each such layer signature is evaluated once (ResNet stages repeat their
 blocks), and with a cache folder once across graphs (a sweep's variants share most layers).
+
+Implementation style (`mix=True`): FINN specializes each HW layer as HLS or RTL
+(step_specialize_layers; per node its `preferred_impl_style`). The table then also holds,
+for every layer FINN specialized as RTL that has an HLS variant (MVAU, Thresholding, ...),
+the HLS variant's candidates: the graph is specialized the other way the way FINN's
+SpecializeLayers does it (the node re-made as `<op>_hls` with all its attributes) and its bit
+widths minimized again by FINN's own transformations, as step_minimize_bit_width does (the
+two variants adjust threshold widths differently), and tabulated like the first. Each
+candidate names its nodes' op types (`impl`); `folding_config` and `specialize_config` (in
+hw/folding_opt.py) turn a mixed choice into FINN's two config files. (RTL-to-HLS only: a
+layer FINN made HLS has no RTL variant or cannot be one, e.g. an MVAU with embedded
+thresholds.)
 """
 
 from __future__ import annotations
@@ -39,7 +51,7 @@ AP_INT_MAX_W = 8191  # finn.util.basic.MAX_ALLOWED_AP_INT_W
 PE_OPS = ("DuplicateStreams", "GlobalAccPool", "Thresholding", "ReplicateStream",
           "Elementwise", "AddStreams", "ChannelwiseOp", "Squeeze", "Unsqueeze", "Reshape")
 SIMD_OPS = ("FMPadding", "StreamingMaxPool")
-TABLE_VERSION = "fpgaslim-folding-table/2"  # bump when a unit's candidates change
+TABLE_VERSION = "fpgaslim-folding-table/3"  # bump when a unit's candidates change
 #: attributes that name files or record results, not what the layer computes
 _NOT_SIGNATURE = ("code_gen_dir_cppsim", "code_gen_dir_ipgen", "executable_path", "ipgen_path",
                   "ip_path", "ip_vlnv", "gen_top_module", "rtlsim_so", "rtlsim_trace",
@@ -146,16 +158,17 @@ def _dwc_lut(inw: int, outw: int, part: str) -> int:
 
 
 def tabulate(model: Any, part: str, cache: str | Path | None = None,
-             memo: bool = True) -> dict[str, Any]:
+             memo: bool = True, mix: bool = False) -> dict[str, Any]:
     """The cost-model table of a specialized FINN dataflow graph (see the module docstring).
     `cache`: a folder of per-signature candidate lists, read and added to. `memo=False`
-    evaluates every unit (the test that signatures change nothing)."""
+    evaluates every unit (the test that signatures change nothing). `mix`: also the HLS
+    variant of every RTL layer that has one (module docstring)."""
     from finn.util.basic import getHWCustomOp
 
+    graphs = [model] + ([g for g in [_other_style(model)] if g is not None] if mix else [])
     hw = [n for n in model.graph.node if n.domain.startswith("finn.custom_op.fpgadataflow")]
-    inst = {n.name: getHWCustomOp(n) for n in hw}
     unit_of: dict[str, int] = {}
-    units: list[dict[str, Any]] = []
+    nodes_of: list[list[str]] = []
     tied: dict[str, Any] = {}
     for n in hw:
         if _base(n.op_type) in ("VVAU", "Pool"):
@@ -165,53 +178,119 @@ def tabulate(model: Any, part: str, cache: str | Path | None = None,
     for n in hw:
         if n.name in unit_of:
             continue
-        if n.name in tied:
-            c = tied[n.name]
-            nodes, combos = [n, c], _tied_knobs(n, c, inst[c.name], inst[n.name])
-        else:
-            nodes = [n]
-            combos = [{n.name: k} for k in node_knobs(n, inst[n.name])]
+        nodes = [n.name] + ([tied[n.name].name] if n.name in tied else [])
         for m in nodes:
-            unit_of[m.name] = len(units)
-        units.append({"name": "+".join(m.name for m in nodes), "nodes": [m.name for m in nodes],
-                      "combos": combos})
+            unit_of[m] = len(nodes_of)
+        nodes_of.append(nodes)
     edges, internal = _edges(model, hw, unit_of)
-    start = {n.name: _attrs(inst[n.name]) for n in hw}
-    seen: dict[str, list[dict]] = {}
+    ops = {n.name: n.op_type for n in hw}
     stats = {"evaluated": 0, "memo": 0, "cache": 0}
-    for u in units:
-        sig = _signature(model, inst, u, internal, part)
-        generic = seen.get(sig) if memo else None
-        if generic is not None:
-            stats["memo"] += 1
-        else:
-            generic = _cache_get(cache, sig) if memo else None
-            stats["cache" if generic is not None else "evaluated"] += 1
-        if generic is None:
-            cands = [c for c in (_evaluate(model, inst, u, combo, internal, part)
-                                 for combo in u["combos"]) if c is not None]
-            generic = _rename(cands, {n: f"#{i}" for i, n in enumerate(u["nodes"])})
-            if memo:
-                _cache_put(cache, sig, generic)
-            for name in u["nodes"]:  # leave the graph as it came
-                for k, v in start[name].items():
-                    inst[name].set_nodeattr(k, v)
-        seen[sig] = generic
-        u.pop("combos")
-        u["candidates"] = _rename(generic, {f"#{i}": n for i, n in enumerate(u["nodes"])})
+    seen: dict[str, list[dict]] = {}
+    cands_of: list[list[dict]] = [[] for _ in nodes_of]
+    start: dict[str, Any] = {}
+    for gi, g in enumerate(graphs):
+        by_name = {n.name: n for n in g.graph.node}
+        inst = {name: getHWCustomOp(by_name[name]) for name in ops}
+        if gi == 0:
+            start = {name: _attrs(inst[name]) for name in ops}
+        for u, nodes in enumerate(nodes_of):
+            g_ops = [by_name[m].op_type for m in nodes]
+            if gi > 0 and g_ops == [ops[m] for m in nodes]:
+                continue  # not restyled: the same candidates as in the first graph
+            if len(nodes) == 2:
+                combos = _tied_knobs(by_name[nodes[0]], by_name[nodes[1]], inst[nodes[1]],
+                                     inst[nodes[0]])
+            else:
+                combos = [{nodes[0]: k} for k in node_knobs(by_name[nodes[0]], inst[nodes[0]])]
+            unit = {"nodes": nodes, "combos": combos}
+            before = {m: _attrs(inst[m]) for m in nodes}
+            sig = _signature(g, inst, unit, internal, part)
+            generic = seen.get(sig) if memo else None
+            if generic is not None:
+                stats["memo"] += 1
+            else:
+                generic = _cache_get(cache, sig) if memo else None
+                stats["cache" if generic is not None else "evaluated"] += 1
+            if generic is None:
+                cands = [c for c in (_evaluate(g, inst, unit, combo, internal, part)
+                                     for combo in combos) if c is not None]
+                generic = _rename(cands, {n: f"#{i}" for i, n in enumerate(nodes)})
+                if memo:
+                    _cache_put(cache, sig, generic)
+                for name in nodes:  # leave the graph as it came
+                    for k, v in before[name].items():
+                        inst[name].set_nodeattr(k, v)
+            seen[sig] = generic
+            cands_of[u] += _rename(generic, {f"#{i}": n for i, n in enumerate(nodes)})
+    units = [{"name": "+".join(nodes), "nodes": nodes, "candidates": c}
+             for nodes, c in zip(nodes_of, cands_of)]
+    keys = _port_keys(units)
     for e in edges:
         src = {tuple(c["ports"][e["src_port"]]) for c in units[e["src"]]["candidates"]}
         dst = {tuple(c["ports"][e["dst_port"]]) for c in units[e["dst"]]["candidates"]}
-        e["dwc"] = {f"{a[0]},{b[0]}": (0 if a[0] == b[0] else _dwc_lut(a[1], b[1], part))
+        e["dwc"] = {f"{keys[e['src_port']][a]},{keys[e['dst_port']][b]}":
+                    (0 if a[0] == b[0] else _dwc_lut(a[1], b[1], part))
                     for a, b in itertools.product(sorted(src), sorted(dst))}
-        for u, port in ((e["src"], e["src_port"]), (e["dst"], e["dst_port"])):
-            for c in units[u]["candidates"]:
-                c["ports"][port] = c["ports"][port][0]
     on_edge = {p for e in edges for p in (e["src_port"], e["dst_port"])}
     for u in units:  # graph inputs/outputs need no converter
         for c in u["candidates"]:
-            c["ports"] = {k: v for k, v in c["ports"].items() if k in on_edge}
-    return {"units": units, "edges": edges, "start": start, "signatures": stats}
+            c["ports"] = {k: keys[k][tuple(v)] for k, v in c["ports"].items() if k in on_edge}
+    return {"units": units, "edges": edges, "start": start, "order": [n.name for n in hw],
+            "ops": ops, "signatures": stats}
+
+
+def _port_keys(units: list[dict]) -> dict[str, dict[tuple, Any]]:
+    """Per stream port, a key for each (folded width, stream bits) seen on it: the folded
+    width (what decides whether InsertDWC inserts a converter), or "width/bits" where two
+    variants give the same folded width different stream bits (their converters differ)."""
+    pairs: dict[str, set] = {}
+    for u in units:
+        for c in u["candidates"]:
+            for k, v in c["ports"].items():
+                pairs.setdefault(k, set()).add(tuple(v))
+    out = {}
+    for k, seen in pairs.items():
+        dims = [a for a, _ in seen]
+        unique = len(set(dims)) == len(dims)
+        out[k] = {p: (p[0] if unique else f"{p[0]}/{p[1]}") for p in seen}
+    return out
+
+
+def _other_style(model: Any) -> Any | None:
+    """A copy of the specialized graph with every RTL layer that has an HLS variant made HLS
+    (SpecializeLayers' own node rewrite: `<op>_hls`, its domain, every attribute kept; node
+    names kept so the two graphs' layers line up), bit widths minimized again with FINN's
+    transformations in step_minimize_bit_width's order. None when no layer changes."""
+    import copy
+
+    from finn.custom_op.fpgadataflow.hls import custom_op as hls_variants
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import (
+        MinimizeAccumulatorWidth)
+    from finn.transformation.fpgadataflow.minimize_weight_bit_width import (
+        MinimizeWeightBitWidth)
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+    from onnx import helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+
+    alt = ModelWrapper(copy.deepcopy(model.model))
+    changed = False
+    for i, node in enumerate(list(alt.graph.node)):
+        if not node.op_type.endswith("_rtl") or f"{_base(node.op_type)}_hls" not in hls_variants:
+            continue
+        new = helper.make_node(f"{_base(node.op_type)}_hls", node.input, node.output,
+                               domain="finn.custom_op.fpgadataflow.hls", name=node.name)
+        new.attribute.extend(node.attribute)
+        alt.graph.node.remove(node)
+        alt.graph.node.insert(i, new)
+        changed = True
+    if not changed:
+        return None
+    for t in (MinimizeWeightBitWidth(), MinimizeAccumulatorWidth(), InferDataTypes(),
+              RoundAndClipThresholds(), InferDataTypes(), MinimizeWeightBitWidth(),
+              InferDataTypes()):
+        alt = alt.transform(t)
+    return alt
 
 
 def _signature(model: Any, inst: dict, unit: dict, internal: list, part: str) -> str:
@@ -257,6 +336,7 @@ def _rename(cands: list[dict], names: dict[str, str]) -> list[dict]:
         return f"{kind}:{names[name]}:{i}"
 
     return [{"attrs": {names[n]: dict(a) for n, a in c["attrs"].items()},
+             "impl": {names[n]: op for n, op in c["impl"].items()},
              "cycles": c["cycles"], "res": dict(c["res"]),
              "ports": {port(k): list(v) for k, v in c["ports"].items()}} for c in cands]
 
@@ -334,19 +414,21 @@ def _evaluate(model: Any, inst: dict, unit: dict, combo: dict, internal: list,
                 res["LUT"] += _dwc_lut(ports[f"out:{a}:{oi}"][1], ports[f"in:{b}:{ii}"][1], part)
     except Exception:  # FINN rejects this combination (e.g. an unsupported window mode)
         return None
-    return {"attrs": combo, "cycles": cycles, "res": res, "ports": ports}
+    return {"attrs": combo, "cycles": cycles, "res": res, "ports": ports,
+            "impl": {name: inst[name].onnx_node.op_type for name in unit["nodes"]}}
 
 
 def main() -> int:
     """Child entry: job.json {"model": onnx path, "part": FPGA part, "out": table path,
-    "cache": optional folder of per-signature candidates, "memo": false to evaluate all}."""
+    "cache": optional folder of per-signature candidates, "memo": false to evaluate all,
+    "mix": true for the HLS variants of RTL layers too}."""
     job = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     # FINN's HW ops and qonnx only: the builder (finn_compat.activate) is not needed for the
     # estimate functions and costs 1.4 s of CPU to import (measured)
     from qonnx.core.modelwrapper import ModelWrapper
 
     table = tabulate(ModelWrapper(job["model"]), job["part"], job.get("cache"),
-                     memo=job.get("memo", True))
+                     memo=job.get("memo", True), mix=job.get("mix", False))
     Path(job["out"]).write_text(json.dumps(table), encoding="utf-8")
     return 0
 

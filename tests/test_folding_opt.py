@@ -36,15 +36,18 @@ def optimized(tiny_run):
 
     run, default = tiny_run
     budget = Budget(LUT=10.0)  # tight: LUT binds well below full parallelism
-    path = optimize_variant(run, "baseline", BOARD, {}, budget, keep_table=True)
+    path = optimize_variant(run, "baseline", BOARD, {}, budget, keep_table=True,
+                            styles="fixed")
     table = json.loads((path.parent / "table.json").read_text(encoding="utf-8"))
     return run, default, budget, path, load_optfit(path), table
 
 
-def _subtable(table: dict) -> dict:
+def _subtable(table: dict, styles: bool = False) -> dict:
     """The same FINN cost model restricted to PE/SIMD in {1, max} (and the RTL window
     generator's parallel window), LUT multipliers and default weight memory: small enough
-    (under 10^6 foldings) to enumerate every folding."""
+    (under 10^6 foldings) to enumerate every folding. `styles`: both HLS and RTL variants
+    kept, so to stay small only MVAU and Thresholding PE in {1, max}, every other knob at
+    its maximum."""
     units = []
     for u in table["units"]:
         keep = []
@@ -56,7 +59,9 @@ def _subtable(table: dict) -> dict:
                 for k in ("PE", "SIMD"):
                     if k in attrs:
                         vals = {a["attrs"][name][k] for a in u["candidates"] if k in a["attrs"][name]}
-                        ok &= attrs[k] in (min(vals), max(vals))
+                        both = not styles or (k == "PE" and name.startswith(
+                            ("MVAU", "Thresholding")))
+                        ok &= attrs[k] in ((min(vals), max(vals)) if both else (max(vals),))
             if ok:
                 keep.append(c)
         units.append({**u, "candidates": keep})
@@ -141,13 +146,13 @@ def test_optimizer_at_least_setfolding_and_cached(tiny_run, optimized):
     run, default = tiny_run
     fit = optimized[4]
     # the default build (FINN SetFolding at 10,000 fps) fits 85 % LUT: the optimum does too
-    full = maxfit(run, "baseline", BOARD, "optimal")
+    full = maxfit(run, "baseline", BOARD, "optimal", styles="fixed")
     assert default.resources["LUT"].percent <= 85.0
     assert full["fps"] >= default.throughput.fps.value
     assert full["fps"] > fit.fps.value  # a bigger budget buys frames
     for k in ("fps", "LUT", "BRAM_18K", "URAM", "DSP", "method", "source"):
         assert k in full
-    again = maxfit(run, "baseline", BOARD, "optimal")
+    again = maxfit(run, "baseline", BOARD, "optimal", styles="fixed")
     assert again["timings"] == full["timings"]  # read from disk, not recomputed
 
 
@@ -159,8 +164,8 @@ def test_table_signatures_change_nothing_and_cache_across_graphs(tiny_run, tmp_p
     from fpgaslim.hw.folding_run import _tabulate
 
     run, _ = tiny_run
-    graph = next(run.variant_dir("baseline").glob(
-        "builds/*/work/finn/intermediate_models/step_minimize_bit_width.onnx"))
+    graph = sorted(run.variant_dir("baseline").glob(
+        "builds/*/work/finn/intermediate_models/step_minimize_bit_width.onnx"))[0]
     part = get_board(BOARD).part
     plain = _tabulate(graph, part, tmp_path / "plain", 600.0, memo=False)
     first = _tabulate(graph, part, tmp_path / "first", 600.0, cache=tmp_path / "cache")
@@ -172,3 +177,77 @@ def test_table_signatures_change_nothing_and_cache_across_graphs(tiny_run, tmp_p
     assert again.pop("signatures") == {"evaluated": 0, "memo": stats["memo"],
                                        "cache": stats["evaluated"]}
     assert first == plain and again == plain
+
+
+# ------------------------------------------------------------------ per-layer HLS/RTL (mix)
+@pytest.fixture(scope="module")
+def mixed(tiny_run, tmp_path_factory):
+    """The prefer_rtl graph (standalone thresholds, RTL MVAUs) tabulated with both styles,
+    and the optimal folding at a DSP budget where the cost model mixes HLS and RTL MVAUs
+    (found on the table first, so the test does not depend on where the optimum falls)."""
+    from fpgaslim.hw.api import build_dir_for, build_variant
+    from fpgaslim.hw.build import BuildSettings
+    from fpgaslim.hw.folding_opt import chosen_ops
+    from fpgaslim.hw.folding_run import _start_graph_in, _tabulate, load_optfit, optimize_variant
+
+    run, _ = tiny_run
+    build = {"prefer_rtl": True}
+    board = get_board(BOARD)
+    settings = BuildSettings(board=BOARD, **build).resolved(board)
+    build_variant(run, "baseline", BOARD, settings=settings, verify_images=1)  # the start
+    graph = _start_graph_in(build_dir_for(run, "baseline", settings) / "work")
+    table = _tabulate(graph, board.part, tmp_path_factory.mktemp("mix-table"), 600.0,
+                      cache=run.path / "cache" / "folding-table", mix=True)
+    for lut, dsp in itertools.product((10.0, 5.0, 3.0), (4.0, 2.0, 1.0, 0.5)):
+        sol = solve(table, Budget(LUT=lut, DSP=dsp).caps(board))
+        ops = set(chosen_ops(table, sol.choice).values()) if sol else set()
+        if {"MVAU_hls", "MVAU_rtl"} <= ops:
+            budget = Budget(LUT=lut, DSP=dsp)
+            break
+    else:
+        pytest.fail("no budget of the grid mixes HLS and RTL MVAUs on the tiny CNV")
+    path = optimize_variant(run, "baseline", BOARD, build, budget, keep_table=True, styles="mix")
+    return run, budget, path, load_optfit(path), table
+
+
+def test_mix_table_has_both_styles_and_optimizer_equals_exhaustive(mixed):
+    table = mixed[4]
+    mvaus = [u for u in table["units"] if u["nodes"][0].startswith("MVAU")]
+    assert mvaus and all({c["impl"][u["nodes"][0]] for c in u["candidates"]}
+                         == {"MVAU_hls", "MVAU_rtl"} for u in mvaus)
+    sub = _subtable(table, styles=True)
+    sizes = [len(u["candidates"]) for u in sub["units"]]
+    assert 1_000 < int(np.prod(sizes)) < 4_000_000, sizes
+    board = get_board(BOARD)
+    mixes = 0
+    for lut_pct, dsp_pct in itertools.product((10.0, 30.0), (100.0, 2.0)):
+        caps = Budget(LUT=lut_pct, DSP=dsp_pct).caps(board)
+        want = _exhaustive(sub, caps)
+        got = solve(sub, caps)
+        if want is None:
+            assert got is None
+            continue
+        cycles, res, _ = evaluate(sub, got.choice)
+        assert (got.cycles, cycles) == (want[0], want[0]), (lut_pct, dsp_pct)
+        assert res["LUT"] == pytest.approx(want[1]), (lut_pct, dsp_pct)
+        from fpgaslim.hw.folding_opt import is_mixed
+
+        mixes += is_mixed(sub, got.choice)
+    assert mixes >= 1  # the style lever was exercised
+
+
+def test_mix_confirming_build_applies_per_node_styles(mixed):
+    run, budget, path, fit, _ = mixed
+    board = get_board(BOARD)
+    assert fit.fits_budget and fit.styles == "mix"
+    assert fit.impl.get("MVAU_hls", 0) >= 1 and fit.impl.get("MVAU_rtl", 0) >= 1
+    for k in RESOURCES:
+        assert fit.resources[k].value <= budget.caps(board)[k] + 1e-9
+    # the build's own report holds exactly the chosen styles and folding: its totals are
+    # the cost model's, less the DWCs (checked node by node in folding_run._check_styles)
+    assert fit.resources["LUT"].value == pytest.approx(fit.predicted["LUT"] - fit.dwc_LUT.value)
+    assert fit.resources["DSP"].value == pytest.approx(fit.predicted["DSP"])
+    spec = json.loads((path.parent / fit.specialize_config).read_text(encoding="utf-8"))
+    styles = {v["preferred_impl_style"] for k, v in spec.items() if k.startswith("MVAU_")}
+    assert styles == {"hls", "rtl"}
+    assert "HLS/RTL" in fit.source

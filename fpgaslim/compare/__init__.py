@@ -9,7 +9,7 @@
 It sits above compress/ and hw/ (it reads their records) and below the front (CLI, sweep)."""
 
 from .rows import BOARD_ORDER, COLUMNS, Column, ComparisonData, ComparisonRow, Skipped, pareto_front
-from .table import ComparisonResult, collect, compare_runs, make_row
+from .table import ComparisonResult, collect, compare_runs, make_row, run_missing_maxfits
 
-__all__ = ["BOARD_ORDER", "COLUMNS", "Column", "ComparisonData", "ComparisonResult", "ComparisonRow", "Skipped",
+__all__ = ["run_missing_maxfits", "BOARD_ORDER", "COLUMNS", "Column", "ComparisonData", "ComparisonResult", "ComparisonRow", "Skipped",
            "collect", "compare_runs", "make_row", "pareto_front"]

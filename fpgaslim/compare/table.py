@@ -228,6 +228,34 @@ def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
     return sorted(rows, key=_row_order(rundirs, labels)), _legend(reports, maxfits), skipped
 
 
+def run_missing_maxfits(runs: Sequence[Path | str | RunDir], budget: Any = None,
+                        styles: str = "mix") -> list[Path]:
+    """The optimal folding (hw/folding_run.py) of every variant x board that `compare` would
+    show without a max-fit: one per build folder compare picks, with that build's settings,
+    cached by its build key (a second call does nothing). Returns the maxfit.json paths made
+    or found. `budget`: a folding_opt.Budget (default 85 % LUT, all of the rest)."""
+    from fpgaslim.hw.build import BuildSettings
+    from fpgaslim.hw.build_key import UNKEYED
+    from fpgaslim.hw.folding_run import optimize_variant
+
+    keyed = set(BuildSettings.model_fields) - set(UNKEYED) - {"board"}
+    done: list[Path] = []
+    for r in runs:
+        run = r if isinstance(r, RunDir) else RunDir(r)
+        for vid in run.ids():
+            for build in _build_folders(run, vid, False):
+                try:
+                    report = load_report(build)
+                except CheckpointError:
+                    continue  # compare lists it as unreadable
+                if find_maxfit(run, vid, build, report.board) is not None:
+                    continue
+                settings = {k: v for k, v in report.settings.items() if k in keyed}
+                done.append(optimize_variant(run, vid, report.board, settings, budget,
+                                             styles=styles))
+    return done
+
+
 def _board_rank(board: str) -> tuple[int, str]:
     return (BOARD_ORDER.index(board) if board in BOARD_ORDER else len(BOARD_ORDER), board)
 
