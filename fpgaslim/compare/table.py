@@ -229,11 +229,12 @@ def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
 
 
 def run_missing_maxfits(runs: Sequence[Path | str | RunDir], budget: Any = None,
-                        styles: str = "mix") -> list[Path]:
+                        styles: str = "mix", boards: Sequence[str] | None = None
+                        ) -> list[Path]:
     """The optimal folding (hw/folding_run.py) of every variant x board that `compare` would
     show without a max-fit: one per build folder compare picks, with that build's settings,
-    cached by its build key (a second call does nothing). Returns the maxfit.json paths made
-    or found. `budget`: a folding_opt.Budget (default 85 % LUT, all of the rest)."""
+    cached by its build key (a second call does nothing). Returns the maxfit.json paths made.
+    `budget`: a folding_opt.Budget (default 85 % LUT, all of the rest); `boards`: only these."""
     from fpgaslim.hw.build import BuildSettings
     from fpgaslim.hw.build_key import UNKEYED
     from fpgaslim.hw.folding_run import optimize_variant
@@ -248,6 +249,8 @@ def run_missing_maxfits(runs: Sequence[Path | str | RunDir], budget: Any = None,
                     report = load_report(build)
                 except CheckpointError:
                     continue  # compare lists it as unreadable
+                if boards is not None and report.board not in boards:
+                    continue
                 if find_maxfit(run, vid, build, report.board) is not None:
                     continue
                 settings = {k: v for k, v in report.settings.items() if k in keyed}
