@@ -23,6 +23,7 @@ from torch import nn
 from fpgaslim.core.errors import UnsupportedLayerError
 
 from .models.arch import AvgPoolSpec, BitWidths, PoolSpec
+from .models.blocks import plain_chain
 from .models.plain import ConvBNAct, QuantPlainNet
 from .models.resnet import BasicBlock, QuantResNet
 
@@ -219,7 +220,9 @@ def _load_conv(block: ResConv, conv: nn.Conv2d, bn: nn.Module | None) -> None:
     block.conv.weight.copy_(conv.weight.detach())
     if isinstance(bn, nn.BatchNorm2d):
         block.bn.load_state_dict(bn.state_dict())
-    if conv.bias is not None:  # a bias-carrying source conv (e.g. a fused variant): into beta
+        if conv.bias is not None:  # BN(Wx + b) with mean mu is BN(Wx) with mean mu - b
+            block.bn.running_mean.sub_(conv.bias.detach())
+    elif conv.bias is not None:  # a bias-carrying source conv (e.g. a fused variant): into beta
         block.bn.bias.add_(conv.bias.detach())
 
 
@@ -230,12 +233,27 @@ def to_resconv(model: nn.Module) -> ResConvNet:
     residual adds and projection shortcuts are dropped (the network is turned plain, as the paper
     does for VGG/MobileNet) and every conv of the stem and blocks becomes a ResConv; removed
     blocks stay removed, learned block scales omega are folded into bn2, and the global pool
-    stays. The input model is not modified.
+    stays. Your own model (UserArch): the chain `models.blocks.plain_chain` reads off it, every
+    conv a ResConv, the residual blocks' adds and named shortcuts dropped. The input model is
+    not modified.
     """
     arch = model.arch
     b = _Builder(arch.in_shape)
     heads: list[tuple[nn.Linear, nn.Module | None]] = []
-    if isinstance(model, QuantPlainNet):
+    fc, bits = None, arch.bits
+    if getattr(arch, "kind", None) == "user":
+        chain = plain_chain(model, arch.in_shape)
+        for item in chain.trunk:
+            if item[0] == "conv":
+                b.conv(*item[1:])
+            elif item[0] == "maxpool":
+                b.maxpool(item[1])
+            else:
+                b.avgpool(item[1], item[2])
+        heads, fc, bits = chain.hidden, chain.fc, chain.bits
+        hidden = tuple(lin.out_features for lin, _ in heads)
+        head_bias = fc.bias is not None
+    elif isinstance(model, QuantPlainNet):
         for i, (spec, mod) in enumerate(zip(arch.layers, model.features)):
             if isinstance(spec, PoolSpec):
                 b.maxpool(spec.size)
@@ -259,10 +277,11 @@ def to_resconv(model: nn.Module) -> ResConvNet:
         hidden, head_bias = (), model.fc.bias is not None
     else:
         raise UnsupportedLayerError(
-            f"ResConv-Prune converts QuantPlainNet (CNV) and QuantResNet models, not "
+            f"ResConv-Prune converts QuantPlainNet (CNV), QuantResNet and your own models, not "
             f"{type(model).__name__}")
+    fc = model.fc if fc is None else fc
     spec = ResConvSpec(source=arch.name, in_shape=arch.in_shape, num_classes=arch.num_classes,
-                       bits=arch.bits, layers=tuple(b.layers), hidden=hidden, head_bias=head_bias)
+                       bits=bits, layers=tuple(b.layers), hidden=hidden, head_bias=head_bias)
     net = ResConvNet(spec)
     for idx, conv, bn in b.weights:
         _load_conv(net.features[idx], conv, bn)
@@ -270,9 +289,11 @@ def to_resconv(model: nn.Module) -> ResConvNet:
         for j, (lin, bn1d) in enumerate(heads):
             net.hidden[3 * j].weight.copy_(lin.weight.detach())
             net.hidden[3 * j + 1].load_state_dict(bn1d.state_dict())
-        net.fc.weight.copy_(model.fc.weight.detach())
+            if lin.bias is not None:  # your own model's biased hidden layer: into the mean
+                net.hidden[3 * j + 1].running_mean.sub_(lin.bias.detach())
+        net.fc.weight.copy_(fc.weight.detach())
         if head_bias:
-            net.fc.bias.copy_(model.fc.bias.detach())
+            net.fc.bias.copy_(fc.bias.detach())
     return net
 
 

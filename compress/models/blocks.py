@@ -1,4 +1,5 @@
-"""The residual-block protocol: how a model shows layer fusion and layer importance its blocks.
+"""The residual-block protocol: how a model shows the block methods (layer fusion, layer
+importance, ResConv-Prune) its blocks.
 
 A model (the zoo's QuantResNet, or your own) exposes its residual blocks with one method:
 
@@ -22,15 +23,29 @@ block methods take from it, measured on the model by one forward pass of a zero 
 
 A user model's record (UserArch) keeps which blocks are removed and which carry an omega; a
 checkpoint is rebuilt by calling the factory, replaying the channel cuts, then these edits
-(`apply_block_edits`), and loading the state dict. ResConv-Prune is not covered: it rebuilds
-the whole network (stem, pools, head) from a zoo architecture record (compress/resconv_net.py).
+(`apply_block_edits`), and loading the state dict.
+
+ResConv-Prune (compress/resconv_net.py) turns the whole network plain: every conv becomes a
+ResConv with its own shortcut, and the blocks' adds and shortcuts are dropped. `plain_chain`
+reads that chain off the model by one forward pass of a zero image (the layers it runs, in
+order): Conv2d (each with the BatchNorm2d that follows it, if any), MaxPool2d (kernel =
+stride) and AvgPool2d (square, no padding; an adaptive pool to 1x1), then Linear layers (a
+hidden one followed by a BatchNorm1d), the last the classifier; activations become ReLU. For that each
+residual block's class names its shortcut S(x) in a class attribute, `residual_shortcut =
+"shortcut"` (the submodule left out; None when S(x) is x itself and no module computes it); a
+removed block (nn.Identity) needs nothing. What is left must be one chain: each layer reads what
+the one before it wrote (shapes checked, and no two layers read the same tensor: a fork is an
+undeclared branch). Bit widths come from the Brevitas quantizers: first conv, classifier, the
+other weight layers (the most common), the QuantReLUs (the most common).
 
 Why hand-written: Torch-Pruning removes channels, not whole blocks, and no library we use
-describes residual blocks; the protocol is one method and one optional attribute.
+describes residual blocks; the protocol is one method and two optional attributes. The chain
+is read with forward hooks: it needs only which layers one forward pass runs, on what shapes.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -39,15 +54,18 @@ from torch import nn
 from fpgaslim.core.errors import ConfigError
 
 from ..stats import probe_forward
+from .arch import BitWidths
 
 #: where the README documents the protocol (the errors point there)
 DOC = "README 'Bring your own' > 'Residual blocks'"
 RESIDUAL_END = "residual_end"
+SHORTCUT = "residual_shortcut"
 
 
 @runtime_checkable
 class ResidualBlocks(Protocol):
-    """A model whose residual blocks the block methods (layer fusion, layer importance) see."""
+    """A model whose residual blocks the block methods (layer fusion, layer importance,
+    ResConv-Prune) see."""
 
     def residual_blocks(self) -> list[str]: ...
 
@@ -186,5 +204,257 @@ def apply_block_edits(model: nn.Module, removed: Iterable[int], omegas: Iterable
         setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
 
 
-__all__ = ["DOC", "Omega", "ResidualBlocks", "TracedBlock", "apply_block_edits", "block_names",
-           "fold_hooked_omegas", "has_blocks", "install_omega", "residual_end", "trace_blocks"]
+# ------------------------------------------------------------ ResConv-Prune: the plain chain
+class PlainChain(NamedTuple):
+    """The model as one chain (what ResConv-Prune converts): trunk items ("conv", name, conv,
+    BatchNorm2d or None), ("maxpool", size), ("avgpool", kernel, stride); the hidden linear
+    layers with their BatchNorm1d; the classifier; the bit widths to re-quantize to."""
+
+    trunk: list[tuple]
+    hidden: list[tuple[nn.Linear, nn.BatchNorm1d]]
+    fc: nn.Linear
+    bits: BitWidths
+
+
+class _Call(NamedTuple):
+    name: str
+    kind: str | None  # None: a layer with no ResConv form
+    module: nn.Module
+    arg: object  # the input object itself (kept alive, so ids stay unique)
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+
+_RC = "ResConv-Prune"
+_CHAIN = ("it turns the network into one chain of Conv2d(-BatchNorm2d)-ReLU layers, "
+          "MaxPool2d/AvgPool2d and Linear(-BatchNorm1d) layers")
+
+
+def _kind(m: nn.Module) -> str | None:
+    from brevitas.nn import QuantIdentity, QuantReLU
+
+    for kind, types in (("conv", nn.Conv2d), ("bn", nn.BatchNorm2d), ("bn1d", nn.BatchNorm1d),
+                        ("linear", nn.Linear), ("maxpool", nn.MaxPool2d),
+                        ("avgpool", (nn.AvgPool2d, nn.AdaptiveAvgPool2d)),
+                        ("relu", (nn.ReLU, QuantReLU)),
+                        ("pass", (QuantIdentity, nn.Identity, nn.Dropout, nn.Flatten))):
+        if isinstance(m, types):
+            return kind
+    return None
+
+
+def _skipped_shortcuts(model: nn.Module) -> set[str]:
+    """The shortcut submodules of the model's residual blocks (left out of the chain)."""
+    if not has_blocks(model):
+        return set()
+    skip = set()
+    for name in block_names(model):
+        block = model.get_submodule(name)
+        if isinstance(block, nn.Identity):
+            continue  # removed by layer fusion / importance
+        attr = getattr(type(block), SHORTCUT, SHORTCUT)
+        if attr == SHORTCUT:
+            raise ConfigError(
+                f"{_RC} needs each residual block to name its shortcut: block {name!r} "
+                f"({type(block).__name__}) has no class attribute residual_shortcut = "
+                f"'<its shortcut submodule>' (None when the shortcut is x itself) ({DOC})")
+        if attr is None:
+            continue
+        sub = getattr(block, attr, None) if isinstance(attr, str) else None
+        if not isinstance(sub, nn.Module):
+            raise ConfigError(f"block {name!r}: residual_shortcut = {attr!r} must name a "
+                              "submodule of the block (or be None when the shortcut is x)")
+        skip.add(f"{name}.{attr}")
+    return skip
+
+
+def _calls(model: nn.Module, in_shape, skip: set[str]) -> list[_Call]:
+    """The layers one forward pass runs, in order; Brevitas layers and modules without
+    children are leaves, other containers are looked into; `skip` subtrees are left out."""
+    leaves: list[tuple[str, nn.Module]] = []
+
+    def walk(prefix: str, mod: nn.Module) -> None:
+        for n, child in mod.named_children():
+            full = prefix + n
+            if full in skip:
+                continue
+            if (_kind(child) or not next(child.children(), None)
+                    or type(child).__module__.startswith("brevitas.")):
+                leaves.append((full, child))
+            else:
+                walk(full + ".", child)
+
+    walk("", model)
+    calls: list[_Call] = []
+    hooks = [m.register_forward_hook(
+        lambda mod, args, out, n=n: calls.append(
+            _Call(n, _kind(mod), mod, args[0] if args else None,
+                  _shape(args[0]) if args else (), _shape(out))))
+        for n, m in leaves]
+    probe_forward(model, in_shape, hooks)
+    return calls
+
+
+def weight_bits(m: nn.Module) -> int | None:
+    """The bit width of a Brevitas layer's weight quantizer (None: none, or disabled)."""
+    wq = getattr(m, "weight_quant", None)
+    if wq is None or not getattr(wq, "is_quant_enabled", False):
+        return None
+    try:
+        return int(m.quant_weight().bit_width)
+    except Exception:  # noqa: BLE001 (an odd quantizer: no width to read)
+        return None
+
+
+def act_bits(m: nn.Module) -> int | None:
+    """The bit width of a Brevitas activation's quantizer (None: none, or disabled)."""
+    aq = getattr(m, "act_quant", None)
+    if aq is None or not getattr(aq, "is_quant_enabled", False) or not hasattr(aq, "bit_width"):
+        return None
+    try:
+        return int(aq.bit_width())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _weight_bits(name: str, m: nn.Module) -> int:
+    bits = weight_bits(m)
+    if bits is None:
+        raise ConfigError(f"{_RC} re-quantizes the fused network at the model's bit widths: "
+                          f"layer {name!r} ({type(m).__name__}) has no weight quantizer; use "
+                          "a Brevitas QuantConv2d / QuantLinear")
+    return bits
+
+
+def _pool(c: _Call) -> tuple:
+    m, (_, h, w) = c.module, c.in_shape
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        if c.out_shape[1:] != (1, 1) or h != w:
+            raise ConfigError(f"{_RC}: pool {c.name!r} ({type(m).__name__}) must pool a square "
+                              "map to 1x1 (or use AvgPool2d with kernel = stride)")
+        return ("avgpool", h, h)
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    k, s, p = pair(m.kernel_size), pair(m.stride or m.kernel_size), pair(m.padding)
+    dil = pair(getattr(m, "dilation", 1))
+    if (k[0] != k[1] or s[0] != s[1] or p != (0, 0) or m.ceil_mode or dil != (1, 1)
+            or (c.kind == "maxpool" and k != s)):
+        raise ConfigError(f"{_RC}: pool {c.name!r} ({type(m).__name__}, kernel {k}, stride "
+                          f"{s}, padding {p}) has no plain form; use a square kernel, no "
+                          "padding" + (", stride = kernel" if c.kind == "maxpool" else ""))
+    return ("maxpool", k[0]) if c.kind == "maxpool" else ("avgpool", k[0], s[0])
+
+
+def _check_conv(c: _Call) -> None:
+    m = c.module
+    ok = (m.groups == 1 and m.dilation == (1, 1) and m.padding_mode == "zeros"
+          and isinstance(m.padding, tuple) and len(set(m.kernel_size)) == 1
+          and len(set(m.stride)) == 1 and len(set(m.padding)) == 1)
+    if not ok:
+        raise ConfigError(f"{_RC}: conv {c.name!r} (kernel {m.kernel_size}, stride {m.stride}, "
+                          f"padding {m.padding}, groups {m.groups}, dilation {m.dilation}) has "
+                          "no ResConv form; it needs a square kernel, stride and zero padding, "
+                          "groups 1, dilation 1")
+
+
+def plain_chain(model: nn.Module, in_shape) -> PlainChain:
+    """The model as ResConv-Prune's plain chain, read off a copy (hooked omegas folded into
+    their BatchNorm), or a ConfigError naming the block or layer and what is missing."""
+    import copy
+    from collections import Counter
+
+    in_shape = tuple(in_shape)
+    if len(in_shape) != 3 or in_shape[1] != in_shape[2]:
+        raise ConfigError(f"{_RC} needs square images (C x H x H); the data is {in_shape}")
+    model = fold_hooked_omegas(copy.deepcopy(model))
+    calls = _calls(model, in_shape, _skipped_shortcuts(model))
+    odd = next((c for c in calls if c.kind is None), None)
+    if odd is not None:
+        raise ConfigError(f"{_RC}: layer {odd.name!r} ({type(odd.module).__name__}) has no "
+                          f"ResConv form; {_CHAIN}. If it is inside a residual shortcut, "
+                          f"name that with residual_shortcut ({DOC})")
+    acts = Counter(b for c in calls if c.kind == "relu" and (b := act_bits(c.module)))
+    chain = [c for c in calls if c.kind not in ("relu", "pass")]
+    seen_mod: dict[int, str] = {}
+    seen_arg: dict[int, str] = {}
+    for c in chain:
+        if id(c.module) in seen_mod:
+            raise ConfigError(f"{_RC}: layer {c.name!r} runs twice in one forward pass; "
+                              f"{_CHAIN}, each layer once")
+        seen_mod[id(c.module)] = c.name
+        if id(c.arg) in seen_arg:
+            raise ConfigError(
+                f"{_RC}: layers {seen_arg[id(c.arg)]!r} and {c.name!r} read the same tensor "
+                f"(a branch); {_CHAIN}. If they are a residual block's branch and shortcut, "
+                f"name the block in residual_blocks() and its shortcut with residual_shortcut "
+                f"({DOC})")
+        seen_arg[id(c.arg)] = c.name
+    trunk: list[tuple] = []
+    linears: list[list] = []  # [linear, its BatchNorm1d or None]
+    shape, prev = in_shape, "the input"
+    i = 0
+    while i < len(chain):
+        c = chain[i]
+        flat = c.kind in ("linear", "bn1d")
+        want = (math.prod(shape),) if flat and len(shape) == 3 else shape
+        if c.in_shape != want:
+            raise ConfigError(
+                f"{_RC}: layer {c.name!r} reads a {c.in_shape} tensor, but {prev} gives "
+                f"{shape}; {_CHAIN}, each layer reading what the one before it wrote (a "
+                f"residual block's shortcut must be named with residual_shortcut, {DOC})")
+        if linears and not flat:
+            raise ConfigError(f"{_RC}: layer {c.name!r} ({type(c.module).__name__}) comes "
+                              f"after the linear layer {linears[-1][0][0]!r}; {_CHAIN}")
+        if c.kind == "conv":
+            _check_conv(c)
+            nxt = chain[i + 1] if i + 1 < len(chain) else None
+            bn = None
+            if nxt is not None and nxt.kind == "bn" and nxt.in_shape == c.out_shape:
+                bn, i = nxt.module, i + 1
+            trunk.append(("conv", c.name, c.module, bn))
+        elif c.kind == "bn":
+            raise ConfigError(f"{_RC}: BatchNorm2d {c.name!r} does not follow a conv; "
+                              f"{_CHAIN}")
+        elif c.kind in ("maxpool", "avgpool"):
+            trunk.append(_pool(c))
+        elif c.kind == "linear":
+            linears.append([(c.name, c.module), None])
+        elif linears and linears[-1][1] is None:  # bn1d after a linear
+            linears[-1][1] = c.module
+        else:
+            raise ConfigError(f"{_RC}: BatchNorm1d {c.name!r} does not follow a linear layer; "
+                              f"{_CHAIN}")
+        shape, prev = chain[i].out_shape, f"{chain[i].name!r}"
+        i += 1
+    convs = [t for t in trunk if t[0] == "conv"]
+    if not convs or not linears:
+        raise ConfigError(f"{_RC}: the model runs {len(convs)} Conv2d and {len(linears)} Linear "
+                          f"layers; {_CHAIN}, with at least one conv and a linear classifier")
+    (fc_name, fc), fc_bn = linears[-1]
+    if fc_bn is not None:
+        raise ConfigError(f"{_RC}: the classifier {fc_name!r} is followed by a BatchNorm1d; "
+                          "the last layer must be a plain Linear")
+    hidden = []
+    for (name, lin), bn in linears[:-1]:
+        if bn is None:
+            raise ConfigError(f"{_RC}: hidden linear layer {name!r} needs a BatchNorm1d after "
+                              f"it (the head is Linear-BatchNorm1d-ReLU, then the classifier)")
+        hidden.append((lin, bn))
+    inner = Counter(_weight_bits(t[1], t[2]) for t in convs[1:])
+    inner.update(_weight_bits(name, lin) for (name, lin), _ in linears[:-1])
+    first = _weight_bits(convs[0][1], convs[0][2])
+    if not acts:
+        raise ConfigError(f"{_RC} re-quantizes the fused network at the model's bit widths: "
+                          "the model has no quantized ReLU (brevitas.nn.QuantReLU) to take the "
+                          "activation bits from")
+    try:
+        bits = BitWidths(weight=inner.most_common(1)[0][0] if inner else first,
+                         act=acts.most_common(1)[0][0], first_weight=first,
+                         last_weight=_weight_bits(fc_name, fc))
+    except ValueError as exc:
+        raise ConfigError(f"{_RC}: the model's bit widths do not fit: {exc}") from exc
+    return PlainChain(trunk, hidden, fc, bits)
+
+
+__all__ = ["DOC", "Omega", "PlainChain", "ResidualBlocks", "TracedBlock", "act_bits",
+           "apply_block_edits", "block_names", "fold_hooked_omegas", "has_blocks", "install_omega",
+           "plain_chain", "residual_end", "trace_blocks", "weight_bits"]

@@ -28,7 +28,8 @@ from torch import nn
 from fpgaslim.core.errors import ConfigError
 
 from .arch import UserArch, UserBits
-from .blocks import DOC, apply_block_edits, block_names, has_blocks, residual_end, trace_blocks
+from .blocks import (DOC, act_bits, apply_block_edits, block_names, has_blocks, plain_chain,
+                     residual_end, trace_blocks, weight_bits)
 from .quant import non_channel_params
 
 #: methods and what they need from a model (the error a user model gets says this)
@@ -42,9 +43,9 @@ METHOD_NEEDS = {
     "dynamic-prune+fuse": _BLOCKS,
     "layer-importance": _BLOCKS[:-1] + ", each block class naming the BatchNorm that ends "
                         "its residual branch: residual_end = 'bn2')",
-    "resconv": "a zoo ResNet or plain CNN: it rebuilds the whole network (stem, pools, head) "
-               "from a zoo architecture record, which the residual-block protocol does not "
-               "describe",
+    "resconv": "a network it can turn into one chain of Conv2d(-BatchNorm2d)-ReLU layers, "
+               "pools and a linear head: on your own model each residual block named by "
+               f"residual_blocks() and its shortcut by residual_shortcut = 'shortcut' ({DOC})",
 }
 
 
@@ -107,20 +108,8 @@ def _bits_label(model: nn.Module) -> str:
     """'w4a4' style label from the Brevitas quantizers (most common weight / act bits)."""
     from collections import Counter
 
-    w, a = Counter(), Counter()
-    for m in model.modules():
-        wq = getattr(m, "weight_quant", None)
-        if wq is not None and getattr(wq, "is_quant_enabled", False):
-            try:
-                w[int(m.quant_weight().bit_width)] += 1
-            except Exception:  # noqa: BLE001 (a label only)
-                pass
-        aq = getattr(m, "act_quant", None)
-        if aq is not None and getattr(aq, "is_quant_enabled", False) and hasattr(aq, "bit_width"):
-            try:
-                a[int(aq.bit_width())] += 1
-            except Exception:  # noqa: BLE001
-                pass
+    w = Counter(b for m in model.modules() if (b := weight_bits(m)))
+    a = Counter(b for m in model.modules() if (b := act_bits(m)))
     if not w:
         return "custom"
     return f"w{w.most_common(1)[0][0]}" + (f"a{a.most_common(1)[0][0]}" if a else "")
@@ -249,7 +238,8 @@ def require_zoo(arch: Any, method: str) -> None:
     """A clear error when `method` needs what a user model does not have."""
     if getattr(arch, "kind", None) != "user":
         return
-    if arch.source == "qonnx" and (method in CHANNEL_METHODS or method in BLOCK_METHODS):
+    if arch.source == "qonnx" and (method in CHANNEL_METHODS or method in BLOCK_METHODS
+                                   or method == "resconv"):
         raise ConfigError(f"method {method!r} needs a PyTorch model; {arch.name!r} is an "
                           "imported QONNX file")
     if method in CHANNEL_METHODS:
@@ -267,6 +257,13 @@ def require_zoo(arch: Any, method: str) -> None:
                     residual_end(model, names[i])  # the units that get an omega
         else:
             block_names(model)
+        return
+    if method == "resconv":
+        try:
+            plain_chain(build_user_model(arch), arch.in_shape)
+        except ConfigError as exc:
+            raise ConfigError(f"method 'resconv' needs {METHOD_NEEDS[method]}; {own}: {exc}"
+                              ) from exc
         return
     need = METHOD_NEEDS.get(method, "a zoo model")
     raise ConfigError(f"method {method!r} needs {need}; {own}. Build, verify, compare and "
