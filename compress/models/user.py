@@ -43,9 +43,8 @@ METHOD_NEEDS = {
     "dynamic-prune+fuse": _BLOCKS,
     "layer-importance": _BLOCKS[:-1] + ", each block class naming the BatchNorm that ends "
                         "its residual branch: residual_end = 'bn2')",
-    "resconv": "a network it can turn into one chain of Conv2d(-BatchNorm2d)-ReLU layers, "
-               "pools and a linear head: on your own model each residual block named by "
-               f"residual_blocks() and its shortcut by residual_shortcut = 'shortcut' ({DOC})",
+    # the chain's own error says which block or layer, what is missing, and where the docs are
+    "resconv": "a network it can turn into one plain chain of layers",
 }
 
 
