@@ -55,10 +55,15 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _residual_adds(record: Any) -> int:
-    """Residual adds (skip paths) in the model itself, from its architecture record."""
+def _residual_adds(record: Any) -> int | None:
+    """Residual adds (skip paths) in the model itself, from its architecture record; None for
+    a user model, whose record names the blocks a method removed but not how many it has (the
+    AddStreams row below counts them in the hardware graph)."""
     arch = record.arch
-    if getattr(arch, "kind", None) != "resnet":
+    kind = getattr(arch, "kind", None)
+    if kind == "user":
+        return None
+    if kind != "resnet":
         return 0
     return sum(1 for b in arch.blocks if not b.removed)
 
@@ -87,7 +92,7 @@ def skip_path_report(residual: Any, fused: Any, residual_hw: Any, fused_hw: Any,
     add("MACs / image", residual.macs, fused.macs, rec)
     add("parameters", residual.params, fused.params, rec)
     add("residual adds in the model", _residual_adds(residual), _residual_adds(fused),
-        "architecture record")
+        "architecture record (a user model's does not count them: -)")
     add("HW layers", len(residual_hw.layers), len(fused_hw.layers),
         f"{est}: folded dataflow graph")
     ops = list(SKIP_OPS) + sorted((set(residual_hw.op_counts) | set(fused_hw.op_counts))
