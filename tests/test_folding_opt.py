@@ -251,3 +251,22 @@ def test_mix_confirming_build_applies_per_node_styles(mixed):
     styles = {v["preferred_impl_style"] for k, v in spec.items() if k.startswith("MVAU_")}
     assert styles == {"hls", "rtl"}
     assert "HLS/RTL" in fit.source
+
+
+def test_compare_runs_missing_maxfits_once(tiny_run, tmp_path):
+    """`compare --maxfit`: the optimal folding of a variant x board without one is run (from
+    the existing build), shown by compare, and not run again."""
+    import shutil
+
+    from fpgaslim.compare import compare_runs, run_missing_maxfits
+
+    run, default = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy, ignore=lambda d, names: [n for n in names if "-optfit-" in n])
+    made = run_missing_maxfits([copy], Budget(LUT=10.0), styles="fixed")
+    assert len(made) == 1 and made[0].is_file()
+    assert run_missing_maxfits([copy], Budget(LUT=10.0), styles="fixed") == []
+    rows = compare_runs([copy], tmp_path / "report", plots=False).rows
+    row = next(r for r in rows if r.variant == "baseline" and r.board == BOARD)
+    assert row.maxfit_method == "optimal" and row.maxfit_fps > 0
+    assert row.maxfit_fps == pytest.approx(json.loads(made[0].read_text())["fps"]["value"])
