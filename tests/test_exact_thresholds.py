@@ -203,7 +203,7 @@ class ScaleNet(torch.nn.Module):
     weights of scale c / 127 -> 8-bit ReLU of scale m / 255: float32 scales whose products
     are not float32 numbers."""
 
-    def __init__(self, c: float, m: float) -> None:
+    def __init__(self, c: float, m: float, bias: bool = False) -> None:
         import types
 
         from brevitas.core.scaling import ScalingImplType
@@ -214,7 +214,7 @@ class ScaleNet(torch.nn.Module):
 
         super().__init__()
         self.input_quant = input_quant()
-        self.conv = QuantConv2d(1, 2, 3, padding=1, bias=False,
+        self.conv = QuantConv2d(1, 2, 3, padding=1, bias=bias,
                                 weight_quant=Int8WeightPerTensorFloat, weight_bit_width=8,
                                 weight_scaling_impl_type=ScalingImplType.CONST,
                                 weight_scaling_const=c)
@@ -224,16 +224,20 @@ class ScaleNet(torch.nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(torch.randint(-127, 128, self.conv.weight.shape,
                                                  generator=gen) * c / 127)
+            if bias:  # a float bias, as a fused BatchNorm leaves (ResConv-Prune)
+                self.conv.bias.copy_(torch.tensor([0.3141, -0.2718]))
 
     def forward(self, x):
         return self.relu(self.conv(self.input_quant(x * (1.0 / 255.0))))
 
 
-def test_streamlined_integer_thresholds_are_exact(tmp_path):
+@pytest.mark.parametrize("bias", [False, True])
+def test_streamlined_integer_thresholds_are_exact(tmp_path, bias):
     """After FINN's streamlining, every integer threshold of the conv's ReLU is the exact
-    ceil((L - 1/2) s_relu / (s_in s_w)) (rational arithmetic on the exported float32 scales).
-    Stock FINN is not: it collapses s_in and s_w into one float32 Mul and divides float32
-    thresholds by it (AbsorbScalesExactly's docstring); here one of 255 comes out a step off."""
+    ceil(((L - 1/2) s_relu - b) / (s_in s_w)) (rational arithmetic on the exported float32
+    scales and bias). Stock FINN is not: it collapses s_in and s_w into one float32 Mul and
+    divides float32 thresholds by it (AbsorbScalesExactly's docstring): some come out a step
+    off."""
     import math
     from fractions import Fraction
 
@@ -248,7 +252,8 @@ def test_streamlined_integer_thresholds_are_exact(tmp_path):
 
     from fpgaslim.hw.qonnx_export import export_qonnx
 
-    qonnx = ModelWrapper(str(export_qonnx(ScaleNet(0.5311, 9.13).eval(), tmp_path / "m.onnx")))
+    net = ScaleNet(0.5311, 9.13, bias).eval()
+    qonnx = ModelWrapper(str(export_qonnx(net, tmp_path / "m.onnx")))
     quants = et.activation_quants(qonnx)
     s_in, s_relu = (float(p.scale) for p in quants.values())
     wq = next(n for n in qonnx.graph.node
@@ -256,8 +261,10 @@ def test_streamlined_integer_thresholds_are_exact(tmp_path):
     s_w = float(qonnx.get_initializer(wq.input[1]))
     prod = Fraction(s_in) * Fraction(s_w)
     assert Fraction(float(np.float32(s_in) * np.float32(s_w))) != prod  # the precondition
-    want = np.array([math.ceil((Fraction(k) - Fraction(1, 2)) * Fraction(s_relu) / prod)
-                     for k in range(1, 256)])  # no exact tie among these: plain ceilings
+    b = net.conv.bias.detach().numpy().astype(np.float32) if bias else np.zeros(2, np.float32)
+    want = np.array([[math.ceil(((Fraction(k) - Fraction(1, 2)) * Fraction(s_relu)
+                                 - Fraction(float(bc))) / prod) for k in range(1, 256)]
+                     for bc in b])  # no exact tie among these: plain ceilings
 
     def streamlined(exact: bool) -> np.ndarray:
         model = qonnx.transform(ConvertQONNXtoFINN())
@@ -269,7 +276,7 @@ def test_streamlined_integer_thresholds_are_exact(tmp_path):
             model = model.transform(t)
         mts = model.get_nodes_by_op_type("MultiThreshold")
         assert len(mts) == 2 and model.find_producer(mts[1].input[0]).op_type == "Conv"
-        return model.get_initializer(mts[1].input[1]).reshape(-1, 255)
+        return np.broadcast_to(model.get_initializer(mts[1].input[1]), (2, 255))
 
     assert (streamlined(exact=False) != want).sum() >= 1  # stock FINN: a step off
-    assert np.array_equal(streamlined(exact=True), np.broadcast_to(want, (1, 255)))
+    assert np.array_equal(streamlined(exact=True), want)
