@@ -436,6 +436,7 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dic
             bin_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy2(binary, bin_dir / "sim")
             (bin_dir / "layer").write_text(node.name, encoding="utf-8")
+            shutil.rmtree(hdl / "obj", ignore_errors=True)  # objects: ~3 MB a layer, not needed
             return bin_dir / "sim", round(time.perf_counter() - t0, 2), node.name
         (binary, built, owner), _ = _once(f"sim {bkey}", build_once)
         if isinstance(built, SimResult):  # the build failed (for every layer of this RTL)
