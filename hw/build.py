@@ -31,6 +31,10 @@ from .verify import compare_outputs
 # The board-independent prefix of the step list ends here; later builds of the same graph for
 # other boards start from its saved output (streamlining dominates build time).
 PREFIX_LAST, RESUME_AT = "step_create_dataflow_partition", "step_specialize_layers"
+# A shorter prefix, kept beside it: the streamlined graph, which prefer_rtl does not change (it
+# changes step_convert_to_hw), so a build with the other prefer_rtl (the optimal folding's
+# standalone-thresholds start build) resumes there instead of streamlining again.
+STREAMLINED_LAST = "step_fpgaslim_streamline"
 PREFIX_VERSION = "fpgaslim-prefix/4"  # bump when a prefix step changes what it produces
 
 
@@ -65,19 +69,25 @@ class BuildSettings(BaseModel):
                                        or board.default_target_fps})
 
 
-def _prefix_key(onnx_path: Path, out: Path, settings: BuildSettings) -> str:
+def _prefix_key(onnx_path: Path, out: Path, settings: BuildSettings,
+                last: str = PREFIX_LAST) -> str:
     h = hashlib.sha256(PREFIX_VERSION.encode())
     for f in (onnx_path, out / "verify_input.npy", out / "verify_expected.npy"):
         h.update(f.read_bytes())
     h.update(str(settings.verify_steps).encode())
-    if settings.prefer_rtl:  # standalone thresholds change step_convert_to_hw
-        h.update(b"prefer_rtl")
+    if last == PREFIX_LAST:
+        if settings.prefer_rtl:  # standalone thresholds change step_convert_to_hw
+            h.update(b"prefer_rtl")
+    else:
+        h.update(last.encode())
     return h.hexdigest()[:20]
 
 
-def _prefix_files(finn_out: Path) -> list[Path]:
+def _prefix_files(finn_out: Path, last: str = PREFIX_LAST) -> list[Path]:
     inter = finn_out / "intermediate_models"
-    files = [inter / f"{PREFIX_LAST}.onnx", inter / "dataflow_parent.onnx"]
+    files = [inter / f"{last}.onnx"]
+    if last == PREFIX_LAST:
+        files.append(inter / "dataflow_parent.onnx")
     return files + sorted((finn_out / "verification_output").glob("verify_*.npy"))
 
 
@@ -92,10 +102,10 @@ def _restore_prefix(cache: Path, finn_out: Path) -> bool:
     return True
 
 
-def _store_prefix(cache: Path, finn_out: Path) -> None:
+def _store_prefix(cache: Path, finn_out: Path, last: str = PREFIX_LAST) -> None:
     tmp = cache.with_name(cache.name + f".part{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    for f in _prefix_files(finn_out):
+    for f in _prefix_files(finn_out, last):
         dst = tmp / f.relative_to(finn_out)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dst)
@@ -131,10 +141,10 @@ def estimate_job(onnx_path: Path, out: Path, settings: BuildSettings, board: Boa
         exec_input_npy=str(exec_npy) if exec_npy else None)
 
 
-def _resume_step(steps: list[str]) -> str:
-    """The step a build resumes at after the restored prefix: the one after PREFIX_LAST
-    (RESUME_AT, or step_fpgaslim_prefer_rtl in front of it)."""
-    return steps[steps.index(PREFIX_LAST) + 1]
+def _resume_step(steps: list[str], last: str = PREFIX_LAST) -> str:
+    """The step a build resumes at after the restored prefix ending at `last`: the one after
+    it (after PREFIX_LAST: RESUME_AT, or step_fpgaslim_prefer_rtl in front of it)."""
+    return steps[steps.index(last) + 1]
 
 
 def _write_verification_inputs(out: Path, onnx_path: Path, x: torch.Tensor,
@@ -170,16 +180,21 @@ def _run_with_prefix(job: BuildJob, onnx_path: Path, settings: BuildSettings,
     `prefix_cache` has one for this graph (and storing it when it had none). Returns the
     job as run, the child's result and the wall seconds."""
     out = Path(job.out_dir)
-    cache = None
+    caches: dict[str, Path] = {}
     if prefix_cache is not None:
-        cache = Path(prefix_cache) / _prefix_key(onnx_path, out, settings)
-        if _restore_prefix(cache, Path(job.finn_dir)):
-            job = job.model_copy(update={"start_step": _resume_step(job.steps)})
+        caches = {last: Path(prefix_cache) / _prefix_key(onnx_path, out, settings, last)
+                  for last in (PREFIX_LAST, STREAMLINED_LAST)}
+        for last, cache in caches.items():  # the longer prefix first
+            if _restore_prefix(cache, Path(job.finn_dir)):
+                job = job.model_copy(update={"start_step": _resume_step(job.steps, last)})
+                break
     t0 = time.perf_counter()
     child = run_job(job, finn_compat.child_environment(out), settings.timeout_s)
     wall = time.perf_counter() - t0
-    if cache is not None and job.start_step is None:
-        _store_prefix(cache, Path(job.finn_dir))
+    ran = job.steps if job.start_step is None else job.steps[job.steps.index(job.start_step):]
+    for last, cache in caches.items():
+        if last in ran:  # this run produced that prefix's output itself
+            _store_prefix(cache, Path(job.finn_dir), last)
     return job, child, wall
 
 

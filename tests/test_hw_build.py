@@ -123,22 +123,47 @@ def test_report_saved_with_schema_and_reused(builds, resnet8_run, digits):
 
 
 @pytest.fixture(scope="module")
-def big_cnv(tmp_path_factory, digits):
+def big_cnv_inputs(tmp_path_factory, digits):
     """An untrained double-width CNV: too large for a Pynq-Z1 at 10k fps (weights exceed
-    its BRAM); accuracy is irrelevant for fit and bit-exactness."""
+    its BRAM); accuracy is irrelevant for fit and bit-exactness. (folder, model, x, y)"""
     from fpgaslim.compress.models import create_model
 
     torch.manual_seed(0)
     model = create_model("cnv", (1, 8, 8), 10, None, 2.0).eval()
     root = tmp_path_factory.mktemp("big")
     export_qonnx(model, root / "big.onnx")
-    x, y = digits.test.tensors[0][:3], digits.test.tensors[1][:3]
+    return root, model, digits.test.tensors[0][:3], digits.test.tensors[1][:3]
+
+
+@pytest.fixture(scope="module")
+def big_cnv(big_cnv_inputs):
+    root, model, x, y = big_cnv_inputs
 
     def build(weights: str):
         return build_estimate(root / "big.onnx", root / weights, BuildSettings(weights=weights),
                               model=model, images=x, labels=y, prefix_cache=root / "prefix")
 
     return {w: build(w) for w in ("onchip", "external", "auto")}
+
+
+def test_prefer_rtl_build_resumes_from_the_streamlined_prefix(big_cnv, big_cnv_inputs):
+    """prefer_rtl changes step_convert_to_hw, not streamlining: its build resumes from the
+    streamlined graph the default builds stored (no second streamlining) and gives what a
+    build from scratch gives."""
+    root, model, x, y = big_cnv_inputs
+    rtl = BuildSettings(weights="external", prefer_rtl=True)
+    resumed = build_estimate(root / "big.onnx", root / "rtl", rtl, model=model, images=x,
+                             labels=y, prefix_cache=root / "prefix")
+    assert resumed.timings["prefix_reused"] == 1.0
+    fresh = build_estimate(root / "big.onnx", root / "rtl-fresh", rtl, model=model, images=x,
+                           labels=y)
+    assert fresh.timings["prefix_reused"] == 0.0
+    assert [layer.model_dump() for layer in resumed.layers] == [
+        layer.model_dump() for layer in fresh.layers]
+    assert any(layer.op_type.endswith("_rtl") for layer in resumed.layers)
+    assert {k: f.value for k, f in resumed.resources.items()} == {
+        k: f.value for k, f in fresh.resources.items()}
+    assert resumed.verification.integer_exact and fresh.verification.integer_exact
 
 
 def test_too_large_model_does_not_fit_with_overflow(big_cnv):
