@@ -216,20 +216,20 @@ def training_images_per_s(model: Any, data: Any, steps: int = 20, repeats: int =
     return statistics.median(rates)
 
 
-W2A2_LR = 0.01  # lr 0.05 (the w4a4 recipe's) sent w2a2 ResNet-20 to NaN in its first epoch
-
-
 def w2a2_baseline(run: RunDir, data: Any, model: str, epochs: int) -> Variant | None:
-    """The same baseline at 2-bit weights and activations (first/last layers keep 8-bit), at
-    a lower learning rate; None (with the reason printed) if its training diverges anyway."""
+    """The same baseline at 2-bit weights and activations (first/last layers keep 8-bit), on
+    the same recipe (lr 0.05, batch 64) with the training defaults fpgaslim gives every 2-bit
+    model (`compress.train.defaults_for`: a warm-up epoch and gradient clipping, which is what
+    kept lr 0.05 from sending it to NaN in its first epoch); None (with the reason printed) if
+    its training diverges anyway."""
     from fpgaslim.compress.baseline import BaselineSettings, train_baseline
-    from fpgaslim.compress.train import TrainSettings
+    from fpgaslim.compress.train import TrainSettings, with_defaults_for
     from fpgaslim.core.errors import TrainingDivergedError
 
+    train = with_defaults_for(TrainSettings(epochs=epochs, lr=0.05, batch_size=64), 2, 2)
     try:
         return train_baseline(run, data, BaselineSettings(
-            model=model, bits=BitWidths(weight=2, act=2),
-            train=TrainSettings(epochs=epochs, lr=W2A2_LR, batch_size=64)),
+            model=model, bits=BitWidths(weight=2, act=2), train=train),
             variant_id="baseline-w2a2", progress=False)
     except TrainingDivergedError as e:
         print(f"w2a2 row left out: {e}")
