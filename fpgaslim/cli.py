@@ -409,9 +409,10 @@ def maxfit(run: Path, variant_id: str, board: str, method: str, budget_lut: floa
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="report folder (default: <first run>/report)")
 @click.option("--detail", help="variant (or run/variant) of the per-layer plots")
-@click.option("--maxfit", "run_maxfit", is_flag=True, help="first run the optimal folding "
-              "(85 % LUT, HLS/RTL per layer) of every variant x board that has no max-fit "
-              "yet (minutes per variant; cached by its build key)")
+@click.option("--maxfit/--no-maxfit", "run_maxfit", default=True, show_default=True,
+              help="first run the optimal folding (85 % LUT, HLS/RTL per layer) of every "
+              "variant x board that has no max-fit yet (about a minute per variant; cached by "
+              "its build key, so only the first compare pays); --no-maxfit: only what is saved")
 @_handle_errors
 def compare(runs: tuple[Path, ...], out: Path | None, detail: str | None,
             run_maxfit: bool) -> None:
@@ -419,7 +420,8 @@ def compare(runs: tuple[Path, ...], out: Path | None, detail: str | None,
     from fpgaslim.compare import compare_runs, run_missing_maxfits
 
     if run_maxfit:
-        run_missing_maxfits(list(runs))
+        run_missing_maxfits(list(runs), on_error=lambda why: click.echo(
+            f"max-fit not available: {why}", err=True))
 
     result = compare_runs(list(runs), out or runs[0] / "report", detail_variant=detail)
     _console().print(result.table())

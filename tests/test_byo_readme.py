@@ -84,6 +84,10 @@ def test_readme_your_model_by_factory_path(byo_dir, monkeypatch):
     assert rep["verification"]["integer_exact"] and rep["verification"]["images"] == 4
     csv = (byo_dir / "runs/mine/report/comparison.csv").read_text(encoding="utf-8")
     assert "baseline" in csv and "pynq-z1" in csv  # the comparison lists the build
+    import csv as csvlib
+
+    row = next(csvlib.DictReader(csv.splitlines()))  # compare ran the max-fit itself
+    assert float(row["maxfit_fps"]) >= float(row["fps"]) > 0, row
     board = json.loads(out[4])
     assert board["label"] == "simulated" and board["accuracy"]["images"] == 20
 

@@ -15,7 +15,7 @@ returns a `ComparisonResult` whose `table()` is a rich Table (library code never
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,12 +229,16 @@ def collect(runs: Sequence[Path | str | RunDir], all_builds: bool = False,
 
 
 def run_missing_maxfits(runs: Sequence[Path | str | RunDir], budget: Any = None,
-                        styles: str = "mix", boards: Sequence[str] | None = None
-                        ) -> list[Path]:
+                        styles: str = "mix", boards: Sequence[str] | None = None,
+                        on_error: Callable[[str], None] | None = None) -> list[Path]:
     """The optimal folding (hw/folding_run.py) of every variant x board that `compare` would
     show without a max-fit: one per build folder compare picks, with that build's settings,
     cached by its build key (a second call does nothing). Returns the maxfit.json paths made.
+    `on_error`: called with "run/variant@board: message" for an fpgaslim error of one variant,
+    which then leaves the others (and the table) to go on, its row without a max-fit; without
+    it the error is raised.
     `budget`: a folding_opt.Budget (default 85 % LUT, all of the rest); `boards`: only these."""
+    from fpgaslim.core.errors import FpgaslimError
     from fpgaslim.hw.build import BuildSettings
     from fpgaslim.hw.build_key import UNKEYED
     from fpgaslim.hw.folding_run import optimize_variant
@@ -254,8 +258,15 @@ def run_missing_maxfits(runs: Sequence[Path | str | RunDir], budget: Any = None,
                 if find_maxfit(run, vid, build, report.board) is not None:
                     continue
                 settings = {k: v for k, v in report.settings.items() if k in keyed}
-                done.append(optimize_variant(run, vid, report.board, settings, budget,
-                                             styles=styles))
+                try:
+                    made = optimize_variant(run, vid, report.board, settings, budget,
+                                            styles=styles)
+                except FpgaslimError as e:
+                    if on_error is None:
+                        raise
+                    on_error(f"{run.path.name}/{vid}@{report.board}: {e}")
+                    continue
+                done.append(made)
     return done
 
 
