@@ -256,7 +256,8 @@ def finn_names(table: dict, ops: dict[str, str]) -> dict[str, str]:
 
 def is_mixed(table: dict, choice: list[int]) -> bool:
     """Whether the choice specializes any layer differently from the tabulated graph."""
-    return chosen_ops(table, choice) != table.get("ops", chosen_ops(table, choice))
+    ops = chosen_ops(table, choice)
+    return ops != table.get("ops", ops)
 
 
 def folding_config(table: dict, choice: list[int]) -> dict[str, Any]:
