@@ -19,6 +19,15 @@ no longer matches, the file is read unchanged (and the tool's own error says wha
   unsigned value in every stage.
 - `mvu.sv`, Yosys: a simulation-only start-up watchdog (`#100ns` in an initial block) is
   removed.
+- `fifo.sv` (StreamingFIFO_rtl), both tools, and `vpc.sv` (StreamingDataWidthConverter_rtl),
+  Yosys: yosys-slang stops with "directive is not allowed inside a design element" at the
+  `` `default_nettype none `` / `` `default_nettype wire `` pair inside the module; the
+  directive only turns implicit net declarations into errors (there are none: Verilator and
+  Vivado read the files with it), so the copy leaves it out. Verilator stops with "can't determine constant for FUNCREF 'INIT_ABITS'": it cannot
+  evaluate a constant function that builds a struct (an assignment pattern, or an assignment
+  to a member); the copy computes the struct's two members with two int functions of the
+  same arithmetic. One copy carries both changes for both tools (each is neutral to the
+  other tool).
 
 Why hand-written: these are workarounds for two tools' readings of one library; no package
 carries them.
@@ -49,6 +58,43 @@ def _drop_watchdog(text: str) -> str:
                   "/* fpgaslim: simulation-only watchdog removed */", text, flags=re.S)
 
 
+def _drop_default_nettype(text: str) -> str:
+    return re.sub(r"^`default_nettype\s+\w+[ \t]*$", "// fpgaslim: `default_nettype removed",
+                  text, flags=re.M)
+
+
+def _scalar_abits(text: str) -> str:
+    """fifo.sv: the struct-valued constant function INIT_ABITS as two int functions."""
+    a = text.find("\tfunction abits_t INIT_ABITS();")
+    end = "localparam abits_t       ABITS      = INIT_ABITS();"
+    b = text.find(end)
+    if a < 0 or b < a:
+        return text
+    return text[:a] + _ABITS_FUNCTIONS + text[b + len(end):]
+
+
+_ABITS_FUNCTIONS = """\t// fpgaslim: INIT_ABITS as two int functions (Verilator cannot evaluate a constant
+\t// function that builds a struct); the same arithmetic
+\tfunction int unsigned INIT_ABITS_LO();
+\t\tautomatic int unsigned  lo = $clog2(DEPTH_REQ);
+\t\tif(lo > MIN_ABITS) begin
+\t\t\tautomatic int unsigned  hi_abits = $clog2(DEPTH_REQ - 2**(lo-1));
+\t\t\tif(hi_abits < lo - 1)  lo--;
+\t\tend
+\t\treturn  lo;
+\tendfunction : INIT_ABITS_LO
+\tfunction int unsigned INIT_ABITS_HI();
+\t\tautomatic int unsigned  lo = $clog2(DEPTH_REQ);
+\t\tautomatic int unsigned  hi = 0;
+\t\tif(lo > MIN_ABITS) begin
+\t\t\tautomatic int unsigned  hi_abits = $clog2(DEPTH_REQ - 2**(lo-1));
+\t\t\tif(hi_abits < lo - 1)  hi = hi_abits < 1? 1 : hi_abits;
+\t\tend
+\t\treturn  hi;
+\tendfunction : INIT_ABITS_HI
+\tlocalparam abits_t       ABITS      = '{ lo: INIT_ABITS_LO(), hi: INIT_ABITS_HI() };"""
+
+
 def _unreverse_scope_select(text: str) -> str:
     return text.replace("p.ptr[M-1:SN+1] < 2**stage - SCOPE_REDUCE",
                         "(p.ptr[M-1:0] >> (SN+1)) < 2**stage - SCOPE_REDUCE")
@@ -59,6 +105,9 @@ ADAPTATIONS: dict[str, tuple[frozenset[str], Callable[[str], str]]] = {
     "add_multi.sv": (frozenset({"yosys", "verilator"}), _hoist_leaf_loads),
     "thresholding.sv": (frozenset({"yosys"}), _unreverse_scope_select),
     "mvu.sv": (frozenset({"yosys"}), _drop_watchdog),
+    "fifo.sv": (frozenset({"yosys", "verilator"}),
+                lambda text: _scalar_abits(_drop_default_nettype(text))),
+    "vpc.sv": (frozenset({"yosys"}), _drop_default_nettype),
 }
 
 

@@ -10,6 +10,14 @@ memstream, initialised from FINN's memblock.dat), wired as FINN's stitching wire
 is synthesized with its weight memory and simulated with one input stream. HLS layers stay
 FINN estimates and say so.
 
+The estimate graph has no data-width converters or FIFOs (FINN inserts them when it stitches
+the design, after the estimate steps), so the child inserts them into a copy of the folded
+graph the way FINN's stitching flow does (`_with_stitching_nodes`: InsertDWC, InsertFIFO with
+every FIFO at its minimal depth, SpecializeLayers) and gives them a second opinion too, FINN's
+estimate beside them from the node's own estimation functions. A FIFO's real depth comes from
+FINN's FIFO sizing, which needs a simulation of the whole design; the record says which depth
+was synthesized.
+
 Layers whose RTL is the same module with the same parameters (FINN names every module and file
 after the node; a ResNet repeats its blocks) are synthesized once, and compiled for Verilator
 once where only their run-time parameter files (thresholds, weights) differ; each layer still
@@ -72,6 +80,9 @@ class LayerOpinion(BaseModel):
     # files such as thresholds and weights are read at run time): whose simulator it ran
     synth_from: str | None = None
     simulator_from: str | None = None
+    # a data-width converter or FIFO that FINN's stitching inserts (not in the estimate graph):
+    # what inserted it and, for a FIFO, the depth synthesized
+    inserted: str | None = None
 
 
 class SecondOpinion(BaseModel):
@@ -87,6 +98,7 @@ class SecondOpinion(BaseModel):
     layer_timeout_s: float
     layers: list[LayerOpinion]
     rtl_layers: int = 0
+    inserted_layers: int = 0  # of rtl_layers: DWCs and FIFOs FINN's stitching inserts
     synthesized: int = 0
     simulated_bit_exact: int = 0
     seconds: float = 0.0
@@ -132,7 +144,9 @@ def run_second_opinion(work: Path, settings, part: str,
     job_path.write_text(json.dumps(job), encoding="utf-8")
     n_layers = len(json.loads((work / "finn" / "report" / "fpgaslim_layers.json")
                               .read_text(encoding="utf-8"))["layers"])
-    limit = 120 + n_layers * settings.layer_timeout_s * (1 + (settings.sim != "none"))
+    # FINN's stitching adds a FIFO on every stream and some width converters (at most about
+    # twice as many nodes again), each under the same per-layer limit
+    limit = 120 + 3 * n_layers * settings.layer_timeout_s * (1 + (settings.sim != "none"))
     env = finn_compat.child_environment(so_dir)
     t0 = time.perf_counter()
     seen = 0
@@ -218,6 +232,60 @@ def _node_inputs(work: Path, model, py_model) -> dict:
     # run the parent up to the partition: its input is the partition's input
     ctx = execute_onnx(parent, {parent.graph.input[0].name: x}, True)
     return execute_onnx(py_model, {py_model.graph.input[0].name: ctx[sdp.input[0]]}, True)
+
+
+def _with_stitching_nodes(model, part: str):
+    """(graph, inserted): a copy of the folded graph `model` with the data-width converters
+    and FIFOs that FINN's stitching inserts, as its build flow inserts them before stitching
+    (step_set_fifo_depths with the force_minimal_fifos strategy: InsertDWC, then
+    InsertFIFO(create_shallow_fifos=True), every FIFO at the depth its neighbours' in/out FIFO
+    depth attributes give, then SpecializeLayers to FINN's default RTL/HLS variant); FINN's
+    own transformations, not a re-implementation. `inserted`: name -> what inserted it (and a
+    FIFO's depth). The other nodes keep their names; the new ones are named after their op
+    type where FINN left them unnamed."""
+    import copy
+
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+    from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from qonnx.custom_op.registry import getCustomOp
+
+    before = {n.name for n in model.graph.node}
+    m = copy.deepcopy(model).transform(InsertDWC()).transform(
+        InsertFIFO(create_shallow_fifos=True)).transform(SpecializeLayers(part))
+    taken, count, inserted = set(before), {}, {}
+    for n in m.graph.node:
+        if n.name in before:
+            continue
+        while not n.name or n.name in taken:
+            count[n.op_type] = count.get(n.op_type, -1) + 1
+            n.name = f"{n.op_type}_{count[n.op_type]}"
+        taken.add(n.name)
+        inserted[n.name] = (
+            f"inserted by FINN's InsertFIFO at depth {getCustomOp(n).get_nodeattr('depth')} "
+            "(the minimal depth; FINN's FIFO sizing sets the real one)"
+            if n.op_type.startswith("StreamingFIFO") else "inserted by FINN's InsertDWC")
+    return m, inserted
+
+
+def _pass_through(ctx: dict, inserted_nodes: list) -> None:
+    """Give `ctx` (the folded graph's tensors) the tensors of the inserted converters and
+    FIFOs: each passes its input through unchanged (only the stream's word width changes),
+    so both its tensors hold the same values. One of them is the folded graph's (a FIFO at the
+    graph's output takes over the output's name, and the last layer writes a new tensor), so
+    values are copied either way until every inserted node's tensors are known."""
+    todo = list(inserted_nodes)
+    while todo:
+        left = []
+        for n in todo:
+            a, b = n.input[0], n.output[0]
+            if a in ctx or b in ctx:
+                ctx[b if a in ctx else a] = ctx[a if a in ctx else b]
+            else:
+                left.append(n)
+        if len(left) == len(todo):
+            raise KeyError(f"no values for the stream of {left[0].name}")
+        todo = left
 
 
 def _stream_words(inst, values, out: bool) -> tuple[list[int], int]:
@@ -445,8 +513,10 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dic
             if owner != node.name:
                 op.simulator_from = owner
                 _alias_parameter_files(hdl, node.name, owner)
+            # FINN expects no cycle count for some layers (FIFOs, width converters: 0)
             op.sim = run(binary, intf, hdl, in_words, exp_words, limit,
-                         max_cycles=20 * max(1, op.finn_exp_cycles) + 100_000,
+                         max_cycles=20 * max(1, op.finn_exp_cycles, len(in_words),
+                                             len(exp_words)) + 100_000,
                          compare_bits=int(inst.get_outstream_width()))
             if isinstance(built, float) and owner == node.name:
                 op.sim.build_s = built
@@ -494,12 +564,23 @@ def run_child(job: dict) -> int:
     from qonnx.core.modelwrapper import ModelWrapper
 
     getHWCustomOp = finn_compat.builder().getHWCustomOp
-    model = ModelWrapper(str(work / "finn" / "intermediate_models" /
-                             "step_fpgaslim_layer_table.onnx"))
+    folded = ModelWrapper(str(work / "finn" / "intermediate_models" /
+                              "step_fpgaslim_layer_table.onnx"))
     res = json.loads((work / "finn" / "report" / "estimate_layer_resources.json")
                      .read_text(encoding="utf-8"))
     finn_res = {k: {r: float(v.get(r, 0)) for r in ("LUT", "BRAM_18K", "DSP")}
                 for k, v in res.items() if isinstance(v, dict)}
+    stitch_note = None
+    try:
+        model, inserted = _with_stitching_nodes(folded, job["part"])
+    except Exception as exc:  # noqa: BLE001  (a second opinion never fails a build)
+        model, inserted = folded, {}
+        stitch_note = (f"FINN's InsertDWC/InsertFIFO failed on this graph, so its width "
+                       f"converters and FIFOs have no second opinion: {exc}"[:300])
+    for node in model.graph.node:  # FINN's estimate of the inserted nodes, by FINN's functions
+        if node.name in inserted:
+            est = getHWCustomOp(node).node_res_estimation(job["part"])
+            finn_res[node.name] = {r: float(est.get(r, 0)) for r in ("LUT", "BRAM_18K", "DSP")}
     tools = {"yosys": yosys_version() if job["synth"] == "yosys" else None,
              "verilator": verilator_version() if job["sim"] == "verilator" else None}
     memo: dict = {}
@@ -510,9 +591,12 @@ def run_child(job: dict) -> int:
         if "ctx" not in memo:
             memo["ctx"] = None
             try:
-                memo["ctx"] = _node_inputs(work, model, finn_compat.to_python_exec(model))
+                ctx = _node_inputs(work, folded, finn_compat.to_python_exec(folded))
+                _pass_through(ctx, [n for n in model.graph.node if n.name in inserted])
             except Exception as exc:  # noqa: BLE001  (a second opinion never fails a build)
                 memo["note"] = f"FINN's Python execution for the input streams failed: {exc}"
+            else:
+                memo["ctx"] = ctx
         return memo["ctx"]
     nodes = list(model.graph.node)
     done = [0]
@@ -525,6 +609,7 @@ def run_child(job: dict) -> int:
             op = LayerOpinion(name=node.name, op_type=node.op_type,
                               note=f"FINN could not generate this layer's RTL: "
                                    f"{type(exc).__name__}: {exc}"[:400])
+        op.inserted = inserted.get(node.name)
         with _LOCK:
             done[0] += 1
             _progress(so_dir, f"[{done[0]}/{len(nodes)}] {_summary(op)}")
@@ -546,9 +631,11 @@ def run_child(job: dict) -> int:
         sim_source=SIM_SOURCE if job["sim"] != "none" else None, tools=tools,
         layer_timeout_s=job["layer_timeout_s"], layers=layers,
         rtl_layers=sum(1 for n in nodes if n.domain.endswith(".rtl")),
+        inserted_layers=sum(1 for n in nodes if n.domain.endswith(".rtl") and n.name in inserted),
         synthesized=sum(1 for x in layers if x.synth and x.synth.status == "ok"),
         simulated_bit_exact=sum(1 for x in layers if x.sim and x.sim.bit_exact),
-        seconds=round(time.time() - t0, 2), note=memo.get("note"))
+        seconds=round(time.time() - t0, 2),
+        note="; ".join(n for n in (stitch_note, memo.get("note")) if n) or None)
     tmp = so_dir / "second_opinion.json.part"
     tmp.write_text(rec.model_dump_json(indent=2), encoding="utf-8")
     os.replace(tmp, so_dir / "second_opinion.json")
@@ -585,8 +672,11 @@ def render_second_opinion(so: SecondOpinion):
     caption = (f"Yosys: {so.synth_source} ({so.tools.get('yosys')}, -family {so.family}); "
                f"Verilator: {so.sim_source} ({so.tools.get('verilator')}); FINN: estimates and "
                "get_exp_cycles()" + (f". {so.note}" if so.note else ""))
-    t = Table(title=f"Second opinion on {so.rtl_layers} RTL layers ({so.synthesized} "
-              f"synthesized, {so.simulated_bit_exact} simulated bit-exact)", caption=caption)
+    stitched = (f", {so.inserted_layers} of them width converters and FIFOs of FINN's "
+                "stitching" if so.inserted_layers else "")
+    t = Table(title=f"Second opinion on {so.rtl_layers} RTL layers{stitched} "
+              f"({so.synthesized} synthesized, {so.simulated_bit_exact} simulated bit-exact)",
+              caption=caption)
     for col in ("layer", "FINN LUT (est.)", "Yosys LUT", "FF", "BRAM_18K Yosys (FINN est.)",
                 "DSP Yosys (FINN est.)", "FINN cycles (exp.)", "Verilator cycles", "bit-exact",
                 "note"):
@@ -600,6 +690,8 @@ def render_second_opinion(so: SecondOpinion):
             notes.append(s.scope)
         if x.synth_from:
             notes.append(f"same RTL as {x.synth_from}: synthesized once")
+        if x.inserted:
+            notes.insert(0, x.inserted)
         t.add_row(x.name, "" if x.finn_LUT is None else f"{x.finn_LUT:,.0f}",
                   f"{s.LUT:,}" if ok else "", f"{s.FF:,}" if ok else "",
                   _beside(s.BRAM_18K if ok else None, x.finn_BRAM_18K),

@@ -3,7 +3,8 @@
 One real build of a tiny plain CNN trained on digits (8x8) with prefer_rtl (standalone
 Thresholding_rtl layers, RTL MVAUs), then --synth yosys and --sim verilator: numbers parsed from
 Yosys's stat, every RTL layer synthesized (Thresholding_rtl and MVAU_rtl included, the MVAU with
-FINN's weight streamer) and simulated bit-exact against FINN's Python execution, cycles
+FINN's weight streamer, and the FIFOs and, in a second build folded wider, the width converters
+that FINN's stitching inserts) and simulated bit-exact against FINN's Python execution, cycles
 measured; a corrupted weight file makes the MVAU's simulation differ; and the graceful paths
 (no C++ compiler, a per-layer time limit) say so per layer while the build succeeds.
 """
@@ -93,6 +94,40 @@ def test_rtl_layers_synthesized_and_simulated_bit_exact(tiny_build):
         if layer.op_type.endswith("_hls"):
             assert layer.note == "FINN estimate only (HLS layer; needs Vitis HLS)"
             assert layer.synth is None and layer.sim is None
+    # the FIFOs FINN's stitching puts on every stream (not in the estimate graph): each
+    # inserted at FINN's minimal depth, synthesized and simulated bit-exact on its stream
+    fifos = by_op.get("StreamingFIFO_rtl", [])
+    assert len(fifos) >= 5 and so.inserted_layers == len(fifos) + len(
+        by_op.get("StreamingDataWidthConverter_rtl", []))
+    _inserted_layers_ok(fifos, "InsertFIFO at depth 2")
+
+
+def _inserted_layers_ok(layers, inserted_by: str) -> None:
+    for x in layers:
+        assert x.inserted and inserted_by in x.inserted, x.inserted
+        assert x.finn_LUT is not None and x.finn_LUT > 0  # FINN's estimate, from the node
+        assert x.synth.status == "ok" and x.synth.LUT > 0 and x.synth.FF > 0, (x.name, x.synth)
+        assert x.sim is not None and x.sim.bit_exact, (x.name, x.sim)
+        assert x.sim.words_out == x.sim.words_expected > 0
+        assert x.sim.cycles >= max(x.sim.words_in, x.sim.words_out)
+
+
+def test_width_converters_of_the_stitching(tiny_build, digits):
+    """Folded for 1,000,000 fps, the first MVAU's output stream is wider than the thresholds
+    after it take, so FINN's stitching needs data-width converters: each inserted (FINN's
+    InsertDWC on a copy of the folded graph), synthesized, and simulated bit-exact, its input
+    and output streams of different word counts."""
+    from fpgaslim.hw.api import build_variant
+
+    run, settings = tiny_build[:2]
+    rep = build_variant(run, "baseline", "pynq-z1", data=digits, verify_images=4,
+                        settings=settings.model_copy(update={"target_fps": 1_000_000}))
+    assert rep.verification.integer_exact
+    dwcs = [x for x in rep.second_opinion.layers
+            if x.op_type == "StreamingDataWidthConverter_rtl"]
+    assert dwcs, [x.op_type for x in rep.second_opinion.layers]
+    _inserted_layers_ok(dwcs, "InsertDWC")
+    assert all(x.sim.words_in != x.sim.words_out for x in dwcs)
 
 
 def test_wrong_weights_make_the_mvau_simulation_differ(tiny_build):

