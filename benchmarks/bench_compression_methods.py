@@ -47,6 +47,33 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--resconv-rate", type=float, default=0.45)
     ap.add_argument("--no-produce", action="store_true",
                     help="only tabulate what the run folder holds")
+    ap.add_argument("--unit", action="append", default=None, metavar="KIND:SEED",
+                    help="produce only these units (repeatable), KIND one of "
+                         f"{', '.join(UNITS)}, e.g. baseline:1 or resconv:0; two processes "
+                         "(--threads 1 each) may share the run folder when their units are "
+                         "disjoint. Default: every unit, in order")
+
+
+#: what `produce` makes, per seed: the baseline, the dynamic pruning + layer fusion chain,
+#: ResConv-Prune, learned layer importance, and the peer at the MACs of each of them
+UNITS = ("baseline", "dp-fuse", "resconv", "layer-importance", "peer")
+
+
+def units(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The (kind, seed) units to produce: --unit's, else all of them in order (every
+    baseline seed, then each method and the peer from the first --peer-seeds baselines)."""
+    if not args.unit:
+        peer_seeds = range(min(args.peer_seeds, args.seeds))
+        return ([("baseline", s) for s in range(args.seeds)]
+                + [(k, s) for s in peer_seeds for k in UNITS[1:]])
+    out = []
+    for u in args.unit:
+        kind, _, seed = u.partition(":")
+        if kind not in UNITS or not seed.isdigit():
+            raise SystemExit(f"--unit {u!r}: expected KIND:SEED with KIND one of "
+                             f"{', '.join(UNITS)} and SEED a number, e.g. baseline:1")
+        out.append((kind, int(seed)))
+    return out
 
 
 def run_folder(args: argparse.Namespace) -> Path:
@@ -101,29 +128,38 @@ def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
     from fpgaslim.compress.train import TrainSettings
 
     epochs = 1 if args.smoke else args.epochs
-    for seed in range(args.seeds):
-        train_baseline(run, data, BaselineSettings(
-            model=args.model, train=TrainSettings(epochs=epochs, lr=0.05, batch_size=64,
-                                                  seed=seed)),
-            variant_id=baseline_id(seed), progress=False)
     ms = method_settings(args.smoke, args.resconv_rate)
     peer = magnitude_prune.Settings.preset("cpu", epochs=1 if args.smoke else args.peer_epochs)
-    for seed in range(min(args.peer_seeds, args.seeds)):
+    for kind, seed in units(args):
         b = baseline_id(seed)
-        chain = get_method("dynamic-prune+fuse")  # the registered composite method
-        made = chain.run(run, b, data, chain.Settings(**{
-            "dynamic-prune": ms["dynamic-prune"], "layer-fusion": ms["layer-fusion"]}),
-            progress=False)
-        made += resconv.run(run, b, data, ms["resconv"].model_copy(update={"seed": seed}),
-                            progress=False)
-        made += layer_importance.run(run, b, data, ms["layer-importance"].model_copy(
-            update={"seed": seed}), progress=False)
-        base_macs = run.record(b).macs
-        for leaf in leaves(made):
-            cut = round(1 - leaf.macs / base_macs, 3)
-            if 0.01 <= cut <= 0.95:
-                magnitude_prune.run(run, b, data, peer.model_copy(
-                    update={"macs_reduction": cut, "seed": seed}), progress=False)
+        if kind == "baseline":
+            train_baseline(run, data, BaselineSettings(
+                model=args.model, train=TrainSettings(epochs=epochs, lr=0.05, batch_size=64,
+                                                      seed=seed)),
+                variant_id=b, progress=False)
+        elif not run.has(b):
+            raise SystemExit(f"--unit {kind}:{seed} needs the baseline {b!r} in {run.path}; "
+                             f"produce it first (--unit baseline:{seed})")
+        elif kind == "dp-fuse":
+            chain = get_method("dynamic-prune+fuse")  # the registered composite method
+            chain.run(run, b, data, chain.Settings(**{
+                "dynamic-prune": ms["dynamic-prune"], "layer-fusion": ms["layer-fusion"]}),
+                progress=False)
+        elif kind == "resconv":
+            resconv.run(run, b, data, ms["resconv"].model_copy(update={"seed": seed}),
+                        progress=False)
+        elif kind == "layer-importance":
+            layer_importance.run(run, b, data, ms["layer-importance"].model_copy(
+                update={"seed": seed}), progress=False)
+        else:  # the peer at the MACs of every fpgaslim method's last variant made so far
+            base_macs = run.record(b).macs
+            made = [r for r in sorted(run.records(), key=lambda r: (r.id.count("."), r.created))
+                    if r.method in FPGASLIM and root_of(run, r).id == b]
+            for leaf in leaves(made):
+                cut = round(1 - leaf.macs / base_macs, 3)
+                if 0.01 <= cut <= 0.95:
+                    magnitude_prune.run(run, b, data, peer.model_copy(
+                        update={"macs_reduction": cut, "seed": seed}), progress=False)
     return {"methods": {k: v.model_dump(mode="json", by_alias=True) for k, v in ms.items()},
             "peer": peer.model_dump(mode="json")}
 

@@ -85,7 +85,8 @@ def recipe(smoke: bool) -> str:
 
 def add_recipe_args(ap: argparse.ArgumentParser, model: str, *, width: bool = True) -> None:
     """The options every CPU-recipe benchmark shares: --smoke, --model, --width (optional),
-    --board, --epochs (baseline training), --verify-images and --work (the run folder)."""
+    --board, --epochs (baseline training), --verify-images, --threads and --work (the run
+    folder)."""
     ap.add_argument("--smoke", action="store_true", help="tiny data and 1 epoch: proves it runs")
     ap.add_argument("--model", default=model)
     if width:
@@ -97,6 +98,8 @@ def add_recipe_args(ap: argparse.ArgumentParser, model: str, *, width: bool = Tr
                     help="seeded training subset (0: all 54,000); validation gets a fifth as "
                          "many, the test set is always whole")
     ap.add_argument("--verify-images", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads (1 each when two benchmark processes share 2 cores)")
     ap.add_argument("--work", type=Path, default=None,
                     help="run folder (default: results/tmp/<model>-<tag>, shared by the "
                          "method benchmarks so they start from one baseline)")
@@ -130,12 +133,13 @@ def recipe_data(smoke: bool, dataset: str = "fashion-mnist",
 
 
 def start(args: argparse.Namespace) -> tuple[str, Any]:
-    """Begin a CPU-recipe benchmark: snapshot the machine (load average at the start), use 2
-    torch threads, load the data. Returns (tag: "smoke" or "cpu", data)."""
+    """Begin a CPU-recipe benchmark: snapshot the machine (load average at the start), use
+    --threads torch threads (2 unless told), load the data. Returns (tag: "smoke" or "cpu",
+    data)."""
     import torch
 
     machine()
-    torch.set_num_threads(2)
+    torch.set_num_threads(getattr(args, "threads", 2))
     return ("smoke" if args.smoke else "cpu"), recipe_data(
         args.smoke, train_images=getattr(args, "train_images", TRAIN_IMAGES))
 
