@@ -53,7 +53,9 @@ from .child import kill_group
 from .rtlsim_verilator import SimResult
 from .synth_yosys import SOURCE as SYNTH_SOURCE, SynthResult
 
-CACHE_VERSION = "fpgaslim-second-opinion/2"
+# part of every cache key, and stored in the record: a saved second opinion of an older
+# recipe is redone (3: the width converters and FIFOs of FINN's stitching are covered)
+CACHE_VERSION = "fpgaslim-second-opinion/3"
 _LOCK = threading.RLock()
 HLS_NOTE = "FINN estimate only (HLS layer; needs Vitis HLS)"
 MVAU_SCOPE = "compute core only (weights arrive as a stream; the weight memory is not included)"
@@ -89,6 +91,7 @@ class SecondOpinion(BaseModel):
     """Per-layer Yosys / Verilator figures of one build, with provenance."""
 
     model_config = ConfigDict(extra="forbid")
+    recipe: str | None = None  # CACHE_VERSION of the code that made it (None: before /3)
     synth: str | None = None  # "yosys" when requested
     sim: str | None = None  # "verilator" when requested
     family: str | None = None
@@ -110,11 +113,13 @@ def wanted(settings) -> bool:
 
 
 def needs_second_opinion(report, settings) -> bool:
-    """A saved report lacks (part of) the second opinion the settings ask for."""
+    """A saved report lacks (part of) the second opinion the settings ask for, or has one
+    of an older recipe (its syntheses and simulations stay cached where still valid)."""
     if not wanted(settings):
         return False
     so = report.second_opinion
-    return so is None or (settings.synth != "none" and so.synth is None) or (
+    return so is None or so.recipe != CACHE_VERSION or (
+        settings.synth != "none" and so.synth is None) or (
         settings.sim != "none" and so.sim is None)
 
 
@@ -626,7 +631,7 @@ def run_child(job: dict) -> int:
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         layers = list(pool.map(one, nodes))
     rec = SecondOpinion(
-        synth=job["synth"] if job["synth"] != "none" else None,
+        recipe=CACHE_VERSION, synth=job["synth"] if job["synth"] != "none" else None,
         sim=job["sim"] if job["sim"] != "none" else None, family=job["family"],
         sim_source=SIM_SOURCE if job["sim"] != "none" else None, tools=tools,
         layer_timeout_s=job["layer_timeout_s"], layers=layers,

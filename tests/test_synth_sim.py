@@ -163,6 +163,12 @@ def test_saved_report_carries_it_and_a_rerun_uses_the_cache(tiny_build, digits):
     run, settings, report, _, bdir, _ = tiny_build
     saved = load_report(bdir / "report.json")
     assert saved.second_opinion == report.second_opinion
+    from fpgaslim.hw.second_opinion import needs_second_opinion
+
+    assert not needs_second_opinion(saved, settings)
+    older = saved.model_copy(deep=True)
+    older.second_opinion.recipe = None  # made before the stitching's layers were covered
+    assert needs_second_opinion(older, settings)
     from fpgaslim.hw.build import attach_second_opinion
 
     again = saved.model_copy(deep=True)
