@@ -41,7 +41,9 @@ from fpgaslim.hw.folding_search import load_maxfit, search_variant  # noqa: E402
 
 BOARDS = ("pynq-z1", "u250")
 COLUMNS = [("variant", "variant"), ("method", "label"), ("bits", "bits"),
-           ("test acc %", "test_accuracy", ".2f"), ("drop", "accuracy_drop", "+.2f"),
+           ("test acc %", "test_accuracy", ".2f"),
+           ("HW acc % (simulated)", "hw_accuracy", ".2f"), ("HW images", "verified_images", ","),
+           ("drop", "accuracy_drop", "+.2f"),
            ("params", "params", ","), ("MACs", "macs", ","), ("MACs -%", "macs_reduction_pct", ".1f"),
            ("depth", "depth", "d"), ("BRAM_18K", "BRAM_18K", ".0f"), ("URAM", "URAM", ".0f"),
            ("LUT", "LUT", ",.0f"), ("DSP", "DSP", ".0f"),
@@ -104,7 +106,7 @@ def speed_rows(rec: Variant, reports: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for board, rep in reports.items():
         t = rep.timings
-        n = rep.settings.get("verify_images") or 0
+        n = rep.verification.images if rep.verification is not None else 0
         rows.append({"variant": rec.id, "board": board,
                      "prefix_reused": bool(t.get("prefix_reused")),
                      "build_wall_s": t.get("build_wall_s"),
@@ -240,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_recipe_args(ap, "resnet20", width=False)
     recipe.add_args(ap)
+    ap.set_defaults(verify_images="all")  # issue 16: every variant on the whole test set
     ap.add_argument("--no-w2a2", action="store_true", help="skip the w2a2 baseline row")
     ap.add_argument("--maxfit", choices=("targets", "leaves", "all", "none"), default="leaves",
                     help="folding searches for: the w4a4 baseline and the chained (dynamic "

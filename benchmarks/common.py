@@ -30,7 +30,10 @@ ROW_SOURCES: dict[str, str] = {
     "params/macs/depth": "counted on the model",
     "BRAM_18K/URAM/LUT/DSP/est_fps/est_latency_us/fits": "FINN estimate (finn-plus)",
     "offchip_bytes_per_frame": "FINN estimate (fpgaslim, from FINN's stream shapes and folding)",
-    "bit_exact": "simulated (Python execution of the folded FINN graph vs Brevitas)",
+    "bit_exact/verified": "simulated (Python execution of the folded FINN graph vs Brevitas; "
+                          "verified: zero per-layer errors)",
+    "hw_accuracy/verified_images": "simulated (the folded FINN graph's accuracy on the "
+                                   "verified test images)",
 }
 
 _MACHINE: dict[str, Any] | None = None
@@ -97,12 +100,26 @@ def add_recipe_args(ap: argparse.ArgumentParser, model: str, *, width: bool = Tr
     ap.add_argument("--train-images", type=int, default=TRAIN_IMAGES,
                     help="seeded training subset (0: all 54,000); validation gets a fifth as "
                          "many, the test set is always whole")
-    ap.add_argument("--verify-images", type=int, default=20)
+    ap.add_argument("--verify-images", type=image_count, default=20,
+                    help="test images each build is verified on, or 'all'")
     ap.add_argument("--threads", type=int, default=2,
                     help="torch threads (1 each when two benchmark processes share 2 cores)")
     ap.add_argument("--work", type=Path, default=None,
                     help="run folder (default: results/tmp/<model>-<tag>, shared by the "
                          "method benchmarks so they start from one baseline)")
+
+
+def image_count(text: str) -> int | str:
+    """--verify-images: a number of images, or "all" (the whole test split)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of images or 'all'") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1 image")
+    return n
 
 
 #: the CPU recipe: a seeded 8,000-image training subset (1,600 validation) of Fashion-MNIST,
@@ -224,6 +241,10 @@ def variant_row(record: Any, hw: Any = None, base: Any = None) -> dict[str, Any]
             "hw_layers": len(hw.layers), "fits": hw.fits,
             "bit_exact": None if hw.verification is None else hw.verification.integer_exact,
         })
+        v = hw.verification
+        if v is not None:  # hardware accuracy (simulated) on the images verified
+            row.update({"hw_accuracy": v.hw_accuracy, "verified_images": v.images,
+                        "verified": v.verified})
     return row
 
 
