@@ -133,6 +133,12 @@ def test_prune_picks_smallest_scales_and_threshold() -> None:
     assert [r["pruned"] for r in decision2.layers] == [False, True, True]
     with pytest.raises(ConfigError):
         prune(net, 1.0)
+    # a layer whose gain g <= 0 on an identity shortcut would output ReLU(g * x) = 0 for the
+    # non-negative x it gets: never pruned, the next-smallest score is pruned instead
+    with torch.no_grad():
+        net.blocks()[1].g.fill_(-0.01)
+    _, decision3 = prune(net, 0.34)
+    assert [r["pruned"] for r in decision3.layers] == [False, False, True]
     # a downsampling layer whose pool pads cannot be pruned: it is skipped, not broken
     spec_pad = _random_spec("avgpool", random.Random(3), pruned=False)
     if spec_pad.layers[1].padding:
