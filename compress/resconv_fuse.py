@@ -35,11 +35,12 @@ class PruneDecision(BaseModel):
 def dead_if_pruned(b: ResConv) -> bool:
     """Whether pruning `b` would leave a layer that outputs zero everywhere: pruned, it is
     ReLU(g * f(x)), and with an identity or average-pool shortcut f(x) is a ReLU's output,
-    non-negative, so g <= 0 makes every output 0 and cuts the network in two. Measured on the
-    Fashion-MNIST ResNet-20 benchmark (issue 20's recipe, seed 0): sparse training left
-    blocks.6.conv2 with g = -0.009 and the smallest score; pruned, the network fell from 91.8 %
-    to 9.8 % validation accuracy (chance) and retraining could not bring it back. Such a layer
-    is kept (the next-smallest score is pruned instead)."""
+    non-negative, so g <= 0 makes every output 0 and cuts the network in two. Such a layer is
+    kept (the next-smallest score is pruned instead). Seen on the Fashion-MNIST ResNet-20
+    benchmark (issue 20's recipe, seed 0): sparse training left blocks.6.conv2 with g = -0.009
+    and the smallest score. Keeping it did not cure that run's collapse, though: pruned without
+    it the network is still at chance (9.8 % validation accuracy, 91.8 % before pruning), so
+    the collapse has another cause (README, Known issues)."""
     return b.spec.shortcut in ("identity", "avgpool") and float(b.g.detach()) <= 0
 
 
