@@ -110,16 +110,14 @@ def add_recipe_args(ap: argparse.ArgumentParser, model: str, *, width: bool = Tr
 
 
 def image_count(text: str) -> int | str:
-    """--verify-images: a number of images, or "all" (the whole test split)."""
-    if text.strip().lower() == "all":
-        return "all"
+    """--verify-images: a number of images, or "all" (the whole test split); the parsing is
+    fpgaslim's own (`hw.verify.parse_image_count`), worded as an argparse error."""
+    from fpgaslim.hw.verify import parse_image_count
+
     try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a number of images or 'all'") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: at least 1 image")
-    return n
+        return parse_image_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 #: the CPU recipe: a seeded 8,000-image training subset (1,600 validation) of Fashion-MNIST,

@@ -33,15 +33,12 @@ def _handle_errors(fn: Callable) -> Callable:
 
 def _image_count(ctx: Any, param: Any, value: str) -> int | str:
     """--verify-images / --images: a number of test images, or "all" (the whole test split)."""
-    if str(value).strip().lower() == "all":
-        return "all"
+    from fpgaslim.hw.verify import parse_image_count
+
     try:
-        n = int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither a number of images nor 'all'") from None
-    if n < 0:
-        raise click.BadParameter(f"needs 0 or more images, got {n}")
-    return n
+        return parse_image_count(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _console():

@@ -34,6 +34,21 @@ def is_all(requested: int | str) -> bool:
     return isinstance(requested, str) and requested.strip().lower() == ALL_IMAGES
 
 
+def parse_image_count(text: int | str) -> int | str:
+    """A verify_images / --images value as typed: "all" (any case), or a number of images
+    >= 0. ValueError, saying what is wrong, otherwise (the CLI and the benchmarks word it as
+    their own option's error)."""
+    if is_all(str(text)):
+        return ALL_IMAGES
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a number of images nor 'all'") from None
+    if n < 0:
+        raise ValueError(f"needs 0 or more images, got {n}")
+    return n
+
+
 def image_count(requested: int | str, available: int, what: str = "verify_images") -> int:
     """How many test images to verify on: `requested` (an integer >= 0, or "all": every one
     of the `available` test images), at most `available`."""
