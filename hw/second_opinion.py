@@ -248,15 +248,13 @@ def _with_stitching_nodes(model, part: str):
     own transformations, not a re-implementation. `inserted`: name -> what inserted it (and a
     FIFO's depth). The other nodes keep their names; the new ones are named after their op
     type where FINN left them unnamed."""
-    import copy
-
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
     from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
     from qonnx.custom_op.registry import getCustomOp
 
     before = {n.name for n in model.graph.node}
-    m = copy.deepcopy(model).transform(InsertDWC()).transform(
+    m = model.transform(InsertDWC()).transform(  # transform() works on a copy
         InsertFIFO(create_shallow_fifos=True)).transform(SpecializeLayers(part))
     taken, count, inserted = set(before), {}, {}
     for n in m.graph.node:
