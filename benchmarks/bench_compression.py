@@ -254,10 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     epochs, verify = (1, 4) if args.smoke else (args.epochs, args.verify_images)
     run = RunDir(recipe.run_folder(args))
     t0 = time.perf_counter()
+    recipe.restore(run, recipe.kept_folder(args))  # the committed finished units first
     base = common.train_recipe_baseline(run, data, args.model, 1.0, epochs)
     produced = {} if args.no_produce else recipe.produce(run, data, args)
     if not args.no_w2a2:
         w2a2_baseline(run, data, args.model, epochs)
+    recipe.keep(run, recipe.kept_folder(args))
     records = kept(run)
     parents = {r.parent for r in records}
     rows, speed, builds_s, maxfit_s = [], [], 0.0, 0.0

@@ -34,6 +34,10 @@ PEER_EPOCHS = 15
 FPGASLIM = ("dynamic-prune", "layer-fusion", "resconv", "layer-importance")
 PEER = "magnitude-prune"
 RUN_ROOT = Path.home() / ".cache" / "fpgaslim-bench"
+#: the finished units' variants (record + checkpoint), committed: a session's machine may come
+#: up without the run folder (seen in session 7: ~/.cache was empty, five hours of finished
+#: baselines gone), so every finished unit is also kept here and restored from here
+KEPT = common.RESULTS / "compression-units"
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
@@ -45,6 +49,11 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--peer-epochs", type=int, default=PEER_EPOCHS,
                     help="magnitude-prune's fine-tuning budget (epochs in all)")
     ap.add_argument("--resconv-rate", type=float, default=0.45)
+    ap.add_argument("--keep", type=Path, default=KEPT,
+                    help="folder of the finished units' variants (record + checkpoint), "
+                         "restored into the run folder at the start and added to after each "
+                         "unit; commit it (default: benchmarks/results/compression-units; "
+                         "'none': off)")
     ap.add_argument("--no-produce", action="store_true",
                     help="only tabulate what the run folder holds")
     ap.add_argument("--unit", action="append", default=None, metavar="KIND:SEED",
@@ -85,6 +94,58 @@ def run_folder(args: argparse.Namespace) -> Path:
     return RUN_ROOT / tag
 
 
+def kept_folder(args: argparse.Namespace) -> Path | None:
+    """--keep's folder for this recipe (a sub-folder named like the run folder), or None
+    (--keep none; a smoke run keeps only in a --keep folder it is given: its variants are not
+    results)."""
+    if str(args.keep) == "none" or (args.smoke and args.keep == KEPT):
+        return None
+    return args.keep / run_folder(args).name
+
+
+def restore(run: RunDir, kept: Path | None) -> list[str]:
+    """Copy the kept variants the run folder lacks into it, oldest first (a RunDir orders its
+    variants by their records' modification times, which copy2 keeps). Returns their ids."""
+    import shutil
+
+    if kept is None or not kept.is_dir():
+        return []
+    new = []
+    found = [d for d in kept.iterdir() if (d / "record.json").is_file()]
+    for d in sorted(found, key=lambda d: (d / "record.json").stat().st_mtime):
+        if not run.has(d.name):
+            dest = run.variant_dir(d.name)
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in sorted(d.iterdir(), key=lambda f: f.name != "record.json"):
+                if f.is_file() and f.name != "record.json":
+                    shutil.copy2(f, dest / f.name)
+            shutil.copy2(d / "record.json", dest / "record.json")  # the commit point last
+            new.append(d.name)
+    return new
+
+
+def keep(run: RunDir, kept: Path | None) -> list[str]:
+    """Copy every finished variant of the run folder that `kept` lacks into it: its record,
+    checkpoint and plots (no work folders, no builds). Returns their ids."""
+    import shutil
+
+    if kept is None:
+        return []
+    new = []
+    for vid in run.ids():
+        dest = kept / vid
+        if (dest / "record.json").is_file():
+            continue
+        src = run.variant_dir(vid)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in src.iterdir():
+            if f.is_file() and f.suffix in (".pt", ".png") and not f.name.endswith("-state.pt"):
+                shutil.copy2(f, dest / f.name)
+        shutil.copy2(src / "record.json", dest / "record.json")
+        new.append(vid)
+    return new
+
+
 def baseline_id(seed: int) -> str:
     return "baseline" if seed == 0 else f"baseline-s{seed}"
 
@@ -121,7 +182,8 @@ def leaves(variants: list[Variant]) -> list[Variant]:
 
 
 def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Train / resume everything the table needs; returns the settings used (for the meta)."""
+    """Train / resume everything the table needs, restoring the kept units first and keeping
+    each unit's variants as it finishes (`--keep`); returns the settings used (for the meta)."""
     from fpgaslim.compress import layer_importance, magnitude_prune, resconv
     from fpgaslim.compress.methods import get_method
     from fpgaslim.compress.baseline import BaselineSettings, train_baseline
@@ -130,6 +192,10 @@ def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
     epochs = 1 if args.smoke else args.epochs
     ms = method_settings(args.smoke, args.resconv_rate)
     peer = magnitude_prune.Settings.preset("cpu", epochs=1 if args.smoke else args.peer_epochs)
+    kept = kept_folder(args)
+    restored = restore(run, kept)
+    if restored:
+        print(f"restored from {kept}: {', '.join(restored)}", flush=True)
     for kind, seed in units(args):
         b = baseline_id(seed)
         if kind == "baseline":
@@ -160,6 +226,9 @@ def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
                 if 0.01 <= cut <= 0.95:
                     magnitude_prune.run(run, b, data, peer.model_copy(
                         update={"macs_reduction": cut, "seed": seed}), progress=False)
+        added = keep(run, kept)
+        print(f"unit {kind}:{seed} done" + (f"; kept in {kept}: {', '.join(added)}"
+                                            if added else ""), flush=True)
     return {"methods": {k: v.model_dump(mode="json", by_alias=True) for k, v in ms.items()},
             "peer": peer.model_dump(mode="json")}
 
