@@ -160,8 +160,14 @@ def method_settings(smoke: bool, resconv_rate: float) -> dict[str, Any]:
     from fpgaslim.compress import layer_fusion, layer_importance, resconv
 
     fusion = layer_fusion.Settings.preset("cpu")
-    rc = resconv.Settings.preset("cpu").model_copy(update={"rate": resconv_rate})
-    li = layer_importance.Settings.preset("cpu")
+    # retrained as long as it was sparse-trained: pruned at rate 0.45 (9 of 19 layers) and
+    # retrained 2 epochs (the preset) the network got back to 86.3 % val of 91.8 % (seed 0);
+    # the paper retrains at high pruning rates for as long as it trained
+    rc = resconv.Settings.preset("cpu")
+    rc = rc.model_copy(update={"rate": resconv_rate, "retrain_epochs": rc.sparse_epochs})
+    # judged against the parent with the issue's 1-point budget: at the preset's tolerance 0
+    # step 0's omega fine-tune (-1.0 point, seed 0) stops the loop before any unit goes
+    li = layer_importance.Settings.preset("cpu").model_copy(update={"tolerance": 1.0})
     if smoke:
         fusion = fusion.model_copy(update=dict(short_epochs=1, long_epochs=1, max_removals=2,
                                                group_size=2))

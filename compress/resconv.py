@@ -3,15 +3,18 @@
 Paper: papers/resconv-prune.txt; spec: METHODS.md section 3.
 
 Steps, each recorded in the variant: convert the parent's Conv-BN-ReLU layers to float ResConv
-blocks (`resconv_net`), sparse-train with task loss + lambda * sum|m_i|, prune the layers with the
-smallest |m_i| (threshold from the requested rate), optionally retrain, fuse every ResConv into
-one plain conv (`resconv_fuse`, exact in float), re-quantize to the parent's bit widths and QAT
-fine-tune.
+blocks (`resconv_net`), sparse-train with task loss + lambda * sum|m_i|, prune the layers whose
+conv branch has the smallest share of their output (threshold from the requested rate),
+optionally retrain, fuse every ResConv into one plain conv (`resconv_fuse`, exact in float),
+re-quantize to the parent's bit widths and QAT fine-tune.
 
 What makes it survive quantization (the issue's findings on Fashion-MNIST ResNet-20 w4a4):
   * `penalty="strength"`: the L1 penalty acts on |m| * mean|gamma|, so BN cannot pay it by
-    growing gamma (with the paper's |m| alone, m stayed in 0.79-1.23); layers are ranked by
-    the same score;
+    growing gamma (with the paper's |m| alone, m stayed in 0.79-1.23);
+  * `prune_by="ratio"`: layers are pruned by the measured share of their conv branch in
+    their output (`resconv_fuse.branch_ratios`), not by a parameter score that misses the
+    input's scale: on the benchmark the strength score pruned the layer carrying the signal
+    and the network stayed at chance through retraining;
   * `channel_bn`: a BatchNorm after each fused conv carries a per-output-channel weight scale
     (FINN absorbs it into the next MultiThreshold), set up so the float network is unchanged
     and QAT fine-tuning is stable (`resconv_fuse.with_channel_bn`);
@@ -71,6 +74,10 @@ class Settings(MethodSettings):
     penalty: Literal["strength", "m"] = Field(
         "strength", description="L1 penalty and pruning score: |m|*mean|gamma| (BN cannot "
         "compensate it) or |m| (the paper)")
+    prune_by: Literal["ratio", "penalty"] = Field(
+        "ratio", description="pruning score: the measured share of each layer's conv branch, "
+        "rms(m*BN(conv x)) / rms(g*f(x)) on the calibration images (ratio), or the penalty's "
+        "own quantity (penalty: |m|*mean|gamma| or |m|)")
     channel_bn: bool = Field(True, description="per-output-channel weight scales for the "
                              "fused convs (a BN after each; FINN absorbs it)")
     weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay")
@@ -218,8 +225,10 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     with Timer() as total:
         net, sparse = sparse_train(run, parent, data, settings, progress)
         timings["sparse_train_s"] = sparse["seconds"]
-        pruned, decision = prune(net, settings.rate,
-                                 "strength" if settings.penalty == "strength" else "m")
+        by = ("ratio" if settings.prune_by == "ratio" else
+              "strength" if settings.penalty == "strength" else "m")
+        pruned, decision = prune(net, settings.rate, by,
+                                 data.train.tensors[0][:max(settings.calibration_images, 64)])
         steps = {"parent_val": parent_rec.accuracy.val, "resconv_init_val": sparse["init_val"],
                  "sparse_val": sparse["val"], "pruned_val": evaluate(pruned, data.val)}
         retrain = _retrain(pruned, data, settings, vdir, vid, steps, timings, progress)

@@ -26,8 +26,9 @@ def plot_scales(decision: PruneDecision, lam: float, path: Path, title: str = ""
     ax1.axhline(decision.threshold, color="k", ls="--", lw=1,
                 label=f"threshold {decision.threshold:.3g} (rate {decision.rate:.2f})")
     ax1.set_xticks(range(len(vals)), names, rotation=60, ha="right", fontsize=7)
-    ax1.set_ylabel("pruning score |m_i| * mean|gamma_i|" if decision.by == "strength"
-                   else "|m_i| (layer scale)")
+    ax1.set_ylabel({"ratio": "pruning score rms(m BN(conv x)) / rms(g f(x))",
+                    "strength": "pruning score |m_i| * mean|gamma_i|"}.get(
+                        decision.by, "|m_i| (layer scale)"))
     ax1.set_xlabel("ResConv layer (red: pruned)")
     ax1.legend(fontsize=8)
     ax2.hist([r["m"] for r in rows], bins=max(5, len(rows) // 2), color="tab:gray")

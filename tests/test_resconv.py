@@ -145,6 +145,40 @@ def test_prune_picks_smallest_scales_and_threshold() -> None:
         assert not spec_pad.layers[1].prunable
 
 
+def test_prune_by_ratio_keeps_the_layer_that_carries_the_signal() -> None:
+    """The benchmark's collapse in small (issue 20): a layer whose shortcut gain is tiny
+    carries its input through its conv branch; its strength |m| * mean|gamma| is the smallest,
+    its measured branch ratio the largest. Pruned by strength, its output is g * x, the
+    network's output no longer depends on the input; pruned by ratio, the other layer goes and
+    the output still does."""
+    rng = random.Random(0)
+    spec = _random_spec("identity", rng, pruned=False)
+    spec = spec.model_copy(update={"layers": tuple(
+        s.model_copy(update={"pruned": False}) if isinstance(s, ResConvLayer) else s
+        for s in spec.layers)})
+    torch.manual_seed(0)
+    net = ResConvNet(spec).eval()
+    a, target, b = net.blocks()
+    with torch.no_grad():
+        for blk, m, g in ((a, 1.0, 1.0), (target, 0.05, 1e-4), (b, 0.5, 1.0)):
+            blk.m.fill_(m)
+            blk.g.fill_(g)
+    images = torch.rand(64, *spec.in_shape) * 255
+    cut, by_strength = prune(net, 0.34)  # one of three layers
+    assert [r["name"] for r in by_strength.layers if r["pruned"]] == ["target"]
+    pruned, by_ratio = prune(net, 0.34, "ratio", images)
+    ratios = {r["name"]: r["ratio"] for r in by_ratio.layers}
+    assert ratios["target"] > 100 * ratios["b"]  # g = 1e-4: the conv branch is all there is
+    assert [r["name"] for r in by_ratio.layers if r["pruned"]] == ["b"]
+    with torch.no_grad():  # how much the output depends on the input
+        full, kept, dead = (float(n.eval()(images).std(0).mean()) for n in (net, pruned, cut))
+    assert kept > 0.3 * full and dead < 0.01 * full
+    with pytest.raises(ConfigError):
+        prune(net, 0.34, "ratio")  # no images to measure on
+    with pytest.raises(ConfigError):
+        prune(net, 0.34, "gamma")
+
+
 def test_settings_alias_presets_and_errors() -> None:
     from fpgaslim.compress import methods, resconv
 
