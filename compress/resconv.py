@@ -72,8 +72,8 @@ class Settings(MethodSettings):
     finetune_clip: float | None = Field(2.0, gt=0, description="gradient-norm clipping of the "
                                         "QAT fine-tune (none: off)")
     penalty: Literal["strength", "m"] = Field(
-        "strength", description="L1 penalty and pruning score: |m|*mean|gamma| (BN cannot "
-        "compensate it) or |m| (the paper)")
+        "strength", description="L1 penalty: |m|*mean|gamma| (BN cannot compensate it) or "
+        "|m| (the paper); also the pruning score with --prune-by penalty")
     prune_by: Literal["ratio", "penalty"] = Field(
         "ratio", description="pruning score: the measured share of each layer's conv branch, "
         "rms(m*BN(conv x)) / rms(g*f(x)) on the calibration images (ratio), or the penalty's "
