@@ -232,7 +232,7 @@ def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
             base_macs = run.record(b).macs
             made = [r for r in sorted(run.records(), key=lambda r: (r.id.count("."), r.created))
                     if r.method in FPGASLIM and root_of(run, r).id == b]
-            for leaf in leaves(made):
+            for leaf in sorted(leaves(made), key=lambda r: r.macs):  # largest cut first
                 cut = round(1 - leaf.macs / base_macs, 3)
                 if 0.01 <= cut <= 0.95:
                     magnitude_prune.run(run, b, data, peer.model_copy(
