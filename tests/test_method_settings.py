@@ -77,18 +77,18 @@ PINNED = {
     ('resconv', '(defaults)'):
         {'lambda': 0.01, 'rate': 0.4, 'sparse_epochs': 8, 'lr': 0.02, 'retrain_epochs': 0,
         'finetune_epochs': 3, 'finetune_lr': 0.005, 'finetune_warmup': 1, 'finetune_clip': 2.0,
-        'penalty': 'strength', 'channel_bn': True, 'batch_size': 64, 'weight_decay': 0.0005,
-        'calibration_images': 256, 'seed': 0},
+        'penalty': 'strength', 'prune_by': 'ratio', 'channel_bn': True, 'batch_size': 64,
+        'weight_decay': 0.0005, 'calibration_images': 256, 'seed': 0},
     ('resconv', 'cpu'):
         {'lambda': 0.01, 'rate': 0.4, 'sparse_epochs': 8, 'lr': 0.02, 'retrain_epochs': 2,
         'finetune_epochs': 3, 'finetune_lr': 0.005, 'finetune_warmup': 1, 'finetune_clip': 2.0,
-        'penalty': 'strength', 'channel_bn': True, 'batch_size': 64, 'weight_decay': 0.0005,
-        'calibration_images': 256, 'seed': 0},
+        'penalty': 'strength', 'prune_by': 'ratio', 'channel_bn': True, 'batch_size': 64,
+        'weight_decay': 0.0005, 'calibration_images': 256, 'seed': 0},
     ('resconv', 'full'):
         {'lambda': 0.01, 'rate': 0.4, 'sparse_epochs': 300, 'lr': 0.1, 'retrain_epochs': 300,
         'finetune_epochs': 30, 'finetune_lr': 0.01, 'finetune_warmup': 1, 'finetune_clip': 2.0,
-        'penalty': 'strength', 'channel_bn': True, 'batch_size': 256, 'weight_decay': 0.0005,
-        'calibration_images': 1024, 'seed': 0},
+        'penalty': 'strength', 'prune_by': 'ratio', 'channel_bn': True, 'batch_size': 256,
+        'weight_decay': 0.0005, 'calibration_images': 1024, 'seed': 0},
 }
 
 
