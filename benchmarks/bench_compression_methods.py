@@ -106,46 +106,40 @@ def kept_folder(args: argparse.Namespace) -> Path | None:
     return args.keep / run_folder(args).name
 
 
-def restore(run: RunDir, kept: Path | None) -> list[str]:
-    """Copy the kept variants the run folder lacks into it, oldest first (a RunDir orders its
-    variants by their records' modification times, which copy2 keeps). Returns their ids."""
+def _copy_variant(src: Path, dest: Path) -> None:
+    """A variant folder's record, checkpoint and plots (no work folders, no training states,
+    no builds), the record last: it is the commit point a RunDir looks for."""
     import shutil
 
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.suffix in (".pt", ".png") and not f.name.endswith("-state.pt"):
+            shutil.copy2(f, dest / f.name)
+    shutil.copy2(src / "record.json", dest / "record.json")
+
+
+def restore(run: RunDir, kept: Path | None) -> list[str]:
+    """Copy the kept variants the run folder lacks into it, in the order they were made (their
+    records' `created`: a git checkout does not keep modification times, and a RunDir lists
+    its variants by those). Returns their ids."""
     if kept is None or not kept.is_dir():
         return []
-    new = []
-    found = [d for d in kept.iterdir() if (d / "record.json").is_file()]
-    for d in sorted(found, key=lambda d: (d / "record.json").stat().st_mtime):
-        if not run.has(d.name):
-            dest = run.variant_dir(d.name)
-            dest.mkdir(parents=True, exist_ok=True)
-            for f in sorted(d.iterdir(), key=lambda f: f.name != "record.json"):
-                if f.is_file() and f.name != "record.json":
-                    shutil.copy2(f, dest / f.name)
-            shutil.copy2(d / "record.json", dest / "record.json")  # the commit point last
-            new.append(d.name)
+    found = [Variant.model_validate_json((d / "record.json").read_text(encoding="utf-8"))
+             for d in kept.iterdir() if (d / "record.json").is_file()]
+    new = [r.id for r in sorted(found, key=lambda r: r.created) if not run.has(r.id)]
+    for vid in new:
+        _copy_variant(kept / vid, run.variant_dir(vid))
     return new
 
 
 def keep(run: RunDir, kept: Path | None) -> list[str]:
-    """Copy every finished variant of the run folder that `kept` lacks into it: its record,
-    checkpoint and plots (no work folders, no builds). Returns their ids."""
-    import shutil
-
+    """Copy every finished variant of the run folder that `kept` lacks into it. Returns their
+    ids."""
     if kept is None:
         return []
-    new = []
-    for vid in run.ids():
-        dest = kept / vid
-        if (dest / "record.json").is_file():
-            continue
-        src = run.variant_dir(vid)
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in src.iterdir():
-            if f.is_file() and f.suffix in (".pt", ".png") and not f.name.endswith("-state.pt"):
-                shutil.copy2(f, dest / f.name)
-        shutil.copy2(src / "record.json", dest / "record.json")
-        new.append(vid)
+    new = [vid for vid in run.ids() if not (kept / vid / "record.json").is_file()]
+    for vid in new:
+        _copy_variant(run.variant_dir(vid), kept / vid)
     return new
 
 
@@ -192,8 +186,8 @@ def leaves(variants: list[Variant]) -> list[Variant]:
 
 
 def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Train / resume everything the table needs, restoring the kept units first and keeping
-    each unit's variants as it finishes (`--keep`); returns the settings used (for the meta)."""
+    """Train / resume everything the table needs (restore the kept units first), keeping each
+    unit's variants as it finishes (`--keep`); returns the settings used (for the meta)."""
     from fpgaslim.compress import layer_importance, magnitude_prune, resconv
     from fpgaslim.compress.methods import get_method
     from fpgaslim.compress.baseline import BaselineSettings, train_baseline
@@ -203,9 +197,6 @@ def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
     ms = method_settings(args.smoke, args.resconv_rate)
     peer = magnitude_prune.Settings.preset("cpu", epochs=1 if args.smoke else args.peer_epochs)
     kept = kept_folder(args)
-    restored = restore(run, kept)
-    if restored:
-        print(f"restored from {kept}: {', '.join(restored)}", flush=True)
     for kind, seed in units(args):
         b = baseline_id(seed)
         if kind == "baseline":
@@ -327,4 +318,8 @@ if __name__ == "__main__":
     add_args(ap)
     a = ap.parse_args()
     _, d = common.start(a)
-    produce(RunDir(run_folder(a)), d, a)
+    r = RunDir(run_folder(a))
+    restored = restore(r, kept_folder(a))
+    if restored:
+        print(f"restored from {kept_folder(a)}: {', '.join(restored)}", flush=True)
+    produce(r, d, a)
