@@ -40,3 +40,22 @@ def test_reference_uses_the_float32_integer_weights():
     assert abs(float(got[0, 0]) - expected) < 1e-9
     # and the model given in is left as it was (float32, its own quant_weight)
     assert lin.weight.dtype == torch.float32 and "quant_weight" not in vars(lin)
+
+
+def test_reference_in_batches_equals_one_pass_and_never_serves_a_stale_model():
+    from fpgaslim.hw import verify
+    from fpgaslim.hw.verify_layers import reference_model
+
+    lin = boundary_layer()
+    x = torch.randn(verify.REFERENCE_BATCH * 2 + 7, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = reference_model(lin)(x.double()).numpy()
+    got = brevitas_reference(lin, x)
+    assert got.shape == whole.shape
+    assert abs(got - whole).max() <= 1e-12 * max(1.0, abs(whole).max())
+    assert (brevitas_reference(lin, x) == got).all()  # the cached answer, same values
+    with torch.no_grad():  # the same module object with other weights: a new reference
+        lin.weight[0, 0] = -1.0
+    changed = brevitas_reference(lin, x)
+    assert abs(changed - got).max() > 0.1
+    assert abs(brevitas_reference(lin, x[:5]) - changed[:5]).max() <= 1e-12 * abs(changed).max()
