@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     recipe.restore(run, recipe.kept_folder(args))  # the committed finished units first
     base = common.train_recipe_baseline(run, data, args.model, 1.0, epochs)
-    produced = {} if args.no_produce else recipe.produce(run, data, args)
+    produced = recipe.settings_used(args) if args.no_produce else recipe.produce(run, data, args)
     if not args.no_w2a2:
         w2a2_baseline(run, data, args.model, epochs)
     recipe.keep(run, recipe.kept_folder(args))

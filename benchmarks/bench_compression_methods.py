@@ -195,7 +195,7 @@ def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     epochs = 1 if args.smoke else args.epochs
     ms = method_settings(args.smoke, args.resconv_rate)
-    peer = magnitude_prune.Settings.preset("cpu", epochs=1 if args.smoke else args.peer_epochs)
+    peer = peer_settings(args)
     kept = kept_folder(args)
     for kind, seed in units(args):
         b = baseline_id(seed)
@@ -209,9 +209,9 @@ def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
                              f"produce it first (--unit baseline:{seed})")
         elif kind == "dp-fuse":
             chain = get_method("dynamic-prune+fuse")  # the registered composite method
-            chain.run(run, b, data, chain.Settings(**{
-                "dynamic-prune": ms["dynamic-prune"], "layer-fusion": ms["layer-fusion"]}),
-                progress=False)
+            chain.run(run, b, data, chain.Settings(**{  # each step at the unit's seed
+                m: ms[m].model_copy(update={"seed": seed})
+                for m in ("dynamic-prune", "layer-fusion")}), progress=False)
         elif kind == "resconv":
             for rate in args.resconv_rate:
                 resconv.run(run, b, data, ms["resconv"].model_copy(
@@ -231,8 +231,21 @@ def produce(run: RunDir, data: Any, args: argparse.Namespace) -> dict[str, Any]:
         added = keep(run, kept)
         print(f"unit {kind}:{seed} done" + (f"; kept in {kept}: {', '.join(added)}"
                                             if added else ""), flush=True)
+    return settings_used(args)
+
+
+def peer_settings(args: argparse.Namespace) -> Any:
+    from fpgaslim.compress import magnitude_prune
+
+    return magnitude_prune.Settings.preset("cpu", epochs=1 if args.smoke else args.peer_epochs)
+
+
+def settings_used(args: argparse.Namespace) -> dict[str, Any]:
+    """Every method's and the peer's settings, as the run's meta records them (also when a
+    table is made from variants produced earlier, `--no-produce`)."""
+    ms = method_settings(args.smoke, args.resconv_rate)
     return {"methods": {k: v.model_dump(mode="json", by_alias=True) for k, v in ms.items()},
-            "peer": peer.model_dump(mode="json")}
+            "peer": peer_settings(args).model_dump(mode="json")}
 
 
 def spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
