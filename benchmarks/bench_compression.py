@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     base_row = next(r for r in rows if r["variant"] == base.id)
     tgt = targets([r for r in rows if r["root"] == base.id], base_row)
     noise = recipe.spread(rows)
-    peers = recipe.peer_comparison(rows, noise)
+    peers = recipe.peer_comparison(rows, noise, args.peer_seeds)
     issue = recipe.issue_targets(rows, noise)
     meta = common.recipe_meta(
         args, data, epochs, t0, builds_wall_s=builds_s, maxfit_wall_s=maxfit_s,
