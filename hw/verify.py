@@ -12,6 +12,7 @@ divided by its output scale are the same integers (FINN_NOTES: bit-exact on real
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -229,13 +230,15 @@ def brevitas_reference(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     the hardware graph all agreed."""
     key = _reference_key(model, images)
     if key in _REFERENCES:
+        _REFERENCES.move_to_end(key)
         return _REFERENCES[key].copy()
     reference = reference_model(model)
     with torch.no_grad():
         out = np.concatenate([reference(images[i:i + REFERENCE_BATCH].double()).numpy()
                               for i in range(0, len(images), REFERENCE_BATCH)])
-    _REFERENCES.clear()  # one entry: the variant being built, for its next board
     _REFERENCES[key] = out
+    while len(_REFERENCES) > REFERENCE_CACHE:
+        _REFERENCES.popitem(last=False)
     return out.copy()
 
 
@@ -245,8 +248,12 @@ def brevitas_reference(model: nn.Module, images: torch.Tensor) -> np.ndarray:
 # a variant is usually verified on several boards one after another (a sweep, the compression
 # benchmark); float64 convolution is ~5x slower than float32 on CPU, so it was most of a
 # 10,000-image verification's time. Keyed by content, so a retrained model never hits.
+# A few entries, not one: each build also asks for its first image's logits (FINN's own
+# verification pair), which would evict the whole test set's between two boards. An entry is
+# the logits only (10,000 x 10 float64: 0.8 MB).
 REFERENCE_BATCH = 500
-_REFERENCES: dict[str, np.ndarray] = {}
+REFERENCE_CACHE = 4
+_REFERENCES: OrderedDict[str, np.ndarray] = OrderedDict()
 
 
 def _reference_key(model: nn.Module, images: torch.Tensor) -> str:

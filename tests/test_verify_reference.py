@@ -47,7 +47,8 @@ def test_reference_in_batches_equals_one_pass_and_never_serves_a_stale_model():
     from fpgaslim.hw.verify_layers import reference_model
 
     lin = boundary_layer()
-    x = torch.randn(verify.REFERENCE_BATCH * 2 + 7, 128, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(verify.REFERENCE_BATCH * 2 + 7, 128,
+                    generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         whole = reference_model(lin)(x.double()).numpy()
     got = brevitas_reference(lin, x)
@@ -59,3 +60,19 @@ def test_reference_in_batches_equals_one_pass_and_never_serves_a_stale_model():
     changed = brevitas_reference(lin, x)
     assert abs(changed - got).max() > 0.1
     assert abs(brevitas_reference(lin, x[:5]) - changed[:5]).max() <= 1e-12 * abs(changed).max()
+
+
+def test_reference_cache_survives_the_first_image_check(monkeypatch):
+    """A build asks for its first image's logits, then for all images; the next board's build
+    does the same and must not recompute the whole set."""
+    from fpgaslim.hw import verify
+
+    built = []
+    real = verify.reference_model
+    monkeypatch.setattr(verify, "reference_model", lambda m: built.append(1) or real(m))
+    lin = boundary_layer()
+    x = torch.randn(300, 128, generator=torch.Generator().manual_seed(1))
+    for _board in range(2):
+        brevitas_reference(lin, x[:1])
+        brevitas_reference(lin, x)
+    assert len(built) == 2  # once for the first image, once for all; the second board hits
