@@ -6,13 +6,16 @@ from __future__ import annotations
 import tomllib
 from functools import lru_cache
 from importlib import resources
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from fpgaslim.core.errors import ConfigError, UnknownNameError
 
 RESOURCES = ("LUT", "FF", "BRAM_18K", "URAM", "DSP")
+#: the board a build, a verification, a max-fit or a bundle is for when none is named
+DEFAULT_BOARD = "pynq-z1"
+ZYNQ, ALVEO = "vivado_zynq", "vitis_alveo"  # FINN's two shell flows
 
 
 class BoardSource(BaseModel):
@@ -29,7 +32,7 @@ class Board(BaseModel):
     display: str
     finn_board: str  # FINN's board name (part_map key)
     part: str
-    shell_flow: Literal["vivado_zynq", "vitis_alveo"]
+    shell_flow: Literal["vivado_zynq", "vitis_alveo"]  # ZYNQ or ALVEO
     LUT: int = Field(gt=0)
     FF: int = Field(gt=0)
     BRAM_18K: int = Field(ge=0)
@@ -47,9 +50,15 @@ class Board(BaseModel):
         return self.source.offchip if figure.startswith("offchip") else self.source.fabric
 
     @property
+    def is_zynq(self) -> bool:
+        """A Zynq SoC board (FINN's vivado_zynq shell: a bitfile, PYNQ's zynq-iodma driver);
+        otherwise an Alveo card (vitis_alveo: an xclbin, XRT)."""
+        return self.shell_flow == ZYNQ
+
+    @property
     def default_target_fps(self) -> int:
         """A sensible folding target: 10,000 fps on Zynq, 100,000 on Alveo cards."""
-        return 10_000 if self.shell_flow == "vivado_zynq" else 100_000
+        return 10_000 if self.is_zynq else 100_000
 
 
 def _key(name: str) -> str:
@@ -70,6 +79,12 @@ def list_boards() -> list[str]:
     return sorted(_catalogue())
 
 
+def board_order() -> tuple[str, ...]:
+    """The catalogue's names in boards.toml's order (small Zynq boards first, Alveo cards
+    last): the order of a comparison's rows."""
+    return tuple(_catalogue())
+
+
 def get_board(name: str) -> Board:
     """Look a board up by catalogue name or FINN name, ignoring case, '_' vs '-' and an
     "Alveo " prefix ("Pynq_Z1", "pynq-z1", "KV260_SOM", "Alveo U250" all work)."""
@@ -87,3 +102,21 @@ def as_board(board: "str | Board") -> Board:
     """A Board as it is, a name looked up once (the public entry points take either; the
     layers below them take the Board)."""
     return board if isinstance(board, Board) else get_board(board)
+
+
+def _look_up(value: Any) -> Any:
+    if isinstance(value, Board):
+        return value
+    if isinstance(value, str):
+        return get_board(value)  # an unknown name: UnknownNameError, listing the boards
+    return value  # a mapping of a Board's fields, or an invalid value: pydantic says which
+
+
+#: a settings field that holds a Board: given a name (or a Board), looked up once when the
+#: settings are made, written back as the catalogue name (so saved settings stay names)
+BoardField = Annotated[Board, BeforeValidator(_look_up),
+                       PlainSerializer(lambda b: b.name, return_type=str)]
+
+
+def default_board() -> Board:
+    return get_board(DEFAULT_BOARD)

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from fpgaslim.core.errors import ConfigError
+from fpgaslim.hw.boards import board_order
 
 URAM_IN_BRAM_18K = 16  # 288 Kib / 18 Kib: URAM expressed as BRAM_18K-equivalents
 
@@ -39,8 +40,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("fps", "default fps", "{:,.1f}", "frames/s"),
     Column("latency_us", "latency us", "{:,.1f}", "us"), Column("fits", "fits", "{}"),
 )
-#: boards in this order in every table (then any other board by name)
-BOARD_ORDER = ("pynq-z1", "pynq-z2", "kv260", "zcu104", "u50", "u250", "u280")
+#: boards in this order in every table (then any other board by name): the catalogue's
+BOARD_ORDER = board_order()
 # columns whose source is the record (measured/counted on the PyTorch model), not a report
 RECORD_SOURCES = {
     "accuracy": "measured in PyTorch: the Brevitas QAT model on the dataset's test split "
