@@ -35,6 +35,25 @@ def test_unknown_names_and_bits(tmp_path):
     assert r.exit_code == 2 and "valid: cnv" in r.output
     r = CliRunner().invoke(main, ["train", str(tmp_path / "r"), "--bits", "w4"])
     assert r.exit_code == 2 and "wNaM" in r.output
-    r = CliRunner().invoke(main, ["train", str(tmp_path / "r"), "--dataset", "mnist",
-                                  "--data-dir", str(tmp_path / "none")])
-    assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_missing_dataset_is_a_clear_error_whatever_the_network_and_cache(tmp_path, monkeypatch):
+    """Deterministic: every folder looked in is empty (the cache and FPGASLIM_DATA_DIR point
+    into tmp_path) and the download is off in the config, so neither a network nor an earlier
+    download on this machine can make MNIST appear; a download attempt would fail the test."""
+    import urllib.request
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"download attempted: {args}")
+
+    monkeypatch.setattr("fpgaslim.compress.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("FPGASLIM_DATA_DIR", str(tmp_path / "env"))
+    monkeypatch.setattr(urllib.request, "urlretrieve", no_download)
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("data: {download: false}\n")
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "r"), "--config", str(cfg),
+                                  "--dataset", "mnist", "--data-dir", str(tmp_path / "none")])
+    assert r.exit_code == 2, r.output
+    assert "dataset 'mnist' not found" in r.output and "(download disabled)" in r.output
+    for looked in ("none", "env", "cache"):
+        assert str(tmp_path / looked / "mnist") in r.output, r.output

@@ -34,6 +34,7 @@ def test_unknown_dataset_lists_valid_names():
 
 def test_missing_dataset_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setattr("fpgaslim.compress.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.delenv("FPGASLIM_DATA_DIR", raising=False)  # a copy there would be found
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("mnist", tmp_path / "nowhere", download=False)
     assert str(tmp_path / "nowhere") in str(err.value)
