@@ -80,6 +80,9 @@ def test_readme_your_model_by_factory_path(byo_dir, monkeypatch):
     rec = _report(byo_dir / "runs/mine/variants/baseline/record.json")
     assert rec["arch"]["kind"] == "user" and rec["arch"]["factory"].endswith("my_model.py:tfc")
     assert rec["details"]["data"]["sha256"] and rec["dataset"].startswith("npz:")
+    # measured 88.86 % after the block's 2 epochs (seeded); chance is 10 %, an untrained or
+    # barely trained model is far below 70
+    assert rec["accuracy"]["test"] >= 70.0, rec["accuracy"]
     rep = _report(byo_dir / "runs/mine/variants/baseline/builds/pynq-z1/report.json")
     assert rep["verification"]["integer_exact"] and rep["verification"]["images"] == 4
     csv = (byo_dir / "runs/mine/report/comparison.csv").read_text(encoding="utf-8")
@@ -96,7 +99,9 @@ def test_readme_module_in_memory(byo_dir):
     """SmallCNN with MaxPool, defined in the script itself (__main__), via add_model."""
     out = run_python("add_model.py", byo_dir).strip().splitlines()[-1]
     acc, exact = out.split()
-    assert exact == "True" and float(acc) > 10.0  # two epochs on digits: above chance
+    # measured 71.59 % (seeded, the same with 1 and 2 threads); chance is 10 %, and the same
+    # script at lr 2e-3 instead of the default (undertrained) reaches 32.59 %
+    assert exact == "True" and float(acc) >= 50.0, out
     rec = _report(byo_dir / "runs/mem/variants/baseline/record.json")
     assert rec["arch"]["source"] == "module" and rec["arch"]["factory"] == "__main__:SmallCNN"
 
