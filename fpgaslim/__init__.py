@@ -29,6 +29,7 @@ _API = {
     "train_job": "fpgaslim.pipeline", "export_variant": "fpgaslim.pipeline",
     "run_method": "fpgaslim.pipeline", "run_chain": "fpgaslim.pipeline",
     "build_job": "fpgaslim.pipeline", "add_model": "fpgaslim.pipeline",
+    "simulate": "fpgaslim.pipeline",
     "build_onnx": "fpgaslim.hw.api",
     "SweepConfig": "fpgaslim.sweep", "load_sweep": "fpgaslim.sweep", "run_sweep": "fpgaslim.sweep",
     "RunDir": "fpgaslim.compress.variants", "Variant": "fpgaslim.compress.variants",

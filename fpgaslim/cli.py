@@ -337,6 +337,50 @@ def verify(run: Path, variant_id: str, board: str, images: int | str, as_json: b
 
 
 @main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--variant", "variant_id", default="baseline", show_default=True)
+@click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--frames", default=8, show_default=True, help="test images streamed back to back")
+@click.option("--timeout", "timeout_s", default=900.0, show_default=True,
+              help="time limit of the whole simulation (compile included), seconds")
+@click.option("--no-synth", is_flag=True, help="skip Yosys on the sized FIFOs")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@_handle_errors
+def simulate(run: Path, variant_id: str, board: str, frames: int, timeout_s: float,
+             no_synth: bool, as_json: bool) -> None:
+    """Verilator simulation of the stitched design of an existing all-RTL build: outputs
+    bit for bit against FINN's Python execution, cycles per frame, latency and fps beside
+    FINN's estimates, FIFOs sized from the run; exit 0 only when the outputs are exact and
+    nothing deadlocked."""
+    from fpgaslim.pipeline import simulate as run_simulation
+
+    def progress(msg: str) -> None:
+        click.echo(f"simulate: {msg}", err=True)
+
+    sim = run_simulation(run, variant_id, board, frames=frames, timeout_s=timeout_s,
+                         synth=not no_synth, progress=None if as_json else progress)
+    if as_json:
+        click.echo(sim.model_dump_json(indent=2))
+    else:
+        from fpgaslim.hw.sim.records import render
+
+        for table in render(sim):
+            _console().print(table)
+        if sim.note:
+            click.echo(f"note: {sim.note}")
+        if sim.folding_config:
+            click.echo(f"sized FIFO depths: {sim.folding_config} (FINN folding config); "
+                       f"bitfile configuration with FINN's FIFO sizing off: {sim.bitfile_config}")
+    if not sim.outputs_exact or sim.deadlock:
+        from fpgaslim.core.errors import VerificationError
+
+        if not as_json:
+            click.secho("the stitched design " + ("deadlocked" if sim.deadlock else
+                        "does not compute what FINN's graph computes"), fg="red", err=True)
+        sys.exit(VerificationError.exit_code)
+
+
+@main.command()
 @_handle_errors
 def doctor() -> None:
     """Which Xilinx tools are here and which flows can run (estimate, Zynq bitfile, Alveo)."""

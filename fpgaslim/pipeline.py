@@ -206,3 +206,20 @@ def build_onnx_job(path: str | Path, board: str, out: str | Path | None = None,
 
     settings = validate(BuildSettings, {"board": board, **(overrides or {})}, "build options")
     return build_onnx(path, board, out, data, settings=settings, verify_images=verify_images)
+
+
+def simulate(run: RunDir | str | Path, variant_id: str, board: str, frames: int = 8,
+             timeout_s: float = 900.0, synth: bool = True, progress=None):
+    """`fpgaslim simulate`: the stitched all-RTL design of an existing build, run in
+    Verilator on `frames` test images back to back; FIFOs sized from the run and confirmed.
+    Returns the Simulation record (hw/sim/records.py), also saved in the build folder."""
+    from fpgaslim.hw.sim.api import simulate_build
+
+    run = as_run(run)
+    if not run.has(variant_id):
+        from fpgaslim.core.errors import ConfigError
+
+        raise ConfigError(f"run {run.path} has no variant {variant_id!r} (see `fpgaslim info "
+                          f"{run.path}`)")
+    return simulate_build(run, variant_id, board, frames, timeout_s=timeout_s, synth=synth,
+                          progress=progress)

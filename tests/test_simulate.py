@@ -1,0 +1,219 @@
+"""`fpgaslim simulate`: the stitched all-RTL design of a real build, run in Verilator.
+
+One real build (--prefer-rtl) of a tiny plain CNN with strided convs whose whole hardware
+graph is RTL in finn-plus 1.6.1 (tests/models/unit_scale_cnn.py), trained one epoch on digits;
+then the CLI simulates 8 test images back to back through FINN's stitched design (InsertDWC,
+InsertFIFO, every node's generate_hdl, the MVAUs' weight streamers): outputs bit for bit
+against FINN's Python execution, cycles against FINN's estimate, FIFOs sized and confirmed,
+the depths in a folding config that FINN's own FIFO insertion reproduces. A design whose output
+is never taken is stopped as a deadlock with the full FIFOs and waiting layers named; a build
+with HLS layers, missing tools and a time limit are clear errors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+MODEL = str(Path(__file__).parent / "models" / "unit_scale_cnn.py") + ":unit_scale_cnn"
+
+
+@pytest.fixture(scope="module")
+def rtl_build(tmp_path_factory, digits):
+    from fpgaslim.compress.train import TrainSettings
+    from fpgaslim.hw.api import BuildSettings, build_variant
+    from fpgaslim.pipeline import TrainJob, train_job
+
+    path = tmp_path_factory.mktemp("run-sim")
+    train_job(path, TrainJob(model=MODEL, train=TrainSettings(epochs=1, lr=0.05, batch_size=32)),
+              data=digits, progress=False)
+    from fpgaslim.compress.variants import RunDir
+
+    run = RunDir(path)
+    report = build_variant(run, "baseline", "pynq-z1", settings=BuildSettings(prefer_rtl=True),
+                           data=digits, verify_images=4)
+    assert report.verification.integer_exact
+    return run
+
+
+@pytest.fixture(scope="module")
+def simulated(rtl_build):
+    from click.testing import CliRunner
+
+    from fpgaslim.cli import main
+
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(main, ["simulate", str(rtl_build.path), "--board", "pynq-z1",
+                                    "--frames", "8", "--json"])
+    return res, time.perf_counter() - t0
+
+
+def test_cli_simulates_the_stitched_design_bit_exact(simulated):
+    res, secs = simulated
+    assert res.exit_code == 0, res.output
+    sim = json.loads(res.output)
+    for key in ("frames", "outputs_exact", "cycles_per_frame", "estimated_cycles_per_frame",
+                "fps", "latency_cycles", "layers", "rtl_layers", "deadlock", "fifo_depths"):
+        assert key in sim, key
+    assert sim["source"] == "Verilator simulation of the stitched design"
+    assert sim["frames"] == 8 and sim["outputs_exact"] is True and sim["deadlock"] is False
+    # every node of the stitched design is RTL: layers, FIFOs on every stream, weight streamers
+    assert sim["layers"] == sim["rtl_layers"] >= 15
+    deep, sized = sim["runs"]
+    ops = {x["op_type"] for x in deep["layers"]}
+    assert {"MVAU_rtl", "Thresholding_rtl", "ConvolutionInputGenerator_rtl", "FMPadding_rtl",
+            "StreamingFIFO_rtl"} <= ops
+    for run in (deep, sized):  # 8 frames x 10 logits, each word compared with FINN's
+        assert run["outputs_exact"] and run["words_out"] == run["words_expected"] == 80
+        assert run["frames_done"] == 8 and run["status"] == "done"
+    # measured against FINN's estimate: the steady state is the bottleneck's cycles
+    est = sim["estimated_cycles_per_frame"]
+    assert 0.9 * est <= sim["cycles_per_frame"] <= 1.5 * est, (sim["cycles_per_frame"], est)
+    assert sim["cycles_ratio"] == pytest.approx(sim["cycles_per_frame"] / est, rel=1e-3)
+    assert sim["fps"] == pytest.approx(1e9 / (sim["clock_ns"] * sim["cycles_per_frame"]), rel=1e-3)
+    assert 0 < sim["latency_cycles"] <= 2 * sim["estimated_latency_cycles"]
+    assert sim["bottleneck"] == sim["estimated_bottleneck"]  # a plain chain: FINN's slowest
+    assert secs < 150, secs
+
+
+def test_fifos_sized_from_the_run_and_confirmed(simulated):
+    sim = json.loads(simulated[0].output)
+    deep, sized = sim["runs"]
+    fifos = {f["name"]: f for f in deep["fifos"]}
+    assert set(sim["fifo_depths"]) == set(fifos) and len(fifos) >= 8
+    for name, depth in sim["fifo_depths"].items():
+        # finn-plus's sizing rule: one more than the peak, at least 32, whole SRL columns
+        assert depth >= max(32, fifos[name]["max_occupancy"] + 1) and depth % 32 == 0
+    for f in sized["fifos"]:
+        assert f["depth"] == sim["fifo_depths"][f["name"]] and f["max_occupancy"] <= f["depth"]
+    assert sim["throughput_kept"] is True
+    assert sized["cycles_per_frame"] <= deep["cycles_per_frame"] * 1.01 + 1
+    # the sized FIFOs' cost: FINN's estimate of every one, Yosys on their RTL
+    cost = {c["name"]: c for c in sim["fifo_cost"]}
+    assert set(cost) == set(sim["fifo_depths"])
+    assert all(c["finn_LUT"] > 0 for c in cost.values())
+    assert all(c["yosys_LUT"] and c["yosys_LUT"] > 0 for c in cost.values()), cost
+    assert sim["fifo_cost_total"]["finn_LUT"] == pytest.approx(
+        sum(c["finn_LUT"] for c in cost.values()))
+
+
+def test_sized_depths_reach_finn_fifo_insertion(simulated, rtl_build):
+    """The folding config holds the depths where FINN reads them: applied to the folded graph
+    (FINN's ApplyConfig, as step_apply_folding_config), FINN's own InsertDWC / InsertFIFO (as
+    step_set_fifo_depths with force_minimal_fifos, the bitfile config's strategy) insert every
+    FIFO at exactly the sized depth."""
+    from fpgaslim.hw import finn_compat
+
+    sim = json.loads(simulated[0].output)
+    folding = Path(sim["folding_config"])
+    cfg = json.loads(folding.read_text())
+    assert any("inFIFODepths" in v for v in cfg.values())
+    bitfile = json.loads(Path(sim["bitfile_config"]).read_text())
+    assert bitfile["auto_fifo_strategy"] == "force_minimal_fifos"
+    assert bitfile["folding_config_file"] == str(folding.resolve())
+    assert bitfile["prefer_rtl"] is True
+    import os
+
+    os.environ.update({k: v for k, v in finn_compat.child_environment(
+        folding.parent / "test_env").items() if k.startswith("FINN")})
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+    from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
+    from finn.transformation.general import ApplyConfig
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.transformation.general import GiveUniqueNodeNames
+
+    work = Path(sim["build"]) / "work" / "finn" / "intermediate_models"
+    m = ModelWrapper(str(work / "step_fpgaslim_layer_table.onnx"))
+    m = m.transform(ApplyConfig(str(folding))).transform(InsertDWC()).transform(
+        InsertFIFO(create_shallow_fifos=True))
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    m = m.transform(SpecializeLayers("xc7z020clg400-1")).transform(GiveUniqueNodeNames())
+    got = {n.name: int(getCustomOp(n).get_nodeattr("depth")) for n in m.graph.node
+           if n.op_type.startswith("StreamingFIFO")}
+    assert got == sim["fifo_depths"]
+
+
+def test_a_rerun_uses_the_compiled_simulators(rtl_build, simulated):
+    from fpgaslim.hw.sim.api import simulate_build
+
+    t0 = time.perf_counter()
+    sim = simulate_build(rtl_build, "baseline", "pynq-z1", frames=8, synth=False)
+    assert [r.compiled for r in sim.runs] == [False, False]  # both from the cache
+    assert sim.outputs_exact and sim.fifo_depths == json.loads(simulated[0].output)["fifo_depths"]
+    assert time.perf_counter() - t0 < 60
+
+
+def test_output_never_taken_is_a_reported_deadlock(rtl_build):
+    """The sink never ready: the design fills up and stops; the simulation does not hang, it
+    stops after far longer than a frame and names the full FIFOs and the waiting layers."""
+    from fpgaslim.hw.sim.api import simulate_build
+
+    t0 = time.perf_counter()
+    sim = simulate_build(rtl_build, "baseline", "pynq-z1", frames=4, output_ready=0.0,
+                         size_fifos=False, synth=False)
+    assert time.perf_counter() - t0 < 90
+    assert sim.deadlock and not sim.outputs_exact
+    d = sim.runs[0].deadlock
+    assert d is not None and d.idle_cycles >= 10 * sim.estimated_cycles_per_frame
+    last_fifo = sim.runs[0].fifos[-1].name  # the output FIFO, full in front of the sink
+    assert last_fifo in d.full_fifos
+    assert d.waiting_on_output and "deadlock" in d.message and last_fifo in d.message
+
+
+def test_cli_exit_code_on_deadlock(rtl_build, monkeypatch):
+    """The CLI's exit code says the design did not complete (not 0)."""
+    from click.testing import CliRunner
+
+    import fpgaslim.hw.sim.api as api
+    from fpgaslim.cli import main
+
+    real = api.simulate_build
+    monkeypatch.setattr(api, "simulate_build", lambda *a, **k: real(
+        *a, **{**k, "output_ready": 0.0, "size_fifos": False, "synth": False}))
+    res = CliRunner().invoke(main, ["simulate", str(rtl_build.path), "--frames", "2", "--json"])
+    assert res.exit_code == 6, res.output
+    assert json.loads(res.output)["deadlock"] is True
+
+
+def test_layers_without_rtl_are_named(rtl_build, digits, tmp_path):
+    """A default build keeps HLS layers (MVAU_hls with embedded thresholds): a clear error
+    naming them and saying how to build with RTL."""
+    from click.testing import CliRunner
+
+    from fpgaslim.cli import main
+    from fpgaslim.compress.variants import RunDir
+    from fpgaslim.hw.api import build_variant
+
+    other = tmp_path / "run-hls"
+    shutil.copytree(rtl_build.path, other, ignore=shutil.ignore_patterns("builds"))
+    build_variant(RunDir(other), "baseline", "pynq-z1", data=digits, verify_images=1)
+    res = CliRunner().invoke(main, ["simulate", str(other), "--frames", "2"])
+    assert res.exit_code == 3, res.output
+    assert "without RTL" in res.output and "MVAU_hls" in res.output
+    assert "--prefer-rtl" in res.output
+
+
+def test_missing_verilator_tools_and_time_limit(rtl_build, monkeypatch):
+    from fpgaslim.core.errors import BuildTimeoutError, ToolMissingError
+    from fpgaslim.hw.sim.api import simulate_build
+
+    with pytest.raises(BuildTimeoutError, match="time limit of 2 s"):
+        simulate_build(rtl_build, "baseline", "pynq-z1", frames=2, timeout_s=2, synth=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ToolMissingError, match="C\\+\\+ compiler"):
+        simulate_build(rtl_build, "baseline", "pynq-z1", frames=2)
+
+
+def test_frames_must_be_at_least_two(rtl_build):
+    from fpgaslim.core.errors import ConfigError
+    from fpgaslim.hw.sim.api import simulate_build
+
+    with pytest.raises(ConfigError, match="at least 2"):
+        simulate_build(rtl_build, "baseline", "pynq-z1", frames=1)
