@@ -76,3 +76,23 @@ def test_reference_cache_survives_the_first_image_check(monkeypatch):
         brevitas_reference(lin, x[:1])
         brevitas_reference(lin, x)
     assert len(built) == 2  # once for the first image, once for all; the second board hits
+
+
+def test_reference_cache_tells_models_apart_that_differ_only_in_bit_widths():
+    """Equal weights, equal state dicts, different bit widths: each model gets its own logits
+    (the key once held the state dict and images only, and the second model was served the
+    first's)."""
+    from fpgaslim.hw.verify_layers import reference_model
+
+    torch.manual_seed(0)
+    lin8 = QuantLinear(32, 4, bias=False, weight_quant=WeightQuant, weight_bit_width=8).eval()
+    lin2 = QuantLinear(32, 4, bias=False, weight_quant=WeightQuant, weight_bit_width=2).eval()
+    lin2.load_state_dict(lin8.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(lin8.state_dict().values(),
+                                                 lin2.state_dict().values()))
+    x = torch.randn(6, 32, generator=torch.Generator().manual_seed(3))
+    first = brevitas_reference(lin8, x)
+    second = brevitas_reference(lin2, x)
+    with torch.no_grad():
+        own = reference_model(lin2)(x.double()).numpy()
+    assert abs(second - own).max() == 0 and abs(second - first).max() > 1e-3
