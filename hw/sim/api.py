@@ -217,10 +217,6 @@ def _record(res: dict, variant_id: str, board, bdir: Path, clock_ns: float, fram
         kept = last.cycles_per_frame <= runs[0].cycles_per_frame * 1.01 + 1
     notes = [r.deadlock.message for r in runs if r.deadlock] + [
         f"{r.label}: {r.reason}" for r in runs if r.reason]
-    filled = [f.name for f in runs[0].fifos if f.max_occupancy >= f.depth]
-    if filled and len(runs) > 1:
-        notes.append("FIFOs that filled to their depth in the deep run hold backlog behind a "
-                     f"slower layer, not what throughput needs: {', '.join(filled)}")
     if kept is False:
         notes.append(f"the sized FIFOs lose throughput: {last.cycles_per_frame:,.1f} cycles "
                      f"per frame against {runs[0].cycles_per_frame:,.1f} with deep FIFOs")
@@ -236,7 +232,8 @@ def _record(res: dict, variant_id: str, board, bdir: Path, clock_ns: float, fram
         rtl_layers=int(res["rtl_layers"]), bottleneck=last.bottleneck,
         estimated_bottleneck=str(perf["max_cycles_node_name"]),
         fifo_depths={k: int(v) for k, v in res["fifo_depths"].items()}, fifo_cost=costs,
-        fifo_cost_total=totals(costs), runs=runs, folding_config=res.get("folding_config"),
+        fifo_cost_total=totals(costs), runs=runs, search=res.get("search", []),
+        folding_config=res.get("folding_config"),
         throughput_kept=kept, tools=tools, seconds=round(secs, 2),
         note="; ".join(notes) or None)
 

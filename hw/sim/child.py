@@ -102,6 +102,10 @@ def run_child(job: dict) -> int:
                 cfg = sizing.write_folding_config(folded, res["sides"], res["fifo_depths"],
                                                   out / "folding_config_sized_fifos.json")
             result = {"runs": [r.model_dump(mode="json") for r in res["runs"]],
+                      "search": [{"label": r.label, "status": r.status,
+                                  "cycles_per_frame": r.cycles_per_frame,
+                                  "fifos": {f.name: f.depth for f in r.fifos}}
+                                 for r in res["trials"]],
                       "fifo_depths": res["fifo_depths"], "sides": res["sides"],
                       "fifo_cost": [c.model_dump(mode="json") for c in res["fifo_cost"]],
                       "layers": res["layers"], "rtl_layers": res["rtl_layers"],

@@ -6,8 +6,14 @@
   2. the stitched design with every FIFO one frame of its stream deep (no FIFO can limit a
      feed-forward pipeline), compiled once (hw/sim/testbench.py), run on all frames back to
      back: outputs compared bit for bit, cycles, per-FIFO maximum occupancy, stalls;
-  3. every FIFO sized to its measured maximum occupancy, rounded to a depth finn-plus's own
-     FIFO sizing would choose (hw/sim/sizing.py), the design rebuilt with those depths and run
+  3. FIFO sizing: a FIFO upstream of the bottleneck fills to whatever depth it has (backlog,
+     not need), so the deep run's maximum occupancy (+ 1, finn-plus's rule) is an upper bound;
+     on the same compiled design, through the top's FIFO gates (no recompile), every FIFO is
+     tried at finn-plus's floor of 32 words and the ones that were full in front of a blocked
+     layer doubled until the deep run's throughput is kept without deadlock
+     (`search_capacities`); each FIFO's depth is then that capacity rounded to a depth
+     finn-plus's own FIFO sizing would choose (hw/sim/sizing.py);
+  4. the design rebuilt with those depths (real FIFOs of that depth, no gates closed) and run
      again: no throughput lost and no deadlock, or the record says so.
 `depths` forces depths instead (a FIFO name -> depth, for a run that must not be sized, e.g.
 a skip path made too shallow on purpose).
@@ -79,14 +85,18 @@ def simulate_graph(folded: Any, x: np.ndarray, part: str, clock_ns: float, work:
     deep = stitch.stitched_graph(folded, part, default_depth="frame")
     if depths:
         deep = _force_depths(deep, depths)
-    label = "forced FIFO depths" if depths else "deep FIFOs"
-    run, graph = _one_run(deep, label, x, y, part, clock_ns, work, perf, ready_permille,
-                          t_end, jobs, progress)
+    design = _Design(deep, "forced FIFO depths" if depths else "deep FIFOs", x, y, part,
+                     clock_ns, work, perf, ready_permille, t_end, jobs, progress)
+    run = design.run("forced FIFO depths" if depths else "deep FIFOs")
     runs.append(run)
+    graph = deep
     sides = stitch.fifo_sides(graph, folded_names)
     sized: dict[str, int] = {}
+    trials: list[SimRun] = []
+    cost = []
     if size_fifos and not depths and run.status == "done":
-        sized = {f.name: sizing.allowed_depth(f.max_occupancy, f.width) for f in run.fifos}
+        caps, trials = search_capacities(design, run, progress)
+        sized = {f.name: sizing.allowed_depth(caps[f.name], f.width) for f in run.fifos}
         by_side = {side: d for name, d in sized.items() for side in sides[name]}
         graph2 = stitch.stitched_graph(folded, part, depths=by_side, default_depth=2)
         got = {n.name: _depth(n) for n in graph2.graph.node
@@ -94,14 +104,13 @@ def simulate_graph(folded: Any, x: np.ndarray, part: str, clock_ns: float, work:
         if got != sized:
             raise RuntimeError(f"FINN's InsertFIFO did not reproduce the sized depths: {got} "
                                f"!= {sized}")
-        run2, graph2 = _one_run(graph2, "sized FIFOs", x, y, part, clock_ns, work, perf,
-                                ready_permille, t_end, jobs, progress)
-        runs.append(run2)
+        confirm = _Design(graph2, "sized FIFOs", x, y, part, clock_ns, work, perf,
+                          ready_permille, t_end, jobs, progress)
+        runs.append(confirm.run("sized FIFOs"))
         cost = sizing.fifo_cost(graph2, part, work / "fifo_synth", synth_family,
                                 min(120.0, max(10.0, t_end - time.monotonic())))
-    else:
-        cost = []
-    return {"runs": runs, "fifo_depths": sized or {f.name: f.depth for f in run.fifos},
+    return {"runs": runs, "trials": trials,
+            "fifo_depths": sized or {f.name: f.depth for f in run.fifos},
             "sides": {k: [list(s) for s in v] for k, v in sides.items()},
             "fifo_cost": cost, "layers": len(graph.graph.node), "rtl_layers": sum(
                 1 for n in graph.graph.node if n.domain.endswith(".rtl")), "perf": perf,
@@ -128,52 +137,92 @@ def _force_depths(model: Any, depths: dict[str, int]) -> Any:
     return model
 
 
-def _one_run(graph: Any, label: str, x: np.ndarray, y: np.ndarray, part: str, clock_ns: float,
-             work: Path, perf: dict, ready_permille: int, t_end: float, jobs: int,
-             progress) -> tuple[SimRun, Any]:
-    from qonnx.custom_op.registry import getCustomOp
+class _Design:
+    """One compiled stitched design and everything a run of it needs."""
 
-    hdl = work / "hdl"
-    progress(f"{label}: FINN's RTL of {len(graph.graph.node)} nodes and the top module ...")
-    files, streams, units = stitch.generate(graph, part, clock_ns, hdl)
-    first = getCustomOp(graph.find_consumer(graph.graph.input[0].name))
-    last = getCustomOp(graph.find_producer(graph.graph.output[0].name))
-    in_words = pack_stream(first, x, out=False)
-    exp_words = pack_stream(last, y, out=True)
-    frames = int(x.shape[0])
-    fin, fout = len(in_words) // frames, len(exp_words) // frames
-    s_in = next(s for s in streams if s.producer is None)
-    s_out = next(s for s in streams if s.consumer is None)
-    incs = sorted({str(hdl / u.name) for u in units})
-    progress(f"{label}: Verilator compile ...")
-    built = testbench.build(files, [Path(p) for p in incs], s_in.width, s_out.width,
-                            len(streams), work / "verilator", work / "verilator_bin",
-                            max(30.0, t_end - time.monotonic()), jobs=jobs, data_dir=hdl)
-    fifo_nodes = [n for n in graph.graph.node if n.op_type.startswith(stitch.FIFO_OP)]
-    node_streams = [([s.index for s in streams if s.consumer == n.name],
-                     [s.index for s in streams if s.producer == n.name])
-                    for n in graph.graph.node]
-    fifo_pairs = []
-    for n in fifo_nodes:
-        a = next(s.index for s in streams if s.consumer == n.name)
-        b = next(s.index for s in streams if s.producer == n.name)
-        fifo_pairs.append((a, b))
-    est, crit = int(perf["max_cycles"]), int(perf["critical_path_cycles"])
-    idle = 10 * (crit + est) + 10_000
-    max_cycles = 50 * (crit + frames * est) + 1_000_000
-    progress(f"{label}: simulating {frames} frames ...")
-    res = testbench.run(Path(built.binary), work / "run", in_words, s_in.width, s_out.width,
-                        len(exp_words), fin, fout, fifo_pairs, node_streams, len(streams), idle,
-                        max_cycles, max(5.0, t_end - time.monotonic()), ready_permille)
-    rec = _analyse(res, label, frames, exp_words, int(last.get_outstream_width()), graph,
-                   streams, fifo_nodes, fifo_pairs, idle)
-    rec.compile_s, rec.compiled = built.compile_s, not built.cached
-    return rec, graph
+    def __init__(self, graph: Any, label: str, x: np.ndarray, y: np.ndarray, part: str,
+                 clock_ns: float, work: Path, perf: dict, ready_permille: int, t_end: float,
+                 jobs: int, progress) -> None:
+        from qonnx.custom_op.registry import getCustomOp
+
+        hdl = work / "hdl"
+        progress(f"{label}: FINN's RTL of {len(graph.graph.node)} nodes and the top module ...")
+        files, streams, units = stitch.generate(graph, part, clock_ns, hdl)
+        first = getCustomOp(graph.find_consumer(graph.graph.input[0].name))
+        last = getCustomOp(graph.find_producer(graph.graph.output[0].name))
+        self.in_words = pack_stream(first, x, out=False)
+        self.exp_words = pack_stream(last, y, out=True)
+        self.frames = int(x.shape[0])
+        self.data_bits = int(last.get_outstream_width())
+        self.s_in = next(s for s in streams if s.producer is None)
+        self.s_out = next(s for s in streams if s.consumer is None)
+        self.graph, self.streams, self.work, self.t_end = graph, streams, work, t_end
+        self.ready_permille, self.progress = ready_permille, progress
+        self.fifo_nodes = [n for n in graph.graph.node if n.op_type.startswith(stitch.FIFO_OP)]
+        self.node_streams = [([s.index for s in streams if s.consumer == n.name],
+                              [s.index for s in streams if s.producer == n.name])
+                             for n in graph.graph.node]
+        self.fifo_pairs = [(next(s.index for s in streams if s.consumer == n.name),
+                            next(s.index for s in streams if s.producer == n.name))
+                           for n in self.fifo_nodes]
+        est, crit = int(perf["max_cycles"]), int(perf["critical_path_cycles"])
+        self.idle = 10 * (crit + est) + 10_000  # no output this long: a deadlock
+        self.max_cycles = 50 * (crit + self.frames * est) + 1_000_000
+        progress(f"{label}: Verilator compile ...")
+        incs = sorted({hdl / u.name for u in units})
+        self.built = testbench.build(files, incs, self.s_in.width, self.s_out.width,
+                                     len(streams), len(self.fifo_nodes), work / "verilator",
+                                     work / "verilator_bin",
+                                     max(30.0, t_end - time.monotonic()), jobs=jobs,
+                                     data_dir=hdl)
+
+    def run(self, label: str, caps: list[int] | None = None) -> SimRun:
+        self.progress(f"{label}: simulating {self.frames} frames ...")
+        res = testbench.run(Path(self.built.binary), self.work / "run", self.in_words,
+                            self.s_in.width, self.s_out.width, len(self.exp_words),
+                            len(self.in_words) // self.frames,
+                            len(self.exp_words) // self.frames, self.fifo_pairs,
+                            self.node_streams, len(self.streams), self.idle, self.max_cycles,
+                            max(5.0, self.t_end - time.monotonic()), self.ready_permille, caps)
+        rec = _analyse(res, label, self.frames, self.exp_words, self.data_bits, self.graph,
+                       self.streams, self.fifo_nodes, self.fifo_pairs, self.idle, caps)
+        rec.compile_s, rec.compiled = self.built.compile_s, not self.built.cached
+        return rec
+
+
+def search_capacities(design: _Design, deep: SimRun, progress, max_rounds: int = 12
+                      ) -> tuple[dict[str, int], list[SimRun]]:
+    """The smallest FIFO capacities (at least finn-plus's floor of 32 words) that keep the
+    deep run's throughput without deadlock, tried on the compiled deep design through its
+    FIFO gates: every FIFO starts at min(32, what it held + 1); after a run that loses
+    throughput or stops, each FIFO that was full while the layer feeding it was blocked has
+    its capacity doubled (at most to what it held with deep FIFOs, + 1). Returns (FIFO ->
+    capacity, the trial runs); the deep occupancies + 1 when no round keeps the throughput."""
+    names = [f.name for f in deep.fifos]
+    top = {f.name: f.max_occupancy + 1 for f in deep.fifos}
+    caps = {n: min(32, top[n]) for n in names}
+    trials = []
+    target = deep.cycles_per_frame or 0.0
+    for k in range(max_rounds):
+        run = design.run(f"capacity search, round {k + 1}", [caps[n] for n in names])
+        trials.append(run)
+        if run.status == "done" and run.outputs_exact and run.cycles_per_frame is not None \
+                and run.cycles_per_frame <= target * 1.01 + 1:
+            return caps, trials
+        blocked = {x.name for x in run.layers if x.output_blocked > 0}
+        grow = [f.name for f in run.fifos if f.max_occupancy >= caps[f.name] and
+                f.producer in blocked and caps[f.name] < top[f.name]]
+        if not grow:
+            break
+        for n in grow:
+            caps[n] = min(top[n], 2 * caps[n])
+        progress(f"capacity search: {len(grow)} FIFO(s) grown: {', '.join(grow[:6])}")
+    return top, trials
 
 
 def _analyse(res: testbench.RunResult, label: str, frames: int, exp_words: list[int],
              data_bits: int, graph: Any, streams: list, fifo_nodes: list,
-             fifo_pairs: list, idle: int) -> SimRun:
+             fifo_pairs: list, idle: int, caps: list[int] | None = None) -> SimRun:
     from qonnx.custom_op.registry import getCustomOp
 
     done = [c for c in res.frame_out_done if c >= 0]
@@ -191,12 +240,14 @@ def _analyse(res: testbench.RunResult, label: str, frames: int, exp_words: list[
     if done and res.frame_in_start and res.frame_in_start[0] >= 0:
         rec.latency_cycles = done[0] - res.frame_in_start[0]
     win, nwin = _window_counts(res, len(done))
-    for n, (a, b) in zip(fifo_nodes, fifo_pairs):
+    for f, (n, (a, b)) in enumerate(zip(fifo_nodes, fifo_pairs)):
         inst = getCustomOp(n)
+        depth = int(inst.get_nodeattr("depth"))
         rec.fifos.append(FifoDepth(
             name=n.name, producer=streams[a].producer, consumer=streams[b].consumer,
-            width=int(inst.get_instream_width_padded()), depth=int(inst.get_nodeattr("depth")),
-            max_occupancy=res.fifo_max[len(rec.fifos)]))
+            width=int(inst.get_instream_width_padded()),
+            depth=min(depth, caps[f]) if caps and caps[f] > 0 else depth,
+            max_occupancy=res.fifo_max[f]))
     for k, n in enumerate(graph.graph.node):
         inst = getCustomOp(n)
         outs = [s.index for s in streams if s.producer == n.name]

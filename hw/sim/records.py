@@ -123,6 +123,9 @@ class Simulation(BaseModel):
     fifo_cost: list[FifoCost] = Field(default_factory=list)
     fifo_cost_total: dict[str, float] = Field(default_factory=dict)
     runs: list[SimRun]
+    # the capacity search on the deep design (hw/sim/design.search_capacities): per round its
+    # status, cycles per frame and the capacity tried per FIFO
+    search: list[dict] = Field(default_factory=list)
     folding_config: str | None = None  # FINN folding config with in/outFIFODepths
     bitfile_config: str | None = None  # the full-flow config that uses it
     throughput_kept: bool | None = None  # sized run as fast as the deep run

@@ -1,10 +1,12 @@
 """FIFO depths from the simulation, as finn-plus would choose them, and what they cost.
 
-`allowed_depth(max_occupancy, width)`: finn-plus 1.6.1's distributed FIFO sizing starts every
-FIFO at max(peak + 1, 32) (`_safe_bram_starting_depth`: one slot more than the peak seen, and
-never below 32, where an SRL FIFO costs width/2 LUTs whatever its depth) and only ever picks the
+`allowed_depth(required, width)`: finn-plus 1.6.1's distributed FIFO sizing starts every FIFO
+at max(peak + 1, 32) (`_safe_bram_starting_depth`: one slot more than the peak seen, and never
+below 32, where an SRL FIFO costs width/2 LUTs whatever its depth) and only ever picks the
 deepest depth of a primitive count (`calculate_*_depth_range`). The same here, from FINN's own
-functions, with the storage fifo.sv would choose at that depth (its RAM_STYLE "auto" ladder).
+functions, with the storage fifo.sv would choose at that depth (its RAM_STYLE "auto" ladder);
+`required` is the capacity the simulation found necessary (hw/sim/design.py: the smallest
+capacity that kept the throughput, at most the deep run's peak + 1).
 
 `fifo_cost`: FINN's estimate of each sized StreamingFIFO_rtl (its node_res_estimation), and
 Yosys synth_xilinx on the sized FIFO RTL (hw/synth_yosys.py), once per distinct width x depth.
@@ -39,11 +41,12 @@ def fifo_style(depth: int, width: int) -> str:
     return "block" if depth <= 2028 else "ultra"
 
 
-def allowed_depth(max_occupancy: int, width: int) -> int:
-    """The depth finn-plus's FIFO sizing would give a FIFO that held `max_occupancy` words."""
+def allowed_depth(required: int, width: int) -> int:
+    """The depth finn-plus's FIFO sizing would give a FIFO that must hold `required` words
+    (its starting depth is the peak seen + 1, never below 32)."""
     from finn.transformation.fpgadataflow import simulation_connected as sc
 
-    d = sc._safe_bram_starting_depth(int(max_occupancy), 0)
+    d = sc._safe_bram_starting_depth(int(required) - 1, 0)
     style = fifo_style(d, width)
     if style in ("shift", "distributed"):
         return int(math.ceil(d / 32) * 32)  # SRL/LUTRAM: 32 entries per LUT column

@@ -7,7 +7,9 @@ monitor vectors: per stream the handshakes, the cycles its producer was blocked 
 ready) and the cycles it was empty (not valid); per node the cycles it was blocked (a word it
 offers is not taken) and starved (nothing leaves it, nothing is blocked, and an input stream
 is empty: a node's own ready may wait for valid, as AXI allows, so ready is not used); per
-FIFO its occupancy (words in minus words out) and the maximum. At each completed output frame it records the cycle and a
+FIFO its occupancy (words in minus words out) and the maximum. A FIFO may be given a
+capacity for the run (the top's fifo_gate: its input is held while it holds that many words),
+so smaller depths are tried without compiling again. At each completed output frame it records the cycle and a
 snapshot of those counters (so the steady-state window can be cut out afterwards), at each
 frame's first input word the cycle (latency). It stops when every output word has come, or
 when no output word came for `idle_limit` cycles (a deadlock: it then reports the state of
@@ -64,8 +66,11 @@ int main(int argc, char** argv) {{
   if (!fi || std::fscanf(fi, "%ld %ld %ld %ld %ld %ld %lf %ld %ld", &nin, &nout, &fin, &fout,
                          &max_cycles, &idle_limit, &wall_s, &ready_pm, &nfifo) != 9) return 2;
   std::vector<int> fifo_in(nfifo), fifo_out(nfifo);
+  std::vector<long> cap(nfifo);  // 0: the FIFO as built; else at most this many words
   for (long f = 0; f < nfifo; f++)
-    if (std::fscanf(fi, "%d %d", &fifo_in[f], &fifo_out[f]) != 2) return 2;
+    if (std::fscanf(fi, "%d %d %ld", &fifo_in[f], &fifo_out[f], &cap[f]) != 3) return 2;
+  std::vector<uint32_t> gate({n32_gate}, 0u);  // only the FIFOs' bits: inputs stay clean
+  for (long f = 0; f < nfifo; f++) gate[f >> 5] |= 1u << (f & 31);
   // per node: its input and output streams
   long nnode; if (std::fscanf(fi, "%ld", &nnode) != 1) return 2;
   std::vector<std::vector<int>> node_in(nnode), node_out(nnode);
@@ -85,6 +90,7 @@ int main(int argc, char** argv) {{
   VerilatedContext ctx; ctx.commandArgs(argc, argv);
   Vfpgaslim_stitched* m = new Vfpgaslim_stitched(&ctx);
   m->ap_clk = 0; m->ap_rst_n = 0; m->s_axis_0_tvalid = 0; m->m_axis_0_tready = 0;
+  set_word(m->fifo_gate, gate.data(), {n32_gate});
   for (int k = 0; k < 16; k++) {{ m->ap_clk = 0; m->eval(); m->ap_clk = 1; m->eval(); }}
   m->ap_rst_n = 1;
   long i = 0, o = 0, cycle = 0, last_out = 0;
@@ -97,6 +103,11 @@ int main(int argc, char** argv) {{
     else m->s_axis_0_tvalid = 0;
     lfsr = lfsr * 1664525u + 1013904223u;
     m->m_axis_0_tready = ready_pm >= 1000 ? 1 : (long)((lfsr >> 8) % 1000) < ready_pm;
+    for (long f = 0; f < nfifo; f++) {{
+      bool open = cap[f] <= 0 || hs[fifo_in[f]] - hs[fifo_out[f]] < cap[f];
+      if (open) gate[f >> 5] |= 1u << (f & 31); else gate[f >> 5] &= ~(1u << (f & 31));
+    }}
+    set_word(m->fifo_gate, gate.data(), {n32_gate});
     m->eval();
     for (int e = 0; e < NE; e++) {{
       int v = bit(m->mon_valid, e), r = bit(m->mon_ready, e);
@@ -222,7 +233,7 @@ def _digest(files: list[Path], tb: str, data_dir: Path | None) -> str:
 
 
 def build(files: list[Path], include_dirs: list[Path], in_width: int, out_width: int,
-          n_streams: int, workdir: Path, cache: Path, timeout_s: float,
+          n_streams: int, n_fifos: int, workdir: Path, cache: Path, timeout_s: float,
           jobs: int = 1, data_dir: Path | None = None) -> Built:
     """Compile the stitched design with the testbench (cached under `cache`/<digest>; every
     file under `data_dir`, where the sources' parameter files are, is part of the digest).
@@ -232,7 +243,7 @@ def build(files: list[Path], include_dirs: list[Path], in_width: int, out_width:
     if missing:
         raise FileNotFoundError("cannot run Verilator: missing " + ", ".join(missing))
     tb = _TB.format(n32_in=(in_width + 31) // 32, n32_out=(out_width + 31) // 32,
-                    n_streams=n_streams)
+                    n_streams=n_streams, n32_gate=(max(1, n_fifos) + 31) // 32)
     key = _digest(files, tb, data_dir)
     done = cache / key / "sim"
     if done.is_file():
@@ -290,8 +301,12 @@ def _first_error(log: Path) -> str:
 def run(binary: Path, workdir: Path, in_words: list[int], in_width: int, out_width: int,
         n_out: int, frame_in: int, frame_out: int, fifos: list[tuple[int, int]],
         nodes: list[tuple[list[int], list[int]]], n_streams: int, idle_limit: int,
-        max_cycles: int, wall_s: float, ready_permille: int = 1000) -> RunResult:
-    """Run the compiled design once on `in_words` (frames back to back)."""
+        max_cycles: int, wall_s: float, ready_permille: int = 1000,
+        caps: list[int] | None = None) -> RunResult:
+    """Run the compiled design once on `in_words` (frames back to back). `fifos`: (input
+    stream, output stream) of each FIFO, in the order of the top's fifo_gate bits; `caps`:
+    per FIFO the most words it may hold in this run (0: as built), by closing its gate."""
+    caps = caps or [0] * len(fifos)
     n32_in, n32_out = (in_width + 31) // 32, (out_width + 31) // 32
     workdir.mkdir(parents=True, exist_ok=True)
     cfg, res = workdir / "tb_in.txt", workdir / "tb_out.txt"
@@ -299,7 +314,7 @@ def run(binary: Path, workdir: Path, in_words: list[int], in_width: int, out_wid
     with open(cfg, "w", encoding="utf-8") as f:
         f.write(f"{len(in_words)} {n_out} {frame_in} {frame_out} {max_cycles} {idle_limit} "
                 f"{wall_s:.3f} {ready_permille} {len(fifos)}\n")
-        f.write("".join(f"{a} {b}\n" for a, b in fifos))
+        f.write("".join(f"{a} {b} {c}\n" for (a, b), c in zip(fifos, caps)))
         f.write(f"{len(nodes)}\n")
         for ins, outs in nodes:
             f.write(" ".join(str(v) for v in [len(ins), len(outs), *ins, *outs]) + "\n")
