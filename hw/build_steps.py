@@ -382,10 +382,16 @@ def step_fpgaslim_layer_table(model: Any, cfg: Any) -> Any:
 @register_step
 def step_fpgaslim_prefer_rtl(model: Any, cfg: Any) -> Any:
     """Ask FINN's SpecializeLayers for the RTL variant of every HW layer that has one (its
-    `preferred_impl_style` attribute); FINN falls back to HLS where RTL is not possible (e.g.
-    an MVAU with unsigned weights) and logs why."""
+    `preferred_impl_style` attribute), fpgaslim's hand-written ones (hw/rtl: DuplicateStreams,
+    integer ElementwiseAdd/Sub/Mul and the output Mul, Pool) included; FINN falls back to HLS
+    where RTL is not possible (e.g. an MVAU with unsigned weights) and logs why."""
     from finn.custom_op.fpgadataflow.rtl import custom_op as rtl_variants
     from qonnx.custom_op.registry import getCustomOp
+
+    problems = finn_compat.install_rtl_ops()
+    if problems:
+        raise ConfigError("prefer_rtl: fpgaslim's RTL layers cannot be used with the "
+                          "installed finn-plus: " + "; ".join(problems))
 
     for node in model.graph.node:
         if node.domain == _HW_DOMAIN and f"{node.op_type}_rtl" in rtl_variants:

@@ -93,6 +93,17 @@ def activate() -> None:
     import finn.builder.build_dataflow as bd
 
     bd.get_vivado_root = _vivado_root
+    install_rtl_ops()
+
+
+def install_rtl_ops() -> list[str]:
+    """Register fpgaslim's hand-written RTL ops with finn-plus (hw/rtl/register.py: the
+    registration and its guarded hook into SpecializeLayers live there). Every process that
+    specializes, loads or executes a graph with them needs it; activate() does it. Returns
+    what kept it from installing (empty: installed)."""
+    from .rtl import install
+
+    return install()
 
 
 # finn-plus 1.6.1's estimate-only preset, which hw/build_steps.ESTIMATE extends, and the
@@ -241,6 +252,9 @@ def generic_base(op_type: str, domain: str) -> tuple[str, str] | None:
 
     mod = importlib.import_module(domain)
     cls = getattr(mod, "custom_op", {}).get(op_type)
+    if cls is None and domain.endswith(".rtl"):  # one of fpgaslim's (hw/rtl), not yet loaded
+        install_rtl_ops()
+        cls = getattr(mod, "custom_op", {}).get(op_type)
     if cls is None:
         raise RuntimeError(f"finn-plus has no {domain}.{op_type}: internals changed")
     generic = importlib.import_module("finn.custom_op.fpgadataflow").custom_op

@@ -427,6 +427,9 @@ def main() -> int:
     # estimate functions and costs 1.4 s of CPU to import (measured)
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from .finn_compat import install_rtl_ops
+
+    install_rtl_ops()  # the graph may hold fpgaslim's RTL layers (hw/rtl)
     table = tabulate(ModelWrapper(job["model"]), job["part"], job.get("cache"),
                      memo=job.get("memo", True), mix=job.get("mix", False))
     Path(job["out"]).write_text(json.dumps(table), encoding="utf-8")

@@ -100,6 +100,7 @@ def pack_words(values: np.ndarray, bits: int, signed: bool, word_bits: int) -> l
 _TB = r"""// fpgaslim: AXI-stream testbench for one FINN RTL layer (generated)
 #include <cstdio>
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 #include "V{top}.h"
 #include "verilated.h"
@@ -113,40 +114,82 @@ template <typename T> static void get_word(const T& p, uint32_t* w, int n) {{
 template <std::size_t N> static void get_word(const VlWide<N>& p, uint32_t* w, int n) {{
   for (int i = 0; i < n; i++) w[i] = i < (int)N ? p[i] : 0; }}
 
+static uint64_t rng = 0x9E3779B97F4A7C15ull;  // xorshift64: the stall pattern
+static bool stall(long permille) {{
+  if (permille <= 0) return false;
+  rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+  return (long)(rng % 1000) < permille;
+}}
+
 int main(int argc, char** argv) {{
-  const int NI = {n32_in}, NO = {n32_out};
+  const int NS = {n_s}, NM = {n_m};
+  const int NI[NS] = {{{n32_in}}}, NO[NM] = {{{n32_out}}};
   FILE* fi = std::fopen(argv[1], "r");
-  long nin = 0, nout = 0, max_cycles = 0;
-  if (!fi || std::fscanf(fi, "%ld %ld %ld", &nin, &nout, &max_cycles) != 3) return 2;
-  std::vector<uint32_t> in(nin * NI), out(nout * NO);
-  for (long k = 0; k < nin * NI; k++) if (std::fscanf(fi, "%u", &in[k]) != 1) return 2;
+  long nin[NS], nout[NM], max_cycles = 0, stall_pm = 0;
+  if (!fi || std::fscanf(fi, "%ld %ld", &max_cycles, &stall_pm) != 2) return 2;
+  std::vector<uint32_t> in[NS], out[NM];
+  for (int s = 0; s < NS; s++) {{
+    if (std::fscanf(fi, "%ld", &nin[s]) != 1) return 2;
+    in[s].resize(nin[s] * NI[s]);
+    for (long k = 0; k < nin[s] * NI[s]; k++) if (std::fscanf(fi, "%u", &in[s][k]) != 1) return 2;
+  }}
+  for (int s = 0; s < NM; s++) {{
+    if (std::fscanf(fi, "%ld", &nout[s]) != 1) return 2;
+    out[s].resize(nout[s] * NO[s]);
+  }}
   std::fclose(fi);
   VerilatedContext ctx; ctx.commandArgs(argc, argv);
   V{top}* m = new V{top}(&ctx);
-  m->{clk} = 0; m->{rst} = 0; m->{s}_TVALID = 0; m->{mo}_TREADY = 1;
+  m->{clk} = 0; m->{rst} = 0;
+{init}
   {clk2x_init}
   for (int k = 0; k < 8; k++) {{ m->{clk} = 0; m->eval(); m->{clk} = 1; m->eval(); }}
   m->{rst} = 1;
-  long i = 0, o = 0, cycle = 0;
-  while (o < nout && cycle < max_cycles) {{
+  long i[NS] = {{0}}, o[NM] = {{0}}, cycle = 0;
+  bool offer[NS] = {{false}};
+  auto done = [&]() {{ for (int s = 0; s < NM; s++) if (o[s] < nout[s]) return false; return true; }};
+  while (!done() && cycle < max_cycles) {{
     m->{clk} = 0;
-    if (i < nin) {{ set_word(m->{s}_TDATA, &in[i * NI], NI); m->{s}_TVALID = 1; }}
-    else m->{s}_TVALID = 0;
+{drive}
     m->eval();
-    bool in_fire = m->{s}_TVALID && m->{s}_TREADY;
-    if (m->{mo}_TVALID && m->{mo}_TREADY) {{ get_word(m->{mo}_TDATA, &out[o * NO], NO); o++; }}
+    bool in_fire[NS];
+{sample}
     m->{clk} = 1; m->eval();
-    if (in_fire) i++;
+    for (int s = 0; s < NS; s++) if (in_fire[s]) {{ i[s]++; offer[s] = false; }}
     cycle++;
   }}
   FILE* fo = std::fopen(argv[2], "w");
-  std::fprintf(fo, "%ld %ld %ld\n", cycle, i, o);
-  for (long k = 0; k < o * NO; k++) std::fprintf(fo, "%u\n", out[k]);
+  std::fprintf(fo, "%ld\n", cycle);
+  for (int s = 0; s < NS; s++) std::fprintf(fo, "%ld\n", i[s]);
+  for (int s = 0; s < NM; s++) {{
+    std::fprintf(fo, "%ld\n", o[s]);
+    for (long k = 0; k < o[s] * NO[s]; k++) std::fprintf(fo, "%u\n", out[s][k]);
+  }}
   std::fclose(fo);
   m->final(); delete m;
   return 0;
 }}
 """
+
+
+def _tb_code(intf: dict) -> dict[str, str]:
+    """The per-stream lines of the testbench: inputs offered (and held until taken, as
+    AXI-stream requires) unless the stall pattern withholds them, outputs ready unless it
+    withholds that; with no stall every input is always valid and every output ready."""
+    init, drive, sample = [], [], []
+    for s, (name, _) in enumerate(intf["s_axis"]):
+        init.append(f"  m->{name}_TVALID = 0;")
+        drive.append(f"    if (i[{s}] < nin[{s}] && (offer[{s}] || !stall(stall_pm))) {{ "
+                     f"offer[{s}] = true; set_word(m->{name}_TDATA, &in[{s}][i[{s}] * NI[{s}]], "
+                     f"NI[{s}]); m->{name}_TVALID = 1; }} else m->{name}_TVALID = 0;")
+        sample.append(f"    in_fire[{s}] = m->{name}_TVALID && m->{name}_TREADY;")
+    for s, (name, _) in enumerate(intf["m_axis"]):
+        init.append(f"  m->{name}_TREADY = 1;")
+        drive.append(f"    m->{name}_TREADY = !stall(stall_pm);")
+        sample.append(f"    if (m->{name}_TVALID && m->{name}_TREADY && o[{s}] < nout[{s}]) {{ "
+                      f"get_word(m->{name}_TDATA, &out[{s}][o[{s}] * NO[{s}]], NO[{s}]); "
+                      f"o[{s}]++; }}")
+    return {"init": "\n".join(init), "drive": "\n".join(drive), "sample": "\n".join(sample)}
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float, log: Path) -> int:
@@ -175,13 +218,13 @@ def build(files: list[str], top: str, intf: dict, workdir: Path, timeout_s: floa
                                ", ".join(missing))
     root = verilator_root()
     env["VERILATOR_ROOT"] = str(root)
-    s_name, s_bits = intf["s_axis"][0]
-    m_name, m_bits = intf["m_axis"][0]
-    n32_in, n32_out = (s_bits + 31) // 32, (m_bits + 31) // 32
     clk2x = "m->ap_clk2x = 0;" if _has_port(files, "ap_clk2x") else ""
     (workdir / "tb.cpp").write_text(_TB.format(
-        top=top, n32_in=n32_in, n32_out=n32_out, clk=intf["clk"][0], rst=intf["rst"][0],
-        s=s_name, mo=m_name, clk2x_init=clk2x), encoding="utf-8")
+        top=top, n_s=len(intf["s_axis"]), n_m=len(intf["m_axis"]),
+        n32_in=", ".join(str((b + 31) // 32) for _, b in intf["s_axis"]),
+        n32_out=", ".join(str((b + 31) // 32) for _, b in intf["m_axis"]),
+        clk=intf["clk"][0], rst=intf["rst"][0], clk2x_init=clk2x, **_tb_code(intf)),
+        encoding="utf-8")
     log = workdir / "verilator.log"
     log.write_text("", encoding="utf-8")
     t0 = time.perf_counter()
@@ -226,16 +269,40 @@ def run(binary: Path, intf: dict, workdir: Path, in_words: list[int],
     """Run a simulator from `build` on one frame in `workdir` (where the layer's parameter
     files are). `compare_bits`: the low bits of an output word that carry data (FINN pads a
     stream word to a multiple of 8 bits and does not define the padding: the MVU sign-extends
-    its accumulators into it); default the whole word."""
+    its accumulators into it); default the whole word. One input and one output stream;
+    `run_streams` for layers with more."""
+    return run_streams(binary, intf, workdir, [in_words], [expected_words], timeout_s,
+                       max_cycles=max_cycles, env=env,
+                       compare_bits=None if compare_bits is None else [compare_bits])
+
+
+def run_streams(binary: Path, intf: dict, workdir: Path, inputs: list[list[int]],
+                expected: list[list[int]], timeout_s: float, max_cycles: int = 10_000_000,
+                env: dict[str, str] | None = None, compare_bits: list[int] | None = None,
+                stall: float = 0.0) -> SimResult:
+    """`run` for a layer with any number of input and output streams (`intf`'s s_axis and
+    m_axis, in order: one word list per stream). `stall` (0..1): the share of cycles in
+    which the testbench withholds a new input word or output ready (a fixed pseudo-random
+    pattern), to exercise the layer's flow control; the cycle count is then not the
+    layer's own. The result's word counts are summed over the streams."""
     env = dict(env or os.environ)
-    s_bits, m_bits = intf["s_axis"][0][1], intf["m_axis"][0][1]
-    n32_in, n32_out = (s_bits + 31) // 32, (m_bits + 31) // 32
+    n32_in = [(b + 31) // 32 for _, b in intf["s_axis"]]
+    n32_out = [(b + 31) // 32 for _, b in intf["m_axis"]]
+    if len(inputs) != len(n32_in) or len(expected) != len(n32_out):
+        raise ValueError(f"{len(inputs)} input / {len(expected)} output word lists for a layer "
+                         f"with {len(n32_in)} / {len(n32_out)} streams")
+    masks = [(1 << (bits if compare_bits is None else compare_bits[k])) - 1
+             for k, (_, bits) in enumerate(intf["m_axis"])]
     log = workdir / "verilator.log"
     (workdir / "stream_out.txt").unlink(missing_ok=True)
     with open(workdir / "stream_in.txt", "w", encoding="utf-8") as f:
-        f.write(f"{len(in_words)} {len(expected_words)} {max_cycles}\n")
-        for w in in_words:
-            f.write(" ".join(str((w >> (32 * k)) & 0xFFFFFFFF) for k in range(n32_in)) + "\n")
+        f.write(f"{max_cycles} {int(round(1000 * stall))}\n")
+        for words, n32 in zip(inputs, n32_in):
+            f.write(f"{len(words)}\n")
+            for w in words:
+                f.write(" ".join(str((w >> (32 * k)) & 0xFFFFFFFF) for k in range(n32)) + "\n")
+        for words in expected:
+            f.write(f"{len(words)}\n")
     t1 = time.perf_counter()
     try:
         rc = _run([str(binary), "stream_in.txt", "stream_out.txt"], workdir, env, timeout_s, log)
@@ -246,24 +313,29 @@ def run(binary: Path, intf: dict, workdir: Path, in_words: list[int],
     if rc != 0 or not (workdir / "stream_out.txt").is_file():
         return SimResult(status="failed", reason=(
             f"the simulation exited with code {rc}: {_tail_error(log)}"))
-    nums = [int(x) for x in (workdir / "stream_out.txt").read_text().split()]
-    cycles, consumed, produced = nums[:3]
-    flat = nums[3:]
-    got = [sum(flat[j * n32_out + k] << (32 * k) for k in range(n32_out))
-           for j in range(produced)]
-    mask = (1 << (compare_bits or m_bits)) - 1
-    bad = sum(1 for a, b in zip(got, expected_words) if (a & mask) != (b & mask))
-    bad += abs(len(expected_words) - len(got))
-    status = "ok" if bad == 0 else "mismatch"
+    nums = iter(int(x) for x in (workdir / "stream_out.txt").read_text().split())
+    cycles = next(nums)
+    consumed = [next(nums) for _ in inputs]
+    bad = produced = short = 0
+    for exp, n32, mask in zip(expected, n32_out, masks):
+        n = next(nums)
+        flat = [next(nums) for _ in range(n * n32)]
+        got = [sum(flat[j * n32 + k] << (32 * k) for k in range(n32)) for j in range(n)]
+        bad += sum(1 for a, b in zip(got, exp) if (a & mask) != (b & mask))
+        bad += abs(len(exp) - len(got))
+        produced += n
+        short += n < len(exp)
+    n_exp, n_in = sum(len(e) for e in expected), sum(len(i) for i in inputs)
     reason = None
-    if produced < len(expected_words):
-        reason = (f"the layer produced {produced} of {len(expected_words)} output words "
-                  f"within {cycles} cycles (consumed {consumed} of {len(in_words)} inputs)")
+    if short:
+        reason = (f"the layer produced {produced} of {n_exp} output words within {cycles} "
+                  f"cycles (consumed {sum(consumed)} of {n_in} inputs)")
     elif bad:
-        reason = f"{bad} of {len(expected_words)} output words differ from FINN's execution"
-    return SimResult(status=status, bit_exact=bad == 0, cycles=cycles, words_in=consumed,
-                     words_out=produced, words_expected=len(expected_words),
-                     mismatched_words=bad, run_s=round(run_s, 3), reason=reason)
+        reason = f"{bad} of {n_exp} output words differ from FINN's execution"
+    return SimResult(status="ok" if bad == 0 else "mismatch", bit_exact=bad == 0,
+                     cycles=cycles, words_in=sum(consumed), words_out=produced,
+                     words_expected=n_exp, mismatched_words=bad, run_s=round(run_s, 3),
+                     reason=reason)
 
 
 def _has_port(files: list[str], port: str) -> bool:

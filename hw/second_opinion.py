@@ -291,24 +291,37 @@ def _pass_through(ctx: dict, inserted_nodes: list) -> None:
         todo = left
 
 
-def _stream_words(inst, values, out: bool) -> tuple[list[int], int]:
+def _stream_words(inst, values, out: bool, ind: int = 0) -> tuple[list[int], int]:
+    """Stream `ind` of a layer (an output with `out`, else an input) as its words, FINN's
+    packing (element 0 in the low bits; FLOAT32 elements as their IEEE bits), in the order
+    the hardware streams it. Returns (words, elements per word)."""
+    import numpy as np
+
     from .rtlsim_verilator import pack_words
 
-    shape = inst.get_folded_output_shape() if out else inst.get_folded_input_shape()
-    dt = inst.get_output_datatype() if out else inst.get_input_datatype()
-    width = inst.get_outstream_width_padded() if out else inst.get_instream_width_padded()
+    shape = inst.get_folded_output_shape(ind) if out else inst.get_folded_input_shape(ind)
+    dt = inst.get_output_datatype(ind) if out else inst.get_input_datatype(ind)
+    width = inst.get_outstream_width_padded(ind) if out else inst.get_instream_width_padded(ind)
     per_word = int(shape[-1])
-    if out and inst.onnx_node.op_type.startswith("ConvolutionInputGenerator") and \
-            inst.get_nodeattr("depthwise"):
+    op = inst.onnx_node.op_type
+    if (out and op.startswith("ConvolutionInputGenerator") and inst.get_nodeattr("depthwise")) \
+            or (not out and op.startswith("Pool")):
         # the depthwise SWG interleaves channels in SIMD groups (as FINN's own cppsim of
-        # ConvolutionInputGenerator_rtl does): (k, C/SIMD, SIMD) -> (C/SIMD, k, SIMD)
-        simd, (kh, kw) = inst.get_nodeattr("SIMD"), inst.get_nodeattr("ConvKernelDim")
-        ch = inst.get_nodeattr("IFMChannels")
+        # ConvolutionInputGenerator_rtl does), and Pool reads them so: (k, C/SIMD, SIMD) ->
+        # (C/SIMD, k, SIMD)
+        if op.startswith("Pool"):
+            simd, k = inst.get_nodeattr("PE"), int(np.prod(inst.get_nodeattr("KernelSize")))
+            ch = inst.get_nodeattr("Channels")
+        else:
+            simd, (kh, kw) = inst.get_nodeattr("SIMD"), inst.get_nodeattr("ConvKernelDim")
+            ch, k = inst.get_nodeattr("IFMChannels"), kh * kw
         lead = values.shape[:-1]
-        values = values.reshape(*lead, kh * kw, ch // simd, simd).swapaxes(-3, -2)
+        values = values.reshape(*lead, k, ch // simd, simd).swapaxes(-3, -2)
     arr = values.reshape(-1, per_word)
     if dt.name == "BIPOLAR":
         arr = (arr + 1) // 2
+    if dt.name == "FLOAT32":
+        arr = np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32).astype(np.int64)
     return pack_words(arr, dt.bitwidth(), dt.signed(), width), per_word
 
 
@@ -416,7 +429,7 @@ def _once(key: str, compute: Callable[[], object]) -> tuple[object, bool]:
 
 def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dict | None],
            finn_res: dict, tools: dict) -> LayerOpinion:
-    from .rtlsim_verilator import build, missing_tools, run
+    from .rtlsim_verilator import build, missing_tools, run_streams
     from .synth_yosys import synthesize
 
     est = finn_res.get(node.name, {})
@@ -465,11 +478,9 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dic
         if owner not in (None, node.name):
             op.synth_from = owner
     if job["sim"] == "verilator":
-        if len(intf["s_axis"]) != 1 or len(intf["m_axis"]) != 1 or (is_mvau and not streamed):
+        if is_mvau and not streamed:
             op.note = ("not simulated: its weights come from outside the layer (mem_mode "
                        f"{inst.get_nodeattr('mem_mode')}); the testbench drives one input "
-                       "stream" if is_mvau else
-                       "not simulated: the testbench drives exactly one input and one output "
                        "stream")
             return op
         missing = missing_tools()
@@ -480,8 +491,7 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dic
         with _LOCK:
             ctx = tensors()
             if ctx is not None:
-                in_words, _ = _stream_words(inst, ctx[node.input[0]], out=False)
-                exp_words, _ = _stream_words(inst, ctx[node.output[0]], out=True)
+                in_words, exp_words = stream_io(node, inst, intf, ctx)
         if ctx is None:
             op.sim = SimResult(status="failed", reason="FINN's Python execution of the graph "
                                "failed, so there is no input stream to simulate")
@@ -517,14 +527,30 @@ def _layer(node, model, inst, job: dict, so_dir: Path, tensors: Callable[[], dic
                 op.simulator_from = owner
                 _alias_parameter_files(hdl, node.name, owner)
             # FINN expects no cycle count for some layers (FIFOs, width converters: 0)
-            op.sim = run(binary, intf, hdl, in_words, exp_words, limit,
-                         max_cycles=20 * max(1, op.finn_exp_cycles, len(in_words),
-                                             len(exp_words)) + 100_000,
-                         compare_bits=int(inst.get_outstream_width()))
+            op.sim = run_streams(binary, intf, hdl, in_words, exp_words, limit,
+                                 max_cycles=20 * max(1, op.finn_exp_cycles,
+                                                     *map(len, in_words + exp_words)) + 100_000,
+                                 compare_bits=[int(inst.get_outstream_width(k))
+                                               for k in range(len(exp_words))])
             if isinstance(built, float) and owner == node.name:
                 op.sim.build_s = built
         _store(d / "sim.json", key, op.sim)
     return op
+
+
+def stream_io(node, inst, intf: dict, ctx: dict) -> tuple[list[list[int]], list[list[int]]]:
+    """The words of every input and output stream of a layer (its `intf` s_axis / m_axis,
+    FINN's names `in<i>_V` / `out<i>_V`: node input / output i) for the tensors in `ctx`."""
+    def index(name: str) -> int:
+        m = re.fullmatch(r"(?:in|out)(\d+)_V", name)
+        if m is None:
+            raise ValueError(f"{node.name}: stream {name} is not named as FINN names them")
+        return int(m.group(1))
+    ins = [_stream_words(inst, ctx[node.input[index(n)]], out=False, ind=index(n))[0]
+           for n, _ in intf["s_axis"]]
+    outs = [_stream_words(inst, ctx[node.output[index(n)]], out=True, ind=index(n))[0]
+            for n, _ in intf["m_axis"]]
+    return ins, outs
 
 
 def _alias_parameter_files(hdl: Path, name: str, owner: str) -> None:

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"fpgaslim": "fpgaslim", "fpgaslim.core": "fpgaslim/core",
             "fpgaslim.compare": "fpgaslim/compare", "fpgaslim.compress": "compress",
             "fpgaslim.compress.models": "compress/models", "fpgaslim.hw": "hw",
-            "fpgaslim.hw.sim": "hw/sim", "fpgaslim.deploy": "deploy"}
+            "fpgaslim.hw.sim": "hw/sim", "fpgaslim.hw.rtl": "hw/rtl",
+            "fpgaslim.deploy": "deploy"}
 RANK = {"core": 0, "compress": 1, "hw": 2, "compare": 3, "deploy": 3, "front": 4}
 
 
