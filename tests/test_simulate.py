@@ -126,42 +126,27 @@ def test_fifos_sized_from_the_run_and_confirmed(simulated):
 
 
 @needs_sim
-def test_sized_depths_reach_finn_fifo_insertion(simulated, rtl_build):
-    """The folding config holds the depths where FINN reads them: applied to the folded graph
-    (FINN's ApplyConfig, as step_apply_folding_config), FINN's own InsertDWC / InsertFIFO (as
-    step_set_fifo_depths with force_minimal_fifos, the bitfile config's strategy) insert every
-    FIFO at exactly the sized depth."""
-    from fpgaslim.hw import finn_compat
+def test_sized_depths_reach_finn_hardware_flow(simulated, rtl_build, tmp_path):
+    """The bitfile configuration the simulation wrote, run by FINN's own flow as far as it
+    goes without Vivado (the estimate steps, then step_generate_hardware: code generation and
+    step_set_fifo_depths with force_minimal_fifos, no sizing simulation): FINN inserts every
+    FIFO at exactly the simulated depth (its fifo_sizing.json report), not at its minimal 2."""
+    from fpgaslim.hw.bitfile import BitfileConfig, run_full_flow
 
     sim = json.loads(simulated[0].output)
     folding = Path(sim["folding_config"])
     cfg = json.loads(folding.read_text())
     assert any("inFIFODepths" in v for v in cfg.values())
-    bitfile = json.loads(Path(sim["bitfile_config"]).read_text())
-    assert bitfile["auto_fifo_strategy"] == "force_minimal_fifos"
-    assert bitfile["folding_config_file"] == str(folding.resolve())
-    assert bitfile["prefer_rtl"] is True
-    import os
-
-    os.environ.update({k: v for k, v in finn_compat.child_environment(
-        folding.parent / "test_env").items() if k.startswith("FINN")})
-    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
-    from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
-    from finn.transformation.general import ApplyConfig
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.custom_op.registry import getCustomOp
-    from qonnx.transformation.general import GiveUniqueNodeNames
-
-    work = Path(sim["build"]) / "work" / "finn" / "intermediate_models"
-    m = ModelWrapper(str(work / "step_fpgaslim_layer_table.onnx"))
-    m = m.transform(ApplyConfig(str(folding))).transform(InsertDWC()).transform(
-        InsertFIFO(create_shallow_fifos=True))
-    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
-
-    m = m.transform(SpecializeLayers("xc7z020clg400-1")).transform(GiveUniqueNodeNames())
-    got = {n.name: int(getCustomOp(n).get_nodeattr("depth")) for n in m.graph.node
-           if n.op_type.startswith("StreamingFIFO")}
-    assert got == sim["fifo_depths"]
+    bitfile = BitfileConfig.model_validate_json(Path(sim["bitfile_config"]).read_text())
+    assert bitfile.auto_fifo_strategy == "force_minimal_fifos"
+    assert bitfile.folding_config_file == str(folding.resolve()) and bitfile.prefer_rtl
+    short = bitfile.model_copy(update={
+        "hardware_steps": ["step_generate_hardware"], "output_dir": str(tmp_path / "flow"),
+        "generate_outputs": ["estimate_reports", "stitched_ip"]})
+    run_full_flow(short, rtl_build.variant_dir("baseline") / rtl_build.record("baseline").qonnx,
+                  timeout_s=300, check_tools=False)
+    report = json.loads((tmp_path / "flow" / "report" / "fifo_sizing.json").read_text())
+    assert report["fifo_depths"] == sim["fifo_depths"]
 
 
 @needs_sim
@@ -176,26 +161,10 @@ def test_a_rerun_uses_the_compiled_simulators(rtl_build, simulated):
 
 
 @needs_sim
-def test_output_never_taken_is_a_reported_deadlock(rtl_build):
-    """The sink never ready: the design fills up and stops; the simulation does not hang, it
-    stops after far longer than a frame and names the full FIFOs and the waiting layers."""
-    from fpgaslim.hw.sim.api import simulate_build
-
-    t0 = time.perf_counter()
-    sim = simulate_build(rtl_build, "baseline", "pynq-z1", frames=4, output_ready=0.0,
-                         size_fifos=False, synth=False)
-    assert time.perf_counter() - t0 < 90
-    assert sim.deadlock and not sim.outputs_exact
-    d = sim.runs[0].deadlock
-    assert d is not None and d.idle_cycles >= 10 * sim.estimated_cycles_per_frame
-    last_fifo = sim.runs[0].fifos[-1].name  # the output FIFO, full in front of the sink
-    assert last_fifo in d.full_fifos
-    assert d.waiting_on_output and "deadlock" in d.message and last_fifo in d.message
-
-
-@needs_sim
-def test_cli_exit_code_on_deadlock(rtl_build, monkeypatch):
-    """The CLI's exit code says the design did not complete (not 0)."""
+def test_output_never_taken_is_a_reported_deadlock(rtl_build, monkeypatch):
+    """The sink never ready: the design fills up and stops. The simulation does not hang: it
+    stops after far longer than a frame, names the full FIFOs and the waiting layers, and the
+    CLI exits non-zero with the record saying deadlock."""
     from click.testing import CliRunner
 
     import fpgaslim.hw.sim.api as api
@@ -204,9 +173,17 @@ def test_cli_exit_code_on_deadlock(rtl_build, monkeypatch):
     real = api.simulate_build
     monkeypatch.setattr(api, "simulate_build", lambda *a, **k: real(
         *a, **{**k, "output_ready": 0.0, "size_fifos": False, "synth": False}))
-    res = CliRunner().invoke(main, ["simulate", str(rtl_build.path), "--frames", "2", "--json"])
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(main, ["simulate", str(rtl_build.path), "--frames", "4", "--json"])
+    assert time.perf_counter() - t0 < 90
     assert res.exit_code == 6, res.output
-    assert json.loads(res.output)["deadlock"] is True
+    sim = json.loads(res.output)
+    assert sim["deadlock"] is True and sim["outputs_exact"] is False
+    d = sim["runs"][0]["deadlock"]
+    assert d["idle_cycles"] >= 10 * sim["estimated_cycles_per_frame"]
+    last_fifo = sim["runs"][0]["fifos"][-1]["name"]  # the output FIFO, full in front of the sink
+    assert last_fifo in d["full_fifos"] and d["waiting_on_output"]
+    assert "deadlock" in d["message"] and last_fifo in d["message"] and "sink" in d["message"]
 
 
 @needs_sim
