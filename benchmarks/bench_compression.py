@@ -50,7 +50,8 @@ COLUMNS = [("variant", "variant"), ("method", "label"), ("bits", "bits"),
            ("off-chip B/frame", "offchip_bytes_per_frame", ",.0f"),
            ("fps Pynq-Z1", "fps_pynq-z1", ",.0f"), ("fps U250", "fps_u250", ",.0f"),
            ("max-fit fps Pynq-Z1", "maxfit_fps", ",.0f"),
-           ("bit-exact", "bit_exact"), ("produce min", "produce_min", ".1f")]
+           ("verification Pynq-Z1", "verification_pynq-z1"),
+           ("verification U250", "verification_u250"), ("produce min", "produce_min", ".1f")]
 SPEED_COLUMNS = [("variant", "variant"), ("board", "board"), ("prefix reused", "prefix_reused"),
                  ("build s", "build_wall_s", ".1f"), ("streamline s", "streamline_s", ".1f"),
                  ("verify img/s", "verify_images_per_s", ".1f")]
@@ -99,7 +100,24 @@ def table_row(run: RunDir, rec: Variant, base: Variant, reports: dict[str, Any],
     for board, rep in reports.items():
         row[f"fps_{board}"] = rep.throughput.fps.value
         row[f"fits_{board}"] = rep.fits
+    row.update(board_verifications({b: rep.verification for b, rep in reports.items()}))
     return row
+
+
+def board_verifications(verifications: dict[str, Any]) -> dict[str, Any]:
+    """Every board's verification (board -> `Verification` or None) as row fields
+    `<field>_<board>`: the reading ("bit-exact 10000/10000", "verified ..., n near-ties",
+    "MISMATCH ...", "not verified"), verified, bit-exact, images, images differing end to
+    end, per-layer errors and near-ties, the simulated accuracy. A row without builds (another
+    seed's: accuracy and MACs only) says so per board."""
+    out: dict[str, Any] = {}
+    for board in BOARDS:
+        if board not in verifications:
+            out[f"verification_{board}"] = "no build (accuracy and MACs only)"
+            continue
+        for key, value in common.verification_cells(verifications[board]).items():
+            out[f"{key}_{board}"] = value
+    return out
 
 
 def speed_rows(rec: Variant, reports: dict[str, Any]) -> list[dict[str, Any]]:
@@ -154,10 +172,13 @@ def markdown(rows, speed, tgt, meta) -> str:
         "validation, test reported); params/MACs/depth: counted on the model; BRAM_18K/URAM/"
         "LUT/DSP/off-chip bytes/fps: FINN estimate (finn-plus, default folding, Pynq-Z1 "
         "unless named); max-fit fps: FINN estimate, folding search within 85 % LUT / 100 % "
-        "BRAM, URAM, DSP of the Pynq-Z1; bit-exact: simulated (Python execution of the "
-        "folded FINN graph vs Brevitas); produce min: measured wall time from the baseline "
+        "BRAM, URAM, DSP of the Pynq-Z1; verification: simulated (Python execution of the "
+        "folded FINN graph vs Brevitas) on each board's build: bit-exact N/N (every integer "
+        "output equal), verified k/N with near-ties (no per-layer error; every difference "
+        "within float64 error of a rounding boundary), MISMATCH otherwise; produce min: measured wall time from the baseline "
         "(fine-tuning and search), a baseline's training time, this machine.", "",
         common.markdown_table(rows, COLUMNS), "",
+        *([meta["verification_note"], ""] if meta.get("verification_note") else []),
         "## Targets (best chained variant)", "",
         "\n".join(f"- {k}: {v}" for k, v in tgt.items()), "",
         "## Toolchain speed (measured on this machine)", "",
@@ -238,6 +259,80 @@ def w2a2_baseline(run: RunDir, data: Any, model: str, epochs: int) -> Variant | 
         return None
 
 
+#: what the run of 2026-12-02 kept: its rows have the Pynq-Z1 verification only (bit_exact,
+#: verified, verified_images, hw_accuracy of common.variant_row), the U250 builds none
+UNKEPT = "verified (strict build; counts not kept, see note)"
+
+
+def recorded_verifications(row: dict[str, Any]) -> dict[str, Any]:
+    """The per-board verification fields of a row saved before they existed, from what the
+    row holds: the Pynq-Z1 figures of `common.variant_row`; for U250 only that its build ran
+    (`fps_u250`), which in that run means its strict verification passed (see
+    `UNKEPT_NOTE`). A row that has them already is returned as it is."""
+    if any(k.startswith("verification_") for k in row):
+        return row
+    out = dict(row)
+    if "fps_pynq-z1" not in row:
+        return {**out, **board_verifications({})}
+    n = row.get("verified_images")
+    if row.get("bit_exact"):
+        reading = f"bit-exact {n}/{n}"
+    elif row.get("verified"):
+        reading = f"verified on {n} images (near-ties not kept)"
+    else:
+        reading = "MISMATCH (counts not kept)"
+    out.update({"verification_pynq-z1": reading, "verified_pynq-z1": row.get("verified"),
+                "bit_exact_pynq-z1": row.get("bit_exact"), "verified_images_pynq-z1": n,
+                "hw_accuracy_pynq-z1": row.get("hw_accuracy")})
+    if "fps_u250" in row:
+        out.update({"verification_u250": UNKEPT, "verified_u250": True,
+                    "bit_exact_u250": None, "verified_images_u250": n})
+    return out
+
+
+UNKEPT_NOTE = (
+    "Note on 'verification U250': this run ({date}) saved the figures of the Pynq-Z1 "
+    "verification only. Its U250 builds verified too: every build ran with "
+    "BuildSettings.strict (default True: a difference that no near-tie explains raises "
+    "VerificationError and stops the benchmark), on all {images:,} test images (their "
+    "verification speed is in the toolchain table), and the run finished, so each passed; "
+    "whether bit-exact or verified with near-ties, and the counts, were not saved. Filling "
+    "them needs the {builds} variant x board builds again (`bench_compression.py "
+    "--no-produce` restores the committed units and rebuilds; about an hour on 2 cores), "
+    "not rerun here. Rows of other seeds have no builds.")
+
+
+def render(path: Path) -> None:
+    """Rewrite a saved run's Markdown and rows from its JSON (rows, toolchain speed, targets,
+    spread, peers), keeping its machine and date: for a change of the table, not of the
+    numbers. Rows saved before the per-board verification columns get them from what the run
+    recorded (`recorded_verifications`)."""
+    import json
+
+    from fpgaslim.core.atomic import atomic_write_json, atomic_write_text
+
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    meta = saved["meta"]
+    rows = [recorded_verifications(r) for r in saved["rows"]]
+    if any(r.get("verification_u250") == UNKEPT for r in rows):
+        meta["verification_note"] = UNKEPT_NOTE.format(
+            date=meta["date"], images=meta["test_images"], builds=len(saved["speed"]))
+    saved["rows"] = rows
+    # JSON turned the targets' (variant, drop, MACs -%) tuples into lists; print them as saved
+    issue = {k: [tuple(x) if isinstance(x, list) else x for x in v] if isinstance(v, list)
+             else v for k, v in saved.get("issue_targets", {}).items()}
+    shown = {**meta, "spread": saved.get("spread", {}), "peers": saved.get("peers", []),
+             "issue_targets": issue}
+    atomic_write_json(path, saved)
+    info = meta["machine"]
+    footer = (f"\n\n_{meta['date']}; {info['cpu']}, {info['logical_cores']} logical cores, "
+              f"{info['memory_gb']} GB; python {info['python']}, torch {info['torch']}, "
+              f"finn-plus {info['finn_plus']}, brevitas {info['brevitas']}; load average "
+              f"{info['load_avg_1m_at_start']} at start._\n")
+    atomic_write_text(path.with_suffix(".md"), markdown(
+        rows, saved["speed"], saved["targets"], shown).rstrip() + footer)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_recipe_args(ap, "resnet20", width=False)
@@ -249,7 +344,13 @@ def main(argv: list[str] | None = None) -> int:
                          "pruning + layer fusion) variants the targets need (targets), the "
                          "baselines and each method's last variant (leaves), every variant, "
                          "or none")
+    ap.add_argument("--render", type=Path, default=None, metavar="JSON",
+                    help="only rewrite the Markdown (and rows) of a saved run, e.g. "
+                         "benchmarks/results/compression-cpu.json")
     args = ap.parse_args(argv)
+    if args.render:
+        render(args.render)
+        return 0
     tag, data = common.start(args)
     epochs, verify = (1, 4) if args.smoke else (args.epochs, args.verify_images)
     run = RunDir(recipe.run_folder(args))

@@ -246,6 +246,27 @@ def variant_row(record: Any, hw: Any = None, base: Any = None) -> dict[str, Any]
     return row
 
 
+def verification_cells(v: Any, prefix: str = "") -> dict[str, Any]:
+    """A build's verification (`fpgaslim.hw.verify.Verification`, or None: the build did not
+    verify) as row fields, every key starting with `prefix` (e.g. "u250_"): `verification`,
+    the one-line reading of hw/verify.py (`summary()`: "bit-exact 20/20", "verified 9/20, 45
+    near-ties", "MISMATCH ...") or "not verified"; `verified` (zero per-layer errors, every
+    end-to-end difference explained by near-ties); `bit_exact` (every integer output equal);
+    the images, how many differ end to end, and the per-layer errors and near-ties."""
+    if v is None:
+        return {f"{prefix}verification": "not verified", f"{prefix}verified": None,
+                f"{prefix}bit_exact": None}
+    lv = v.layers
+    cells = {"verification": v.summary(),
+             "verified": v.verified if v.verified is not None else v.integer_exact,
+             "bit_exact": v.integer_exact, "verified_images": v.images,
+             "mismatched_images": v.mismatched_images, "hw_accuracy": v.hw_accuracy,
+             "layer_errors": None if lv is None else lv.errors,
+             "near_ties": None if lv is None else lv.near_ties,
+             "first_error_layer": None if lv is None else lv.first_error_layer}
+    return {f"{prefix}{k}": val for k, val in cells.items()}
+
+
 #: a table column: (header, row key) or (header, row key, format), where format is a format
 #: spec ("{:.2f}"-style without braces, e.g. ".2f", ",.0f") or a function of the value; a
 #: column with a format is right-aligned; None values print as "-"
