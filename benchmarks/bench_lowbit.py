@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common  # noqa: E402
 from common import RESULTS, machine, markdown_table, publish  # noqa: E402
 
 #: finn-examples build/bnn-pynq/folding_config/cnv-w{1a1,2a2}_folding_config.json (Xilinx/
@@ -74,6 +75,72 @@ def folding_config(tag: str) -> dict:
     return cfg
 
 
+def exact_zero_ties(model, images) -> dict | None:
+    """Why a bipolar first layer of an untrained model differs from the float64 reference:
+    with its BatchNorm at the initial statistics (mean 0, variance 1, weight 1, bias 0) the
+    sign sees the integer accumulator of the pixels (UINT8 levels, the input quantizer's scale
+    being 1/255) times the integer weights, exactly; count where that accumulator is exactly 0
+    and where the float64 reference (hw/verify_layers.py) puts x/scale within 1e-9 of 0 and
+    below it (the reference then gives -1; Brevitas's binary_sign(0) and FINN's threshold
+    x >= 0 give +1). None when the first layer is not that case (trained statistics, not
+    bipolar)."""
+    import numpy as np
+    import torch
+
+    from fpgaslim.hw.verify_layers import reference_model, run_reference
+
+    block = model.features[0]
+    conv, bn = getattr(block, "conv", None), getattr(block, "bn", None)
+    if conv is None or bn is None or not (
+            float(bn.running_mean.abs().max()) == 0 and torch.all(bn.running_var == 1)
+            and torch.all(bn.weight == 1) and float(bn.bias.abs().max()) == 0):
+        return None
+    events, _ = run_reference(reference_model(model), images)
+    first = events[1]  # events[0]: the input quantizer
+    if not first["bipolar"]:
+        return None
+    with torch.no_grad():
+        qw = conv.quant_weight()
+        w_int = torch.round(qw.value / qw.scale).double()
+        acc = torch.nn.functional.conv2d(images.double(), w_int, stride=conv.stride,
+                                         padding=conv.padding).numpy()
+    v = first["v"].reshape(acc.shape)
+    near = np.abs(v) <= 1e-9
+    return {"layer": first["name"], "elements": int(acc.size),
+            "exact_zero_accumulators": int((acc == 0).sum()),
+            "reference_within_1e-9_of_0": int(near.sum()),
+            "both": int((near & (acc == 0)).sum()),
+            "reference_below_0_there": int((near & (v < 0)).sum()),
+            "max_abs_reference_there": float(np.abs(v[near]).max()) if near.any() else None,
+            "source": "counted: integer convolution of the pixels with the integer weights vs "
+                      "the float64 reference's x/scale (hw/verify_layers.run_reference)"}
+
+
+def verification_line(an: dict) -> str:
+    """The anchor's verification, said in the row: what was compared, the per-layer result,
+    and why images differ end to end when they do."""
+    n = an["verified_images"]
+    ties = ", ".join(f"{c['near_ties']} in {c['layer']} ({c['reference']})"
+                     for c in an.get("tie_layers", []))
+    text = (f"verification on {n} seeded random images: {an['verification']} (per layer: "
+            f"{an['layer_errors']} errors, {an['near_ties']} near-ties"
+            f"{': ' + ties if ties else ''}); {an['mismatched_images']} of {n} images "
+            "differ end to end")
+    z = an.get("exact_zero_ties")
+    if an["mismatched_images"] and z:
+        text += (f". Why: the untrained model's first BatchNorm is at its initial statistics, "
+                 f"so the first layer's sign sees the integer accumulator of pixels x weights, "
+                 f"exactly 0 on {z['exact_zero_accumulators']} of {z['elements']:,} elements "
+                 f"(counted in integers); the hardware gives +1 there, as Brevitas's "
+                 f"binary_sign(0) does; the float64 reference computes those sums within "
+                 f"{z['max_abs_reference_there']:.0e} of 0 and below 0 on "
+                 f"{z['reference_below_0_there']} of them, which it rounds to -1. The "
+                 "end-to-end differences cascade from the reference's own rounding at exact "
+                 "ties, not from a hardware error (with trained statistics a threshold rarely "
+                 "falls on an integer)")
+    return text
+
+
 def anchor(tag: str, work: Path, timeout_s: float) -> dict:
     import torch
 
@@ -112,11 +179,15 @@ def anchor(tag: str, work: Path, timeout_s: float) -> dict:
             row[f"pub_{k}"] = pub[k]
             row[f"ratio_{k}"] = (est[k] / pub[k]) if pub[k] else None
         rows.append(row)
-    return {"tag": tag, "rows": rows, "estimate": est, "build_s": seconds,
+    return {"tag": tag, "rows": rows, "estimate": est, "build_s": seconds, "measured": _stamp(),
             "folding_applied": mvaus == [tuple(x) for x in want["mvau"]],
             "mvau_folding": mvaus, "integer_exact": bool(v and v.integer_exact),
-            "verified": bool(v and v.verified), "mismatched_images": v.mismatched_images
-            if v else None, "near_ties": v.layers.near_ties if v and v.layers else None,
+            **common.verification_cells(v),
+            "tie_layers": [{"layer": c.layer, "reference": c.reference,
+                            "near_ties": c.near_ties, "end_to_end_diffs": c.end_to_end_diffs}
+                           for c in (v.layers.layers if v and v.layers else []) if c.near_ties],
+            "exact_zero_ties": exact_zero_ties(model, images)
+            if v and v.mismatched_images else None,
             "estimate_source": r.resources["LUT"].source,
             "folding_source": FOLDING_SOURCE.format(tag=tag)}
 
@@ -142,6 +213,7 @@ def train_recipe(tag: str, mnist: str | None, train_images: int, epochs: int, wi
             "epochs": epochs, "test_accuracy": rec.accuracy.test,
             "val_after_epoch1": rec.details["history"][0]["val_acc"],
             "train_s": time.perf_counter() - t0, "warnings": rec.details.get("warnings", []),
+            "measured": _stamp(),
             "target": {"w2a2": 98.5, "w1a1": 97.5}[tag]}
 
 
@@ -161,7 +233,7 @@ def resnet_gap(train_images: int, epochs: int) -> dict:
     ns = _argparse.Namespace(work=None, model="resnet20", train_images=train_images,
                              epochs=epochs, smoke=False)
     run = RunDir(recipe.run_folder(ns))
-    out = {"run_folder": str(run.path), "train_images": len(data.train),
+    out = {"run_folder": str(run.path), "train_images": len(data.train), "measured": _stamp(),
            "test_images": len(data.test), "epochs": epochs, "target_gap_points": 3.0}
     for tag, make in (("w4a4", lambda: train_recipe_baseline(run, data, "resnet20", 1.0, epochs)),
                       ("w2a2", lambda: comp.w2a2_baseline(run, data, "resnet20", epochs))):
@@ -179,19 +251,51 @@ def resnet_gap(train_images: int, epochs: int) -> dict:
     return out
 
 
+def _stamp() -> dict:
+    """When and where a section was measured (a partial run keeps older sections, whose
+    stamps then differ from the file's footer)."""
+    from datetime import datetime, timezone
+
+    info = machine()
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cpu": info["cpu"], "load_avg_1m_at_start": info["load_avg_1m_at_start"]}
+
+
+def measured_line(items: list[dict]) -> str:
+    """'_Measured 2026-12-01T20:45:02+00:00 (CPU, load average 0.33 at the start)._' for
+    the distinct stamps of a section's items."""
+    stamps = []
+    for it in items:
+        st = it.get("measured")
+        if st and st not in stamps:
+            stamps.append(st)
+    return "_Measured " + "; ".join(
+        f"{st['date']} ({st['cpu']}, load average {st['load_avg_1m_at_start']} at the start)"
+        for st in stamps) + "._" if stamps else ""
+
+
 def _keep_earlier(anchors: list[dict], trained: list[dict], resnet: dict | None
                   ) -> tuple[list[dict], list[dict], dict | None]:
     """A partial run (`--only train`, or one recipe) keeps the saved anchors and the training
     rows of other recipes (model, data, epochs), so the results file grows instead of losing
-    what an earlier, longer run measured."""
+    what an earlier, longer run measured. What it keeps keeps its own stamp (a file written
+    before stamps gets its meta's date and machine)."""
     saved = RESULTS / "lowbit-cpu.json"
     if not saved.exists():
         return anchors, trained, resnet
     old = json.loads(saved.read_text(encoding="utf-8"))
+    info = old["meta"]["machine"]
+    old_stamp = {"date": old["meta"]["date"], "cpu": info["cpu"],
+                 "load_avg_1m_at_start": info["load_avg_1m_at_start"]}
+
+    def stamped(item: dict | None) -> dict | None:
+        return item if item is None or "measured" in item else {**item, "measured": old_stamp}
+
     key = lambda t: (t["model"], t["dataset"], t["epochs"])  # noqa: E731
     new = {key(t) for t in trained}
-    kept = [t for t in old.get("training", []) if key(t) not in new]
-    return anchors or old.get("anchors", []), kept + trained, resnet or old.get("resnet")
+    kept = [stamped(t) for t in old.get("training", []) if key(t) not in new]
+    return (anchors or [stamped(a) for a in old.get("anchors", [])], kept + trained,
+            resnet or stamped(old.get("resnet")))
 
 
 def main() -> None:
@@ -241,10 +345,9 @@ def main() -> None:
         for an in anchors:
             md.append(f"\nCNV-{an['tag'].upper()}: folding applied as published: "
                       f"{an['folding_applied']} (MVAU PE/SIMD {an['mvau_folding']}); "
-                      f"verification on 2 seeded random images: verified {an['verified']}, "
-                      f"{an['mismatched_images']} differing end to end, near-ties "
-                      f"{an['near_ties']}; build "
+                      f"{verification_line(an)}; build "
                       f"{an['build_s']:.0f} s; folding: {an['folding_source']}.")
+        md += ["", measured_line(anchors)]
     if trained:
         md += ["", "## CPU training recipe (measured, PyTorch, CPU)", "",
                markdown_table(trained, [
@@ -254,7 +357,8 @@ def main() -> None:
                    ("train s", "train_s", ".0f")]),
                "", "The targets are for the full MNIST (54,000 training images here, 6,000 "
                "held out for validation) and a full-length schedule; rows with 4,000 images are "
-               "the short CPU run, which shows that the low-bit quantizers learn."]
+               "the short CPU run, which shows that the low-bit quantizers learn.", "",
+               measured_line(trained)]
     if resnet:
         md += ["", "## Fashion-MNIST ResNet-20: w2a2 against w4a4 on the same recipe (measured, "
                "CPU)", "", f"{resnet['train_images']:,} training images, {resnet['epochs']} "
@@ -270,6 +374,7 @@ def main() -> None:
         if "gap_points" in resnet:
             md.append(f"\nGap w4a4 - w2a2: {resnet['gap_points']:.2f} points (target <= 3): "
                       f"{'met' if resnet['met'] else 'not met'}.")
+        md += ["", measured_line([resnet])]
     meta = {"benchmark": "bench_lowbit", "anchor_source": "FINN estimate (finn-plus 1.6.1)",
             "published_sources": {t: [p["source"] for p in v] for t, v in PUBLISHED.items()},
             "training_source": "measured (CPU, Brevitas)", "args": {
