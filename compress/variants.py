@@ -4,6 +4,10 @@ A run directory holds the variants of one run: `variants/<id>/{model.pt, record.
 exports and builds. The record is written last and atomically, so a variant whose record
 exists is complete; anything else in the folder is an unfinished attempt and is redone.
 Variants are immutable: a method reads a parent and writes new ids, never edits one.
+
+Every compression method resumes by one rule, `finished`: a variant is finished when its
+record exists and was made by that method with the settings asked for now (a record that
+predates a settings field counts as made with its default).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -61,6 +66,11 @@ class Variant(BaseModel):
     def tag(self) -> str:
         return f"{self.id} ({self.method}, {self.arch.bits.tag})"
 
+    @property
+    def is_imported(self) -> bool:
+        """An imported QONNX / FINN-ONNX file (hw/api.import_onnx): no PyTorch model."""
+        return getattr(self.arch, "source", None) == "qonnx"
+
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 
@@ -69,6 +79,63 @@ def check_id(vid: str) -> str:
     if not _ID.match(vid):
         raise ConfigError(f"variant id {vid!r}: use letters, digits and _.+- only")
     return vid
+
+
+def recorded_settings(settings: BaseModel) -> dict[str, Any]:
+    """A method's settings as its variants record them (aliases as written: `lambda`)."""
+    return settings.model_dump(mode="json", by_alias=True)
+
+
+def settings_differ(recorded: dict[str, Any], settings: BaseModel,
+                    ignore: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """field -> (recorded, now) for the settings that differ between a record and `settings`,
+    leaving out `ignore` and the settings' UNKEYED; a field the record predates counts as
+    made with the field's default, a field the settings no longer have is not compared."""
+    now = recorded_settings(settings)
+    cls = type(settings)
+    defaults = recorded_settings(cls.model_construct())
+    skip = set(getattr(cls, "UNKEYED", ())) | set(ignore)
+    out = {}
+    for name, field in cls.model_fields.items():
+        key = field.alias or name
+        if name in skip or key in skip or key not in now:
+            continue
+        old = recorded.get(key, defaults.get(key))
+        if old != now[key]:
+            out[key] = (old, now[key])
+    return out
+
+
+def finished(run: "RunDir", vid: str, method: str, settings: BaseModel,
+             ignore: Iterable[str] = ()) -> Variant | None:
+    """The resume rule of every compression method: variant `vid`, when its record exists
+    (the commit point) and it was made by `method` with these `settings` (settings_differ;
+    `ignore`: fields that do not change this variant, e.g. a loop's stopping rule). None:
+    not made yet (whatever its folder holds is redone). A record of `vid` made otherwise is
+    an error naming what differs: the new variant would take its id."""
+    if not run.has(vid):
+        return None
+    rec = run.record(vid)
+    diff = ({"method": (rec.method, method)} if rec.method != method
+            else settings_differ(rec.settings, settings, ignore))
+    if diff:
+        what = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in diff.items())
+        raise ConfigError(f"variant {vid!r} of {run.path} was made with other settings "
+                          f"({what}); resume with its settings, or use another run folder "
+                          "(or delete that variant and the variants made from it)")
+    return rec
+
+
+def find_finished(run: "RunDir", vids: Iterable[str], method: str, settings: BaseModel
+                  ) -> Variant | None:
+    """The first of `vids` that is finished for these settings (`finished`'s rule), for a
+    method whose variant ids do not say its settings (e.g. resconv's numbered ones)."""
+    for vid in vids:
+        if run.has(vid):
+            rec = run.record(vid)
+            if rec.method == method and not settings_differ(rec.settings, settings):
+                return rec
+    return None
 
 
 def describe(model: nn.Module) -> dict[str, Any]:

@@ -36,10 +36,6 @@ _REPORTS = ("estimate_network_performance.json", "estimate_layer_resources.json"
 _IGNORED_TAIL_OPS = {"Reshape", "Flatten", "Squeeze", "Identity"}
 
 
-def _dtype_name(model: Any, tensor: str) -> str:
-    return model.get_tensor_datatype(tensor).name
-
-
 def _host_ops(parent: Any) -> tuple[list[int] | None, list[dict[str, Any]]]:
     """The non-hardware nodes of FINN's parent graph, as something numpy can apply: a layout
     Transpose before the accelerator, and constant Mul/Add (output scaling) after it."""
@@ -221,7 +217,7 @@ def bundle(run: Any, variant_id: str, board: str, out_path: str | Path,
         "class_names") or [str(i) for i in range(record.arch.num_classes)])
     extra = {"finn_board": build.finn_board, "hardware_report": build.report_path}
     iq = record.details.get("input_quant")
-    if getattr(record.arch, "source", None) == "qonnx" and iq:  # a QONNX file: no torch model
+    if record.is_imported and iq:  # a QONNX file: no torch model
         scale = None
         extra["input"] = {
             "layout": "NCHW, the model's input", "raw_range": [iq["low"], iq["high"]],
@@ -248,22 +244,26 @@ class BuildLocation:
 
 
 def locate_build(run: Any, variant_id: str, board: Any, settings: Any = None) -> BuildLocation:
-    """The estimate build's FINN folder (hw.api layout), or the full-flow folder next to it
-    when `--bitfile` produced one (same steps, so the same graph plus the bitfile)."""
+    """The estimate build's FINN folder, or the full-flow folder next to it when `--bitfile`
+    produced one (same steps, so the same graph plus the bitfile). The build is the one
+    hw/build_key.find_build means: with `settings`, the one with these settings; without,
+    the default-settings build, else the newest. `board`: a Board, or a name looked up here."""
     from fpgaslim.hw.api import BuildSettings, build_dir_for, load_report
     from fpgaslim.hw.boards import as_board
-    from fpgaslim.hw.build_key import is_current_build
+    from fpgaslim.hw.build_key import find_build, is_current_record
     from fpgaslim.hw.verify import LAST_STEP
 
     entry = as_board(board)
-    settings = (settings or BuildSettings()).model_copy(update={"board": entry.name}
-                                                        ).resolved(entry)
-    bdir = build_dir_for(run, variant_id, settings)
-    if not (bdir / "report.json").is_file():
+    if settings is not None:
+        settings = settings.for_board(entry)
+    found = find_build(run, variant_id, entry, settings)
+    if found is None:
+        where = build_dir_for(run, variant_id, settings or BuildSettings(board=entry))
         raise ConfigError(f"variant {variant_id!r} has no finished build for {entry.name} with "
-                          f"these settings ({bdir}); run `fpgaslim build {run.path} --variant "
+                          f"these settings ({where}); run `fpgaslim build {run.path} --variant "
                           f"{variant_id} --board {board}` first")
-    if not is_current_build(bdir, run, variant_id, settings, entry):
+    bdir, rec = found
+    if not is_current_record(rec, run, variant_id):
         # a report from an older checkpoint, data or toolchain (or from before build records):
         # bundling it would deploy a model that is not the variant's
         raise ConfigError(f"the build of variant {variant_id!r} for {entry.name} in {bdir} is not "
@@ -276,6 +276,5 @@ def locate_build(run: Any, variant_id: str, board: Any, settings: Any = None) ->
     if (full / "bitfile").is_dir() and any((full / "bitfile").iterdir()):
         finn_out = full
     return BuildLocation(finn_out, entry.name, entry.finn_board,
-                         "zynq-iodma" if entry.shell_flow == "vivado_zynq" else "alveo",
-                         float(report.settings.get("clock_ns", settings.clock_ns)), LAST_STEP,
-                         bdir / "report.json")
+                         "zynq-iodma" if entry.is_zynq else "alveo",
+                         float(report.settings["clock_ns"]), LAST_STEP, bdir / "report.json")

@@ -14,6 +14,8 @@ import click
 from pydantic import BaseModel
 
 from fpgaslim.core.errors import FpgaslimError
+from fpgaslim.hw.boards import DEFAULT_BOARD
+from fpgaslim.hw.folding_opt import LUT_BUDGET, STEP_FACTOR
 
 
 def _handle_errors(fn: Callable) -> Callable:
@@ -244,7 +246,7 @@ def compress() -> None:
 @main.command()
 @click.argument("run", type=click.Path(exists=True, path_type=Path))
 @click.option("--variant", "variant_id", default="baseline", show_default=True)
-@click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--board", default=DEFAULT_BOARD, show_default=True)
 @click.option("--data", "data_spec", help="MODEL.onnx only: verification data (a --dataset "
               "spec, e.g. npz:test.npz); default seeded random inputs in the input's range")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -317,7 +319,7 @@ def _log_second_opinion_progress() -> None:
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--variant", "variant_id", default="baseline", show_default=True)
-@click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--board", default=DEFAULT_BOARD, show_default=True)
 @click.option("--images", default="20", show_default=True, callback=_image_count,
               help="test images to verify on, or 'all' (the whole test split)")
 @click.option("--json", "as_json", is_flag=True, help="print the Verification record as JSON")
@@ -392,15 +394,16 @@ def doctor() -> None:
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--variant", "variant_id", default="baseline", show_default=True)
-@click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--board", default=DEFAULT_BOARD, show_default=True)
 @click.option("--method", type=click.Choice(["optimal", "search"]), default="optimal",
               show_default=True, help="optimal: exact per-layer folding on FINN's estimates; "
               "search: FINN SetFolding over target_fps x mvau_wwidth_max")
-@click.option("--budget-lut", default=85.0, show_default=True, help="% of the board's LUTs")
+@click.option("--budget-lut", default=LUT_BUDGET, show_default=True,
+              help="% of the board's LUTs")
 @click.option("--budget-bram", default=100.0, show_default=True, help="% of BRAM_18K")
 @click.option("--budget-uram", default=100.0, show_default=True, help="% of URAM")
 @click.option("--budget-dsp", default=100.0, show_default=True, help="% of DSP")
-@click.option("--step-factor", default=1.25, show_default=True,
+@click.option("--step-factor", default=STEP_FACTOR, show_default=True,
               help="target fps grid ratio (--method search)")
 @click.option("--prefer-rtl", is_flag=True, help="FINN's RTL layers wherever it has them "
               "(RTL MVAUs: DSP-packed MACs, standalone thresholds) instead of its default")
@@ -514,7 +517,7 @@ def demo(out: Path, workers: int) -> None:
     cfg = demo_config(out)
     cfg.parallel.workers = workers
     click.echo(f"fpgaslim demo: ResNet-14 w4a4 on digits -> dynamic pruning + layer fusion, "
-               f"ResConv -> FINN estimates on {', '.join(cfg.boards)} -> report in {out}")
+               f"ResConv -> FINN estimates on {', '.join(cfg.board_names)} -> report in {out}")
     result = run_sweep(cfg)
     _print_sweep(result)
     html = result.report.get("html")
@@ -530,7 +533,7 @@ def deploy() -> None:
 @deploy.command("bundle")
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--variant", "variant_id", default="baseline", show_default=True)
-@click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--board", default=DEFAULT_BOARD, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="archive path (default: <variant>-<board>.tar.gz)")
 @_handle_errors

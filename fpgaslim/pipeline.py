@@ -109,7 +109,7 @@ def export_variant(run: RunDir | str | Path, variant_id: str, data: DataSplits |
 
     run = as_run(run)
     record = run.record(variant_id)
-    if getattr(record.arch, "source", None) == "qonnx":
+    if record.is_imported:
         from fpgaslim.core.errors import ConfigError
 
         raise ConfigError(f"variant {variant_id!r} of {run.path} is an imported QONNX file "
@@ -170,12 +170,13 @@ def build_job(run: RunDir | str | Path, variant_id: str, board: str,
     from fpgaslim.hw.build import BuildSettings
 
     run = as_run(run)
+    # the one board lookup: BuildSettings holds the Board from here on
     settings = validate(BuildSettings, {"board": board, **(overrides or {})}, "build options")
     if bitfile:
         from fpgaslim.hw.bitfile import build_bitfile
 
         return build_bitfile(run, variant_id, settings)
-    return build_variant(run, variant_id, board, settings=settings, data=data,
+    return build_variant(run, variant_id, settings.board, settings=settings, data=data,
                          verify_images=verify_images)
 
 
@@ -205,7 +206,8 @@ def build_onnx_job(path: str | Path, board: str, out: str | Path | None = None,
     from fpgaslim.hw.build import BuildSettings
 
     settings = validate(BuildSettings, {"board": board, **(overrides or {})}, "build options")
-    return build_onnx(path, board, out, data, settings=settings, verify_images=verify_images)
+    return build_onnx(path, settings.board, out, data, settings=settings,
+                      verify_images=verify_images)
 
 
 def simulate(run: RunDir | str | Path, variant_id: str, board: str, frames: int = 8,

@@ -31,10 +31,24 @@ from fpgaslim.core.atomic import atomic_write_json
 from fpgaslim.compress.variants import RunDir
 from fpgaslim.core.config import validate
 from fpgaslim.core.errors import ConfigError, FpgaslimError
+from fpgaslim.hw.boards import DEFAULT_BOARD, BoardField, get_board
+from fpgaslim.hw.folding_opt import STEP_FACTOR, default_budget
 from fpgaslim.pipeline import TrainJob, as_run, train_job
 
 if TYPE_CHECKING:
     from fpgaslim.hw.boards import Board
+
+
+def _look_up_boards(names: Any) -> Any:
+    """A config's board names as Boards, looked up once here (an unknown name: a ValueError,
+    so the message names the field)."""
+    if not isinstance(names, list):
+        return names  # pydantic says what is wrong with it
+    try:
+        return [get_board(b) if isinstance(b, str) else b for b in names]
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
 
 class MethodStep(BaseModel):
     """One compression method run on one parent variant."""
@@ -76,13 +90,17 @@ class FoldingSearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     method: Literal["optimal", "search"] = "optimal"
-    boards: list[str] | None = None  # None: every board of the sweep
-    budget: dict[str, float] = Field(default_factory=lambda: {
-        "LUT": 85.0, "BRAM_18K": 100.0, "URAM": 100.0, "DSP": 100.0})
+    boards: list[BoardField] | None = None  # None: every board of the sweep
+    budget: dict[str, float] = Field(default_factory=default_budget)
     mvau_wwidth_max: list[int] = Field(default_factory=lambda: [36, 1024])
-    step_factor: float = Field(1.25, gt=1.0)
+    step_factor: float = Field(STEP_FACTOR, gt=1.0)
     # (optimal) "mix": HLS or RTL chosen per layer; "fixed": the build settings' own graph
     styles: Literal["mix", "fixed"] = "mix"
+
+    @field_validator("boards", mode="before")
+    @classmethod
+    def _look_up(cls, v: Any) -> Any:
+        return _look_up_boards(v)
 
 
 class ParallelSettings(BaseModel):
@@ -96,7 +114,7 @@ class SweepConfig(BaseModel):
     run_dir: str
     baseline: TrainJob = TrainJob()
     methods: list[MethodStep] = Field(default_factory=list)
-    boards: list[str] = Field(default_factory=lambda: ["pynq-z1"])
+    boards: list[BoardField] = Field(default_factory=lambda: [get_board(DEFAULT_BOARD)])
     build: dict[str, Any] = Field(default_factory=dict)  # BuildSettings fields except board
     # per board, BuildSettings fields over `build`, e.g. {u250: {clock_ns: 4.0}}
     build_by_board: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -106,23 +124,25 @@ class SweepConfig(BaseModel):
     parallel: ParallelSettings = ParallelSettings()
     report_dir: str | None = None  # default: <run_dir>/report
 
+    @field_validator("boards", mode="before")
+    @classmethod
+    def _look_up(cls, v: Any) -> Any:
+        return _look_up_boards(v)
+
     @field_validator("boards")
     @classmethod
-    def _boards(cls, v: list[str]) -> list[str]:
-        from fpgaslim.hw.boards import get_board
-
+    def _some_board(cls, v: list["Board"]) -> list["Board"]:
         if not v:
             raise ValueError("list at least one board")
-        try:
-            return [get_board(b).name for b in v]
-        except ConfigError as exc:  # re-raised as ValueError so the message names the field
-            raise ValueError(str(exc)) from None
+        return v
+
+    @property
+    def board_names(self) -> list[str]:
+        return [b.name for b in self.boards]
 
     @model_validator(mode="after")
     def _check_nested(self) -> "SweepConfig":
         from fpgaslim.hw.build import BuildSettings
-
-        from fpgaslim.hw.boards import get_board
 
         if "board" in self.build:
             raise ValueError("build.board: list boards under `boards:` instead")
@@ -133,9 +153,9 @@ class SweepConfig(BaseModel):
                 board = get_board(name).name
             except ConfigError as exc:
                 raise ValueError(f"build_by_board.{name}: {exc}") from None
-            if board not in self.boards:
+            if board not in self.board_names:
                 raise ValueError(f"build_by_board.{name}: not one of the sweep's boards "
-                                 f"({', '.join(self.boards)})")
+                                 f"({', '.join(self.board_names)})")
             if "board" in over:
                 raise ValueError(f"build_by_board.{name}.board: the key names the board")
             validate(BuildSettings, {**self.build, **over}, f"build_by_board.{name}")
@@ -179,7 +199,7 @@ def _build_task(run_path: str, variant_id: str, board: "Board", build: dict[str,
     from fpgaslim.hw.build import BuildSettings
 
     run = RunDir(run_path)
-    settings = BuildSettings(board=board.name, **build).resolved(board)
+    settings = BuildSettings(board=board, **build).resolved()
     bdir = build_dir_for(run, variant_id, settings)
     bdir.mkdir(parents=True, exist_ok=True)
     # One build per folder at a time: a build left running by a killed sweep finishes (and
@@ -320,26 +340,22 @@ class _Plan:
 
 def _plan(config: SweepConfig, run: RunDir, variants: list[str]) -> _Plan:
     """Each variant x board: its build folder, and whether it is done (its build key)."""
-    from fpgaslim.hw.api import build_dir_for
-    from fpgaslim.hw.boards import get_board
     from fpgaslim.hw.build import BuildSettings
-    from fpgaslim.hw.build_key import is_done, variant_key
+    from fpgaslim.hw.build_key import build_dir_for, is_done, variant_key
 
-    boards = {name: get_board(name) for name in config.boards}  # the one lookup
     plan = _Plan()
     for vid in variants:
-        for name, board in boards.items():
-            settings = BuildSettings(board=name, **config.build_for(name)).resolved(board)
+        for board in config.boards:  # Boards: looked up once, by the config's validation
+            settings = BuildSettings(board=board, **config.build_for(board.name)).resolved()
             bdir = build_dir_for(run, vid, settings)
-            plan.builds[f"{vid}@{name}"] = str(bdir / "report.json")
-            key = variant_key(run, vid, settings, board, "estimate", config.verify_images)
+            plan.builds[f"{vid}@{board.name}"] = str(bdir / "report.json")
+            key = variant_key(run, vid, settings, "estimate", config.verify_images)
             if not is_done(bdir, key):
                 plan.todo.append((vid, board))
     search = config.folding_search
     if search.enabled:
         for vid in variants:
-            for name in search.boards or config.boards:
-                board = boards.get(name) or get_board(name)
+            for board in search.boards or config.boards:
                 path, done = _maxfit_plan(run, vid, board, config.build_for(board.name), search)
                 plan.maxfit[f"{vid}@{board.name}"] = str(path)
                 if not done:

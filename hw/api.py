@@ -9,8 +9,6 @@ boards resumes where it stopped, and a changed model, setting or FINN version bu
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -19,30 +17,15 @@ import numpy as np
 from fpgaslim.compress.data import DataSplits, load_for_variant
 from fpgaslim.compress.variants import RunDir
 
-from .boards import Board, as_board
+from .boards import DEFAULT_BOARD, Board, as_board
 from .build import BuildSettings, attach_second_opinion, build_estimate
-from .build_key import UNKEYED, is_done, variant_key, write_record
+from .build_key import build_dir_for, is_done, variant_key, write_record
 from .second_opinion import needs_second_opinion
 from .qonnx_export import ensure_qonnx
 from .report import HardwareReport, load_report, save_report
 
 __all__ = ["BuildSettings", "HardwareReport", "build_dir_for", "build_onnx", "build_variant",
            "import_onnx", "load_report"]
-
-
-def build_dir_for(run: RunDir, variant_id: str, settings: BuildSettings) -> Path:
-    """builds/<board> for the default settings of that board, else builds/<board>-<hash>: a
-    name for people; whether the build in it is done is its record's (hw/build_key.py)."""
-    s = settings.resolved()
-    default = BuildSettings(board=s.board).resolved()
-    # prefer_rtl off leaves the folder names of existing builds as they were
-    unkeyed = set(UNKEYED) | (set() if s.prefer_rtl else {"prefer_rtl"})
-    keyed = s.model_dump(mode="json", exclude=unkeyed)
-    name = s.board
-    if keyed != default.model_dump(mode="json", exclude=unkeyed):
-        digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:10]
-        name = f"{s.board}-{digest}"
-    return run.variant_dir(variant_id) / "builds" / name
 
 
 def _check_export(run: RunDir, variant_id: str, path: Path) -> None:
@@ -58,27 +41,26 @@ def _check_export(run: RunDir, variant_id: str, path: Path) -> None:
                               f"{variant_id}` writes it again") from exc
 
 
-def build_variant(run: RunDir, variant_id: str, board: str | Board = "pynq-z1",
+def build_variant(run: RunDir, variant_id: str, board: str | Board = DEFAULT_BOARD,
                   settings: BuildSettings | None = None, data: DataSplits | None = None,
                   verify_images: int | str = 20) -> HardwareReport:
-    """Estimate-build variant `variant_id` of `run` for `board` (settings.board is replaced by
-    `board`) and verify it bit-exactly on `verify_images` real test images ("all": every one)."""
+    """Estimate-build variant `variant_id` of `run` for `board` (a Board, or a name looked up
+    here; settings.board is replaced by it) and verify it bit-exactly on `verify_images` real
+    test images ("all": every one)."""
     from .verify import ALL_IMAGES, is_all
 
-    board = as_board(board)
     verify_images = ALL_IMAGES if is_all(verify_images) else verify_images  # one key for "All"
-    settings = (settings or BuildSettings()).model_copy(update={"board": board.name}
-                                                        ).resolved(board)
+    settings = (settings or BuildSettings()).for_board(as_board(board)).resolved()
     record = run.record(variant_id)
-    if getattr(record.arch, "source", None) == "qonnx":  # an imported file: no PyTorch model
-        return _build_imported(run, record, settings, board, verify_images)
+    if record.is_imported:  # an imported file: no PyTorch model
+        return _build_imported(run, record, settings, verify_images)
     bdir = build_dir_for(run, variant_id, settings)
     done = bdir / "report.json"
-    key = variant_key(run, variant_id, settings, board, "estimate", verify_images)
+    key = variant_key(run, variant_id, settings, "estimate", verify_images)
     if is_done(bdir, key):
         report = load_report(done)
         if needs_second_opinion(report, settings) and (bdir / "work").is_dir():
-            attach_second_opinion(report, bdir / "work", settings, board)
+            attach_second_opinion(report, bdir / "work", settings)
             report.settings.update(synth=settings.synth, sim=settings.sim)
             save_report(report, done)
         return report
@@ -98,8 +80,7 @@ def build_variant(run: RunDir, variant_id: str, board: str | Board = "pynq-z1",
     report = build_estimate(vdir / record.qonnx, work, settings,
                             model=model if verify_images != 0 else None, images=images,
                             labels=labels, variant=variant_id,
-                            prefix_cache=run.variant_dir(variant_id) / "builds" / ".prefix",
-                            board=board)
+                            prefix_cache=run.variant_dir(variant_id) / "builds" / ".prefix")
     report.settings["verify_images"] = verify_images
     save_report(report, done)
     write_record(bdir, key)  # the commit point: done from here on
@@ -238,7 +219,8 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
     return run, rec
 
 
-def build_onnx(path: str | Path, board: str | Board = "pynq-z1", out: str | Path | None = None,
+def build_onnx(path: str | Path, board: str | Board = DEFAULT_BOARD,
+               out: str | Path | None = None,
                data: str | None = None, settings: BuildSettings | None = None,
                verify_images: int | str = 20, data_dir: str | None = None) -> HardwareReport:
     """`fpgaslim build MODEL.onnx`: estimate-build any QONNX / FINN-ONNX file for `board` and
@@ -248,13 +230,11 @@ def build_onnx(path: str | Path, board: str | Board = "pynq-z1", out: str | Path
     maxfit, compare, deploy bundle and the simulated board find it like any variant's."""
     out = Path(out) if out is not None else Path("runs") / Path(path).stem
     run, rec = import_onnx(path, out, data, verify_images, data_dir=data_dir)
-    board = as_board(board)
-    settings = (settings or BuildSettings()).model_copy(update={"board": board.name}
-                                                        ).resolved(board)
-    return _build_imported(run, rec, settings, board, verify_images)
+    settings = (settings or BuildSettings()).for_board(as_board(board)).resolved()
+    return _build_imported(run, rec, settings, verify_images)
 
 
-def _build_imported(run: RunDir, rec, settings: BuildSettings, board: Board,
+def _build_imported(run: RunDir, rec, settings: BuildSettings,
                     verify_images: int | str) -> HardwareReport:
     import torch
 
@@ -264,7 +244,7 @@ def _build_imported(run: RunDir, rec, settings: BuildSettings, board: Board,
     bdir = build_dir_for(run, rec.id, settings)
     done = bdir / "report.json"
     label = rec.details["verify_data"]
-    key = variant_key(run, rec.id, settings, board, "estimate", verify_images)
+    key = variant_key(run, rec.id, settings, "estimate", verify_images)
     if is_done(bdir, key):
         return load_report(done)
     vdir = run.variant_dir(rec.id)
@@ -288,7 +268,7 @@ def _build_imported(run: RunDir, rec, settings: BuildSettings, board: Board,
         reference=reference,
         reference_source=("simulated: Python execution of the folded FINN dataflow graph "
                           "(generic base ops) vs the QONNX file executed by qonnx "
-                          f"(qonnx.core.onnx_exec), CPU, on {label}"), board=board)
+                          f"(qonnx.core.onnx_exec), CPU, on {label}"))
     report.settings["verify_images"] = verify_images
     report.settings["verify_data"] = label
     save_report(report, done)

@@ -33,7 +33,6 @@ from .build_steps import HARDWARE, preset
 from .postsynth import PostSynthesis, read_post_synth
 from .toolchain import Flow, FlowStatus, find_toolchain, flow_status
 
-ZYNQ, ALVEO = "vivado_zynq", "vitis_alveo"
 HARDWARE_STEPS = HARDWARE  # FINN's hardware steps after the estimate steps (build_steps.py)
 OUTPUTS = ["estimate_reports", "stitched_ip", "bitfile", "pynq_driver", "deployment_package"]
 BITFILE_TIMEOUT_S = 12 * 3600.0  # synthesis + place and route of a large design: hours
@@ -75,12 +74,12 @@ class BitfileConfig(BaseModel):
 
     @property
     def flow(self) -> Flow:
-        return Flow.ZYNQ_BITFILE if self.shell_flow == ZYNQ else Flow.ALVEO_XCLBIN
+        return Flow.ZYNQ_BITFILE if self.board.is_zynq else Flow.ALVEO_XCLBIN
 
     @property
     def expected_files(self) -> dict[str, str]:
         """Where FINN leaves the products (relative to output_dir)."""
-        if self.shell_flow == ZYNQ:
+        if self.board.is_zynq:
             return {"bitfile": "bitfile/finn-accel.bit", "hwh": "bitfile/finn-accel.hwh",
                     "driver_settings": "driver/settings.json",
                     "post_synth": "report/post_synth_resources.json",
@@ -145,14 +144,14 @@ def require_tools(cfg: BitfileConfig, env: Mapping[str, str] | None = None,
     (`board_name`: the board as the user wrote it, for the message)."""
     status = flow_status(find_toolchain(env), cfg.flow, platform=cfg.vitis_platform)
     if not status.can_run:
-        raise ToolMissingError(_missing_message(board_name or cfg.board.name, cfg.shell_flow,
+        raise ToolMissingError(_missing_message(board_name or cfg.board.name, cfg.board,
                                                 status))
     return status
 
 
-def _missing_message(board: str, shell: str, status: FlowStatus) -> str:
-    what = "bitfile" if shell == ZYNQ else "xclbin"
-    return (f"cannot build a {what} for {board} here: {status.message}. Run `fpgaslim doctor` "
+def _missing_message(name: str, board: Board, status: FlowStatus) -> str:
+    what = "bitfile" if board.is_zynq else "xclbin"
+    return (f"cannot build a {what} for {name} here: {status.message}. Run `fpgaslim doctor` "
             "for details; estimates (`fpgaslim build` without --bitfile) need none of these "
             "tools.")
 
@@ -192,13 +191,11 @@ def build_bitfile(run: Any, variant_id: str, settings: Any,
     raises ToolMissingError with the doctor's message before reading, exporting or writing
     anything (`check_tools=False`: the flow runs as far as the installed tools allow and
     the step that fails is named)."""
-    if not settings.board:
-        raise ConfigError("bitfile build: no board given (e.g. --board pynq-z1)")
-    board = as_board(settings.board)
-    flow = Flow.ZYNQ_BITFILE if board.shell_flow == ZYNQ else Flow.ALVEO_XCLBIN
+    board = settings.board
+    flow = Flow.ZYNQ_BITFILE if board.is_zynq else Flow.ALVEO_XCLBIN
     status = flow_status(find_toolchain(env), flow)
     if check_tools and not status.can_run:
-        raise ToolMissingError(_missing_message(settings.board, board.shell_flow, status))
+        raise ToolMissingError(_missing_message(board.name, board, status))
     return _build_with_tools(run, variant_id, settings, board, env, data, timeout_s,
                              check_tools)
 
@@ -212,7 +209,7 @@ def _build_with_tools(run: Any, variant_id: str, settings: Any, board: Board,
     from .report import save_report
 
     report = build_variant(run, variant_id, board, settings=settings, data=data)
-    s = settings.resolved(board)
+    s = settings.resolved()
     bdir = build_dir_for(run, variant_id, s)
     cfg = bitfile_config(board, bdir / "bitfile", clock_ns=s.clock_ns, target_fps=s.target_fps,
                          mvau_wwidth_max=s.mvau_wwidth_max, weights=s.weights,

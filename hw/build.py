@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from . import finn_compat
-from .boards import Board, get_board
+from .boards import Board, BoardField, default_board
 from .build_job import BuildJob, run_job, step_times
 from .build_steps import preset
 from .report import HardwareReport, build_report
@@ -39,10 +39,13 @@ PREFIX_VERSION = "fpgaslim-prefix/4"  # bump when a prefix step changes what it 
 
 
 class BuildSettings(BaseModel):
-    """One estimate build. A misspelt option is an error (extra="forbid")."""
+    """One estimate build. A misspelt option is an error (extra="forbid").
+
+    `board`: the Board, looked up once here from its name (an unknown name fails listing
+    the boards); saved settings hold its catalogue name."""
 
     model_config = ConfigDict(extra="forbid")
-    board: str = "pynq-z1"
+    board: BoardField = Field(default_factory=default_board)
     target_fps: int | None = Field(None, gt=0)  # None: the board's default (10k Zynq)
     clock_ns: float = Field(10.0, gt=0)
     weights: Literal["auto", "onchip", "external"] = "auto"
@@ -60,13 +63,16 @@ class BuildSettings(BaseModel):
     # .py), the same graph byte for byte, so not part of a build's cache key; "stock": unchanged
     streamline: Literal["fast", "stock"] = "fast"
 
-    def resolved(self, board: Board | None = None) -> "BuildSettings":
-        """Board name normalised and target_fps filled in, so equal builds hash equal.
-        `board`: the Board these settings are for, already looked up (its name replaces
-        `self.board`); without it, `self.board` is looked up."""
-        board = board if board is not None else get_board(self.board)
-        return self.model_copy(update={"board": board.name, "target_fps": self.target_fps
-                                       or board.default_target_fps})
+    def for_board(self, board: Board) -> "BuildSettings":
+        """These settings for `board` (a Board: looked up by the caller)."""
+        if not isinstance(board, Board):
+            raise TypeError(f"for_board takes a Board, not {type(board).__name__}")
+        return self.model_copy(update={"board": board})
+
+    def resolved(self) -> "BuildSettings":
+        """target_fps filled in with the board's default, so equal builds hash equal."""
+        return self.model_copy(update={"target_fps": self.target_fps
+                                       or self.board.default_target_fps})
 
 
 def _prefix_key(onnx_path: Path, out: Path, settings: BuildSettings,
@@ -204,8 +210,7 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
                    prefix_cache: Path | None = None,
                    folding_config: Path | None = None,
                    specialize_config: Path | None = None, reference=None,
-                   reference_source: str | None = None,
-                   board: Board | None = None) -> HardwareReport:
+                   reference_source: str | None = None) -> HardwareReport:
     """Run finn-plus's estimate flow on a QONNX file and return its report.
 
     `images` (raw 0..255 pixels, N x C x H x W) are real test images: the first is FINN's
@@ -218,9 +223,9 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
     specialize-layers config (per node HLS or RTL, the optimizer's mix).
     `reference` (without `model`): a function images -> logits, e.g. the QONNX file executed by
     qonnx, that all images are compared against instead (labelled `reference_source`).
-    `board`: the Board, looked up by the caller (else settings.board is looked up here)."""
-    board = board if board is not None else get_board(settings.board)
-    settings = settings.resolved(board)
+    The board is settings.board."""
+    settings = settings.resolved()
+    board = settings.board
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("progress.jsonl", "child_result.json", "hw_outputs.npz"):
@@ -249,12 +254,12 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
                                               strict=settings.strict, reference=ref_logits,
                                               reference_source=reference_source)
         report.timings["verify_exec_s"] = child["exec_s"]
-    attach_second_opinion(report, out, settings, board)
+    attach_second_opinion(report, out, settings)
     return report
 
 
-def attach_second_opinion(report: HardwareReport, work: Path, settings: BuildSettings,
-                          board: Board | None = None) -> None:
+def attach_second_opinion(report: HardwareReport, work: Path, settings: BuildSettings
+                          ) -> None:
     """Yosys / Verilator figures for the RTL layers of the finished build in `work`, when the
     settings ask for them (progress on the `fpgaslim.hw.second_opinion` logger). Never fails
     the build: problems are recorded per layer."""
@@ -266,6 +271,6 @@ def attach_second_opinion(report: HardwareReport, work: Path, settings: BuildSet
 
     log = logging.getLogger("fpgaslim.hw.second_opinion")
     t0 = time.perf_counter()
-    part = (board if board is not None else get_board(settings.board)).part
-    report.second_opinion = run_second_opinion(work, settings, part, progress=log.info)
+    report.second_opinion = run_second_opinion(work, settings, settings.board.part,
+                                               progress=log.info)
     report.timings["second_opinion_s"] = round(time.perf_counter() - t0, 3)

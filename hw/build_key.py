@@ -8,15 +8,19 @@ prefer_rtl, FINN's own verification steps), the kind of build with its own setti
 max-fit's budget and grid; an optimal folding's `styles`, whether it picks HLS or RTL per
 layer, which changes the graph FINN builds), the finn-plus version and fpgaslim's
 build-pipeline versions.
-Settings that leave the result as it is are listed once, in UNKEYED.
+Settings that leave the result as it is are listed once, in UNKEYED; `keyed_settings` is
+the one answer to "which settings key a build" (the key, the folder name, a record's match).
 
 Every finished build writes a record, `build.json`, beside its result (report.json or
 maxfit.json), atomically and after the result: the record is the commit point. A build is
 done when its folder holds a record whose key equals the key computed now and the result
 file it names. Records are per folder, so builds that run at the same time in a process
 pool never write the same file; `find_builds` is the index, read from the records.
-Folder names (hw/api.py build_dir_for, the max-fit paths) are for people: nothing reads
-meaning back from them.
+Folder names (`build_dir_for`, the max-fit paths) are for people: nothing reads meaning back
+from them.
+
+Which build of (variant, board) a command means is `find_build`'s one rule (verify, compare,
+the deployment bundle and the optimal folding's start graph all ask it).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fpgaslim.core.atomic import atomic_write_text
 from fpgaslim.core.errors import ConfigError, FpgaslimError
 
-from .boards import Board, as_board
+from .boards import Board
 
 if TYPE_CHECKING:
     from .build import BuildSettings
@@ -87,7 +91,7 @@ def model_identity(run: Any, variant_id: str) -> dict[str, Any]:
     from fpgaslim.compress.data import recorded_origin
 
     rec = run.record(variant_id)
-    if getattr(rec.arch, "source", None) == "qonnx":  # an imported file (hw/api.import_onnx)
+    if rec.is_imported:  # an imported file (hw/api.import_onnx)
         data = rec.details.get("data") or {}
         return {"model": {"file_sha256": rec.arch.file_sha256},
                 "data": {"inputs_sha256": data.get("sha256"),
@@ -111,18 +115,42 @@ def versions() -> dict[str, str]:
     return {"finn-plus": finn, "fpgaslim": BUILD_VERSION, "prefix": PREFIX_VERSION}
 
 
-def keyed_settings(settings: "BuildSettings", board: Board) -> dict[str, Any]:
-    """The settings that change a build's result, with the board's defaults filled in."""
-    s = settings.resolved(board)
-    return s.model_dump(mode="json", exclude=set(UNKEYED))
-
-
-def is_default(settings: "BuildSettings", board: Board) -> bool:
-    """Whether these are the board's default settings (as far as they change a result)."""
+def keyed_fields() -> frozenset[str]:
+    """The BuildSettings fields that change a build's result (the board among them)."""
     from .build import BuildSettings
 
-    return keyed_settings(settings, board) == keyed_settings(BuildSettings(board=board.name),
-                                                             board)
+    return frozenset(BuildSettings.model_fields) - UNKEYED
+
+
+def keyed_settings(settings: "BuildSettings") -> dict[str, Any]:
+    """The settings that change a build's result (board name included), with the board's
+    defaults filled in: what the key hashes, the record keeps and the folder name digests."""
+    return settings.resolved().model_dump(mode="json", include=set(keyed_fields()))
+
+
+def is_default(settings: "BuildSettings") -> bool:
+    """Whether these are their board's default settings (as far as they change a result)."""
+    from .build import BuildSettings
+
+    return keyed_settings(settings) == keyed_settings(BuildSettings(board=settings.board))
+
+
+def build_dir_for(run: Any, variant_id: str, settings: "BuildSettings") -> Path:
+    """builds/<board> for the default settings of that board, else builds/<board>-<hash> of
+    the keyed settings: a name for people; whether the build in it is done is its record's."""
+    from .build import BuildSettings
+
+    def named(s: "BuildSettings") -> dict[str, Any]:
+        keyed = keyed_settings(s)
+        if not settings.prefer_rtl:  # prefer_rtl off leaves existing builds' names as they were
+            keyed.pop("prefer_rtl")
+        return keyed
+
+    keyed, name = named(settings), settings.board.name
+    if keyed != named(BuildSettings(board=settings.board)):
+        digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:10]
+        name = f"{name}-{digest}"
+    return run.variant_dir(variant_id) / "builds" / name
 
 
 def _digest(blob: dict[str, Any]) -> str:
@@ -142,26 +170,26 @@ class BuildKey(BaseModel):
     inputs: dict[str, Any]
 
 
-def build_key(identity: dict[str, Any], settings: "BuildSettings", board: Board, kind: Kind,
+def build_key(identity: dict[str, Any], settings: "BuildSettings", kind: Kind,
               variant: str, verify_images: int | str, extra: dict[str, Any] | None = None,
               version: dict[str, str] | None = None) -> BuildKey:
     """The key of one build from its inputs (no disk access: `identity` is model_identity's,
-    `version` defaults to versions()). `extra`: a max-fit's own settings (budget, grid)."""
-    keyed = keyed_settings(settings, board)
+    `version` defaults to versions()), for settings.board. `extra`: a max-fit's own settings
+    (budget, grid)."""
+    keyed = keyed_settings(settings)
     if extra:
         keyed = {**keyed, kind: extra}
     inputs = {**identity, "verify_images": verify_images, "versions": version or versions()}
-    key = _digest({"kind": kind, "board": board.name, "settings": keyed, "inputs": inputs})
-    return BuildKey(key=key, kind=kind, variant=variant, board=board.name, settings=keyed,
-                    inputs=inputs, default=kind == "estimate" and is_default(settings, board))
+    board = settings.board.name
+    key = _digest({"kind": kind, "board": board, "settings": keyed, "inputs": inputs})
+    return BuildKey(key=key, kind=kind, variant=variant, board=board, settings=keyed,
+                    inputs=inputs, default=kind == "estimate" and is_default(settings))
 
 
-def variant_key(run: Any, variant_id: str, settings: "BuildSettings", board: Board | str,
-                kind: Kind = "estimate", verify_images: int | str = 0,
-                extra: dict[str, Any] | None = None) -> BuildKey:
-    """The key of building `variant_id` of `run` now."""
-    board = as_board(board)
-    return build_key(model_identity(run, variant_id), settings, board, kind, variant_id,
+def variant_key(run: Any, variant_id: str, settings: "BuildSettings", kind: Kind = "estimate",
+                verify_images: int | str = 0, extra: dict[str, Any] | None = None) -> BuildKey:
+    """The key of building `variant_id` of `run` for settings.board now."""
+    return build_key(model_identity(run, variant_id), settings, kind, variant_id,
                      verify_images, extra)
 
 
@@ -181,17 +209,23 @@ def is_done(folder: Path, key: BuildKey) -> bool:
     return rec is not None and rec.key == key.key and (Path(folder) / rec.result).is_file()
 
 
-def is_current_build(folder: Path, run: Any, variant_id: str, settings: "BuildSettings",
-                     board: Board) -> bool:
+def is_current_build(folder: Path, run: Any, variant_id: str, settings: "BuildSettings"
+                     ) -> bool:
     """An estimate build in `folder` of this variant's model and data with these settings by
     these versions, verified on any number of images (its folded graph is the same): a
-    start graph that can be reused (the optimal folding's)."""
+    start graph that can be reused (the optimal folding's), a build that can be deployed."""
     rec = read_record(folder)
     if rec is None or rec.kind != "estimate" or not (Path(folder) / rec.result).is_file():
         return False
+    return (rec.board == settings.board.name and rec.settings == keyed_settings(settings)
+            and is_current_record(rec, run, variant_id))
+
+
+def is_current_record(rec: BuildRecord, run: Any, variant_id: str) -> bool:
+    """A record of this variant's model and data now, by these versions (its settings
+    aside): a legacy one (no key) never is."""
     ident = model_identity(run, variant_id)
-    return (rec.board == board.name and rec.settings == keyed_settings(settings, board)
-            and all(rec.inputs.get(k) == v for k, v in ident.items())
+    return (bool(rec.key) and all(rec.inputs.get(k) == v for k, v in ident.items())
             and rec.inputs.get("versions") == versions())
 
 
@@ -225,7 +259,7 @@ def _legacy_record(folder: Path, variant_id: str) -> BuildRecord | None:
         elif board:
             try:
                 fields = {k: v for k, v in settings.items() if k in BuildSettings.model_fields}
-                default = is_default(BuildSettings(**fields), as_board(board))
+                default = is_default(BuildSettings(**{**fields, "board": board}))
             except (ValidationError, ValueError, ConfigError):
                 pass
         return BuildRecord(key="", kind=kind, variant=variant_id, board=board, result=result,
@@ -237,10 +271,10 @@ def find_builds(run: Any, variant_id: str, kind: Kind | tuple[Kind, ...] | None 
                 board: Board | str | None = None) -> list[tuple[Path, BuildRecord]]:
     """The index of a variant's finished builds (folder, record), oldest result first, read
     from their records; a folder with a result but no record is described from its result
-    file. `kind` / `board`: only those."""
+    file. `kind` / `board` (a Board or the catalogue name records hold): only those."""
     root = run.variant_dir(variant_id) / "builds"
     kinds = (kind,) if isinstance(kind, str) else kind
-    name = None if board is None else as_board(board).name
+    name = board.name if isinstance(board, Board) else board
     found = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         if not folder.is_dir() or folder.name.startswith("."):
@@ -252,3 +286,36 @@ def find_builds(run: Any, variant_id: str, kind: Kind | tuple[Kind, ...] | None 
             continue
         found.append((folder, rec))
     return sorted(found, key=lambda fr: (fr[0] / fr[1].result).stat().st_mtime)
+
+
+def choose_build(builds: list[tuple[Path, BuildRecord]], settings: "BuildSettings | None" = None
+                 ) -> tuple[Path, BuildRecord] | None:
+    """The one rule for which of a board's estimate builds (find_builds' order: oldest first)
+    a command means: with `settings`, the newest built with exactly these keyed settings;
+    without, the newest default-settings build, else the newest of all. None: none."""
+    if settings is not None:
+        keyed = keyed_settings(settings)
+        builds = [(f, r) for f, r in builds if _keyed_of(r) == keyed]
+    else:
+        builds = [fr for fr in builds if fr[1].default] or builds
+    return builds[-1] if builds else None
+
+
+def _keyed_of(rec: BuildRecord) -> dict[str, Any] | None:
+    """A record's keyed settings; a legacy one's (its report's settings) keyed as now."""
+    if rec.key:
+        return rec.settings
+    from .build import BuildSettings
+
+    fields = {k: v for k, v in rec.settings.items() if k in BuildSettings.model_fields}
+    try:
+        return keyed_settings(BuildSettings(**{**fields, "board": rec.board}))
+    except (ValidationError, ValueError, ConfigError):
+        return None
+
+
+def find_build(run: Any, variant_id: str, board: Board | str,
+               settings: "BuildSettings | None" = None) -> tuple[Path, BuildRecord] | None:
+    """The finished estimate build of (variant, board) a command means (choose_build's rule),
+    from the records; None when there is none."""
+    return choose_build(find_builds(run, variant_id, "estimate", board), settings)

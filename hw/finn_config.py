@@ -15,6 +15,7 @@ from typing import Any, Optional
 from finn.builder.build_dataflow_config import DataflowBuildConfig
 
 from . import finn_compat
+from .boards import ALVEO
 from .build_job import BuildJob
 
 ESTIMATE_OUTPUTS = ["estimate_reports"]
@@ -72,7 +73,7 @@ def describe_finn_config(cfg: DataflowBuildConfig) -> dict[str, Any]:
     """What FINN itself resolves from the config (part, platform, driver, step names)."""
     shell = cfg.shell_flow_type.value
     return {"fpga_part": finn_compat.fpga_part(cfg),
-            "vitis_platform": finn_compat.vitis_platform(cfg) if shell == "vitis_alveo"
+            "vitis_platform": finn_compat.vitis_platform(cfg) if shell == ALVEO
             else None,
             "driver_platform": finn_compat.driver_platform(cfg),
             "shell_flow_type": shell,

@@ -20,7 +20,6 @@ with the chosen folding config (hw/folding_run.py), never from the table's arith
 
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,19 +27,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from fpgaslim.core.errors import ConfigError, FpgaslimError
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+#: the max-fit defaults (optimal folding and folding search, the CLI and the sweep): % of the
+#: board's LUTs a folding may use (headroom for routing and the shell), and the search's grid
+LUT_BUDGET = 85.0
+STEP_FACTOR = 1.25
 
 
 class Budget(BaseModel):
-    """Resource budget in % of the board (the default: 85 % LUT, all of the rest)."""
+    """Resource budget in % of the board (the default: LUT_BUDGET % LUT, all of the rest)."""
 
     model_config = ConfigDict(extra="forbid")
-    LUT: float = Field(85.0, ge=0)
+    LUT: float = Field(LUT_BUDGET, ge=0)
     BRAM_18K: float = Field(100.0, ge=0)
     URAM: float = Field(100.0, ge=0)
     DSP: float = Field(100.0, ge=0)
 
     def caps(self, board: Any) -> dict[str, float]:
         return {k: board.capacity(k) * getattr(self, k) / 100.0 for k in RESOURCES}
+
+
+def default_budget() -> dict[str, float]:
+    """The default Budget as the folding search's and the sweep's mapping."""
+    return Budget().model_dump()
 
 
 class Solution(BaseModel):
@@ -222,13 +230,6 @@ def solve(table: dict, caps: dict[str, float], max_seconds: float = 60.0,
     cycles, res, dwc = evaluate(table, choice)
     return Solution(cycles=cycles, choice=choice, predicted=res, dwc_LUT=dwc, solves=solves,
                     lut_optimal=proven)
-
-
-def next_faster(table: dict, cycles: int) -> int | None:
-    """The next smaller bottleneck the table offers (evidence that it did not fit)."""
-    ts = sorted({c["cycles"] for u in table["units"] for c in u["candidates"]})
-    i = bisect.bisect_left(ts, cycles)
-    return ts[i - 1] if i > 0 else None
 
 
 def chosen_ops(table: dict, choice: list[int]) -> dict[str, str]:

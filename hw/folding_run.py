@@ -41,13 +41,13 @@ from fpgaslim.compress.variants import RunDir
 from fpgaslim.core.errors import BuildTimeoutError, FpgaslimError
 
 from . import finn_compat
-from .api import build_dir_for
 from .boards import Board, as_board
-from .build_key import BuildKey, is_current_build, is_done, variant_key, write_record
+from .build_key import (BuildKey, build_dir_for, find_build, is_current_build, is_done,
+                        variant_key, write_record)
 from .child import run_logged
 from .build import BuildSettings, build_estimate
 from .figure import Figure
-from .folding_opt import (RESOURCES, Budget, chosen_ops, finn_names, folding_config, is_mixed,
+from .folding_opt import (RESOURCES, STEP_FACTOR, Budget, chosen_ops, finn_names, folding_config, is_mixed,
                           solve, specialize_config)
 from .qonnx_export import ensure_qonnx
 from .report import HardwareReport, load_report, save_report
@@ -99,7 +99,7 @@ def start_settings(build: dict[str, Any], styles: Styles) -> dict[str, Any]:
     return {**build, "prefer_rtl": True} if styles == "mix" else dict(build)
 
 
-def optfit_path(run: RunDir, variant_id: str, board: str | Board, build: dict[str, Any],
+def optfit_path(run: RunDir, variant_id: str, board: Board, build: dict[str, Any],
                 budget: Budget, at_fps: float | None = None, styles: Styles = "mix") -> Path:
     """Where maxfit.json goes (a name for people; whether it is done is its record's)."""
     build = start_settings(build, styles)
@@ -107,7 +107,7 @@ def optfit_path(run: RunDir, variant_id: str, board: str | Board, build: dict[st
                        **({"at_fps": at_fps} if at_fps else {}), "styles": styles},
                       sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()[:8]
-    return run.variant_dir(variant_id) / "builds" / f"{as_board(board).name}-optfit-{key}" \
+    return run.variant_dir(variant_id) / "builds" / f"{board.name}-optfit-{key}" \
         / "maxfit.json"
 
 
@@ -118,15 +118,14 @@ def optfit_key(run: RunDir, variant_id: str, board: Board, build: dict[str, Any]
     frame rate asked for, whether styles are chosen per layer (that changes the graph FINN
     builds) and the optimizer's version (the confirming build: one image)."""
     build = start_settings(build, styles)
-    return variant_key(run, variant_id, BuildSettings(board=board.name, **build), board,
+    return variant_key(run, variant_id, BuildSettings(board=board, **build),
                        "maxfit-optimal", 1, extra={"budget": budget.model_dump(mode="json"),
                                                    "at_fps": at_fps, "version": OPT_VERSION,
                                                    "styles": styles})
 
 
-def optfit_done(run: RunDir, variant_id: str, board: str | Board, build: dict[str, Any],
+def optfit_done(run: RunDir, variant_id: str, board: Board, build: dict[str, Any],
                 budget: Budget, at_fps: float | None = None, styles: Styles = "mix") -> bool:
-    board = as_board(board)
     return is_done(optfit_path(run, variant_id, board, build, budget, at_fps, styles).parent,
                    optfit_key(run, variant_id, board, build, budget, at_fps, styles))
 
@@ -154,13 +153,14 @@ def _tabulate(graph: Path, part: str, work: Path, timeout_s: float,
     return json.loads((work / "table.json").read_text(encoding="utf-8"))
 
 
-def optimize_variant(run: RunDir, variant_id: str, board: str,
+def optimize_variant(run: RunDir, variant_id: str, board: str | Board,
                      build: dict[str, Any] | None = None, budget: Budget | None = None,
                      keep_table: bool = False, at_fps: float | None = None,
                      styles: Styles = "mix") -> Path:
     """Run (or return the saved) optimal folding of one variant on one board. `at_fps`: the
     fewest-LUT folding that still reaches that frame rate, instead of the fastest.
-    `styles`: "mix" chooses HLS or RTL per layer (module docstring)."""
+    `styles`: "mix" chooses HLS or RTL per layer (module docstring). `board`: a Board, or a
+    name looked up here."""
     build, budget = dict(build or {}), budget or Budget()
     if styles not in ("mix", "fixed"):
         from fpgaslim.core.errors import ConfigError
@@ -173,7 +173,7 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     if is_done(out.parent, key):
         return out
     t0 = time.perf_counter()
-    settings = BuildSettings(board=b.name, **build).resolved(b)
+    settings = BuildSettings(board=b, **build).resolved()
     vdir = run.variant_dir(variant_id)
     record = ensure_qonnx(run, variant_id)
     test = load_for_variant(run, variant_id, limit_train=1).test.tensors
@@ -181,24 +181,24 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
     # with the model, the verification reference (and so the streamlined-prefix key) is the
     # one the variant's builds used, and the folded graph is checked bit-exact on the image
     # (an imported QONNX variant has no PyTorch model: the QONNX graph is the reference)
-    model = None if getattr(record.arch, "source", None) == "qonnx" else run.load_model(variant_id)
+    model = None if record.is_imported else run.load_model(variant_id)
     prefix = vdir / "builds" / ".prefix"
-    bdir = build_dir_for(run, variant_id, settings)
     work = out.parent / "work"
     shutil.rmtree(work, ignore_errors=True)
     timings: dict[str, float] = {}
     # only a finished build's graph of this model and settings (an interrupted or an older
     # one may have left a stale folder): its record says (hw/build_key.py)
-    current = is_current_build(bdir, run, variant_id, settings, b)
-    graph = _start_graph_in(bdir / "work", required=False) if current else None
-    default = load_report(bdir / "report.json") if current else None
+    found = find_build(run, variant_id, b, settings)
+    current = found is not None and is_current_build(found[0], run, variant_id, settings)
+    graph = _start_graph_in(found[0] / "work", required=False) if current else None
+    default = load_report(found[0] / "report.json") if current else None
     if graph is None:  # no earlier build to start from: make it, kept as the variant's
         # build with these settings (one verification image), so the next max-fit of
         # another budget or board starts from it
         from .api import build_variant
 
         default = build_variant(run, variant_id, b, settings=settings, verify_images=1)
-        graph = _start_graph_in(bdir / "work")
+        graph = _start_graph_in(build_dir_for(run, variant_id, settings) / "work")
         timings["start_build_s"] = round(time.perf_counter() - t0, 3)
     t1 = time.perf_counter()
     table = _tabulate(graph, b.part, work / "table", settings.timeout_s,
@@ -234,8 +234,7 @@ def optimize_variant(run: RunDir, variant_id: str, board: str,
         report = build_estimate(vdir / record.qonnx, work / "confirm", settings, model=model,
                                 images=images, labels=labels, variant=variant_id,
                                 prefix_cache=prefix, folding_config=cfg_path,
-                                specialize_config=spec_path if spec is not None else None,
-                                board=b)
+                                specialize_config=spec_path if spec is not None else None)
         confirm_s += time.perf_counter() - t1
         impl = _check_styles(table, sol.choice, _start_graph_in(work / "confirm", False))
         ok, pct = within_budget(report, budget.model_dump())
@@ -324,7 +323,7 @@ def _result(variant_id: str, b: Any, budget: Budget, report: HardwareReport | No
 
 def maxfit(run: RunDir, variant_id: str, board: str, method: str = "optimal",
            build: dict[str, Any] | None = None, budget: Budget | None = None,
-           step_factor: float = 1.25, styles: Styles = "mix") -> dict[str, Any]:
+           step_factor: float = STEP_FACTOR, styles: Styles = "mix") -> dict[str, Any]:
     """`fpgaslim maxfit` as data: one flat record (fps, LUT, BRAM_18K, URAM, DSP, percent,
     method, source, ...) of the optimal folding or of the target x mvau_wwidth_max search.
     `styles` (optimal only): "mix" chooses HLS or RTL per layer."""

@@ -29,6 +29,7 @@ from .boards import Board, as_board
 from .build import BuildSettings, build_estimate
 from .build_key import BuildKey, is_done, variant_key, write_record
 from .figure import Figure
+from .folding_opt import STEP_FACTOR, default_budget
 from .qonnx_export import ensure_qonnx
 from .report import HardwareReport
 
@@ -39,10 +40,9 @@ class FoldingSearch(BaseModel):
     """Search settings: resource budget in % of the board, knobs and grid."""
 
     model_config = ConfigDict(extra="ignore")  # the sweep passes its own fields through
-    budget: dict[str, float] = Field(default_factory=lambda: {
-        "LUT": 85.0, "BRAM_18K": 100.0, "URAM": 100.0, "DSP": 100.0})
+    budget: dict[str, float] = Field(default_factory=default_budget)
     mvau_wwidth_max: list[int] = Field(default_factory=lambda: [36, 1024])
-    step_factor: float = Field(1.25, gt=1.0)
+    step_factor: float = Field(STEP_FACTOR, gt=1.0)
     max_probes: int = Field(16, ge=2)  # per knob value
 
 
@@ -79,11 +79,10 @@ def within_budget(report: HardwareReport, budget: dict[str, float]) -> tuple[boo
     return all(pct.get(k, 0.0) <= limit for k, limit in budget.items()), pct
 
 
-def maxfit_path(run: RunDir, variant_id: str, board: str | Board, build: dict[str, Any]
-                ) -> Path:
+def maxfit_path(run: RunDir, variant_id: str, board: Board, build: dict[str, Any]) -> Path:
     """Where the search's maxfit.json goes (a name for people; done is its record's)."""
     key = hashlib.sha256(json.dumps(build, sort_keys=True).encode()).hexdigest()[:8]
-    return run.variant_dir(variant_id) / "builds" / f"{as_board(board).name}-maxfit-{key}" \
+    return run.variant_dir(variant_id) / "builds" / f"{board.name}-maxfit-{key}" \
         / "maxfit.json"
 
 
@@ -91,13 +90,12 @@ def search_key(run: RunDir, variant_id: str, board: Board, build: dict[str, Any]
                search: FoldingSearch) -> BuildKey:
     """The build key of a folding search: the variant, the build settings it starts from,
     the search's budget and grid (probes verify on one image, without the model)."""
-    return variant_key(run, variant_id, BuildSettings(board=board.name, **build), board,
+    return variant_key(run, variant_id, BuildSettings(board=board, **build),
                        "maxfit-search", 1, extra=search.model_dump(mode="json"))
 
 
-def search_done(run: RunDir, variant_id: str, board: str | Board, build: dict[str, Any],
+def search_done(run: RunDir, variant_id: str, board: Board, build: dict[str, Any],
                 search: FoldingSearch) -> bool:
-    board = as_board(board)
     return is_done(maxfit_path(run, variant_id, board, build).parent,
                    search_key(run, variant_id, board, build, search))
 
@@ -105,7 +103,8 @@ def search_done(run: RunDir, variant_id: str, board: str | Board, build: dict[st
 def search_variant(run: RunDir, variant_id: str, board: str | Board,
                    build: dict[str, Any] | None = None,
                    search: FoldingSearch | None = None) -> Path:
-    """Run (or return the saved) folding search of one variant on one board."""
+    """Run (or return the saved) folding search of one variant on one board (a Board, or a
+    name looked up here)."""
     build = dict(build or {})
     search = search or FoldingSearch()
     b = as_board(board)
@@ -118,7 +117,7 @@ def search_variant(run: RunDir, variant_id: str, board: str | Board,
     images = load_for_variant(run, variant_id, limit_train=1).test.tensors[0][:1]
     work = out.parent / "probes"
     cache: dict[tuple[int, int], Probe] = {}
-    base = BuildSettings(board=b.name, **build).resolved(b)
+    base = BuildSettings(board=b, **build).resolved()
 
     def probe(wmax: int, i: int) -> Probe:
         if (wmax, i) not in cache:
@@ -127,8 +126,7 @@ def search_variant(run: RunDir, variant_id: str, board: str | Board,
                                                "mvau_wwidth_max": wmax})
             pdir = work / f"w{wmax}-i{i}"
             report = build_estimate(vdir / record.qonnx, pdir, settings, images=images,
-                                    variant=variant_id, prefix_cache=vdir / "builds" / ".prefix",
-                                    board=b)
+                                    variant=variant_id, prefix_cache=vdir / "builds" / ".prefix")
             shutil.rmtree(pdir, ignore_errors=True)  # keep the answer, not 100s of MB of graphs
             ok, pct = within_budget(report, search.budget)
             cache[(wmax, i)] = Probe(mvau_wwidth_max=wmax, grid_index=i,
@@ -162,7 +160,7 @@ def search_variant(run: RunDir, variant_id: str, board: str | Board,
     return out
 
 
-#: the lowest grid index the downward search probes: t0 / 1.25^24, about 0.5 % of the
+#: the lowest grid index the downward search probes: t0 / STEP_FACTOR^24, about 0.5 % of the
 #: starting target. A ResNet-20 w4a4 on a Pynq-Z1 first fits near index -10, so the earlier
 #: floor of -8 called it "does not fit at any folding" when it only needed a slower one.
 FLOOR_INDEX = -24

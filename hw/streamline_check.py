@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .boards import DEFAULT_BOARD, as_board
+
 
 def run_estimate_steps(onnx_path: str, out_dir: str, mode: str,
-                       board: Any = "pynq-z1") -> dict[str, Any]:
+                       board: Any = DEFAULT_BOARD) -> dict[str, Any]:
     """fpgaslim's estimate step list (hw/build_steps.py) on a QONNX file, in this process,
     without FINN's verification steps, with `mode` "fast" or "stock" streamlining. Returns
     the streamlined graph serialized, the final (folded, estimated) one after canonical
@@ -24,7 +26,6 @@ def run_estimate_steps(onnx_path: str, out_dir: str, mode: str,
 
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from .boards import as_board
     from .build_job import BuildJob
     from .build_steps import preset
     from .finn_config import finn_config

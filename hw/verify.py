@@ -115,7 +115,6 @@ def last_weight_layer(model) -> tuple[str, str]:
     return nodes[-1].name, nodes[-1].output[0]
 
 
-ACT_LAYER_OPS = ("MVAU", "VVAU", "Thresholding")
 LAYER_IMAGES = 200  # per-layer data is kept for at most this many images (memory)
 
 

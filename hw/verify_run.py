@@ -20,39 +20,32 @@ import numpy as np
 
 from fpgaslim.core.errors import BuildTimeoutError, ConfigError, FpgaslimError
 
+from .boards import Board, as_board
 from .child import run_logged
 from .verify import LAST_STEP, Verification, compare_outputs
 
 
-def find_build(run, variant_id: str, board) -> Path:
-    """The build folder of `variant_id` for `board` (a Board or its name), from the build
-    records: the default-settings build first, else the only other build for that board."""
-    from .boards import as_board
-    from .build_key import find_builds
+def find_build(run, variant_id: str, board: Board) -> Path:
+    """The build folder of `variant_id` for `board` that holds its folded graph, chosen by
+    the one rule of hw/build_key.choose_build (the default-settings build, else the newest)."""
+    from .build_key import choose_build, find_builds
 
-    b = as_board(board)
     builds = run.variant_dir(variant_id) / "builds"
-    done = [(d, rec) for d, rec in find_builds(run, variant_id, "estimate", board=b)
+    done = [(d, rec) for d, rec in find_builds(run, variant_id, "estimate", board=board)
             if (d / "work" / "finn" / "intermediate_models" / f"{LAST_STEP}.onnx").is_file()]
-    if not done:
-        raise ConfigError(f"no finished build of variant {variant_id!r} for {b.name} in "
+    chosen = choose_build(done)
+    if chosen is None:
+        raise ConfigError(f"no finished build of variant {variant_id!r} for {board.name} in "
                           f"{builds}: run `fpgaslim build {run.path} --variant {variant_id} "
-                          f"--board {b.name}` first")
-    default = [d for d, rec in done if rec.default]
-    if default:
-        return default[-1]
-    if len(done) > 1:
-        names = ", ".join(d.name for d, _ in done)
-        raise ConfigError(f"several builds of {variant_id!r} for {b.name} ({names}); verify "
-                          "uses the default-settings build: build it first")
-    return done[0][0]
+                          f"--board {board.name}` first")
+    return chosen[0]
 
 
-def verify_build(run, variant_id: str, board: str, images: int | str = 20, data=None,
+def verify_build(run, variant_id: str, board: str | Board, images: int | str = 20, data=None,
                  layer_images: int | None = None, timeout_s: float = 3600.0) -> Verification:
     """Verify the existing build of `variant_id` on `board` on its first `images` test images
     ("all": the whole test split); never raises for a mismatch: the record says it. Saves it
-    into the build's report."""
+    into the build's report. `board`: a Board, or a name looked up here."""
     from fpgaslim.compress.data import load_for_variant
 
     from .finn_compat import child_environment
@@ -61,8 +54,8 @@ def verify_build(run, variant_id: str, board: str, images: int | str = 20, data=
 
     if images != ALL_IMAGES and (not isinstance(images, int) or images < 1):
         raise ConfigError(f"--images must be at least 1 or 'all', got {images!r}")
-    bdir = find_build(run, variant_id, board)
-    if getattr(run.record(variant_id).arch, "source", None) == "qonnx":
+    bdir = find_build(run, variant_id, as_board(board))
+    if run.record(variant_id).is_imported:
         raise ConfigError(f"variant {variant_id!r} is an imported QONNX file: it has no PyTorch "
                           "model to verify against; rebuild it with `fpgaslim build MODEL.onnx "
                           "--board B --verify-images N` (verified against the file itself)")

@@ -24,7 +24,7 @@ PYNQ = get_board("pynq-z1")
 
 def _key(settings=None, board=PYNQ, identity=IDENTITY, images=3, kind="estimate", extra=None,
          version=VERSION):
-    return build_key(identity, settings or BuildSettings(board=board.name), board, kind, "v",
+    return build_key(identity, settings or BuildSettings(board=board), kind, "v",
                      images, extra, version).key
 
 
@@ -59,8 +59,8 @@ def test_key_ignores_what_does_not_change_a_result():
 
 
 def test_done_needs_the_same_key_and_the_result(tmp_path):
-    k1 = build_key(IDENTITY, BuildSettings(), PYNQ, "estimate", "v", 3, version=VERSION)
-    k2 = build_key(IDENTITY, BuildSettings(clock_ns=5.0), PYNQ, "estimate", "v", 3,
+    k1 = build_key(IDENTITY, BuildSettings(), "estimate", "v", 3, version=VERSION)
+    k2 = build_key(IDENTITY, BuildSettings(clock_ns=5.0), "estimate", "v", 3,
                    version=VERSION)
     folder = tmp_path / "variants" / "v" / "builds" / "anything-at-all"
     folder.mkdir(parents=True)
@@ -70,7 +70,7 @@ def test_done_needs_the_same_key_and_the_result(tmp_path):
     assert is_done(folder, k1) and not is_done(folder, k2)
     rec = read_record(folder)
     assert rec.board == "pynq-z1" and rec.default and rec.result == "report.json"
-    assert not build_key(IDENTITY, BuildSettings(clock_ns=5.0), PYNQ, "estimate", "v", 3,
+    assert not build_key(IDENTITY, BuildSettings(clock_ns=5.0), "estimate", "v", 3,
                          version=VERSION).default
 
     class Run:  # the index reads records, whatever the folders are called
@@ -78,7 +78,7 @@ def test_done_needs_the_same_key_and_the_result(tmp_path):
             return tmp_path / "variants" / vid
 
     (folder.parent / "u250-0123456789").mkdir()  # a name that says u250, a maxfit record
-    k3 = build_key(IDENTITY, BuildSettings(), PYNQ, "maxfit-search", "v", 1, {"b": 1}, VERSION)
+    k3 = build_key(IDENTITY, BuildSettings(), "maxfit-search", "v", 1, {"b": 1}, VERSION)
     write_record(folder.parent / "u250-0123456789", k3)
     (folder.parent / "u250-0123456789" / "maxfit.json").write_text("{}")
     assert [f.name for f, _ in find_builds(Run(), "v", "estimate")] == ["anything-at-all"]
@@ -103,6 +103,70 @@ def test_build_by_board_is_validated():
         with pytest.raises(ConfigError, match=match):
             validate(SweepConfig, {"run_dir": "x", "boards": ["pynq-z1", "u250"],
                                    "build_by_board": bad})
+
+
+def test_folder_names_of_existing_builds_stay_as_they_were():
+    """The names existing run folders have (computed by the code before the board travelled
+    inside the settings): a rename would lose every user's builds."""
+    from fpgaslim.hw.build_key import build_dir_for
+
+    class Run:
+        def variant_dir(self, vid):
+            return Path("/r") / vid
+
+    names = {"pynq-z1": {}, "u250": {"board": "u250"},
+             "kv260-909b3c7958": {"board": "kv260", "prefer_rtl": True, "clock_ns": 5.0},
+             "pynq-z1-fe68e788c1": {"mvau_wwidth_max": 1024},
+             "pynq-z1-307f14c107": {"prefer_rtl": True},
+             "pynq-z1-047a7f8504": {"target_fps": 500},
+             "pynq-z1-a047317890": {"verify_steps": False},
+             "pynq-z1-665afae38e": {"weights": "external"}}
+    for name, fields in names.items():
+        assert build_dir_for(Run(), "v", BuildSettings(**fields)).name == name, fields
+    # and the keys of their records (a changed key rebuilds everything once)
+    assert _key(BuildSettings(), images=3) == build_key(
+        IDENTITY, BuildSettings(board="Pynq_Z1", target_fps=10_000, streamline="stock"),
+        "estimate", "v", 3, None, VERSION).key
+
+
+def test_find_build_one_rule_default_else_newest(tmp_path):
+    """verify, compare, the bundle and the optimal folding's start graph all take the build
+    find_build / choose_build names: the newest default-settings one, else the newest; with
+    settings, the newest with exactly those keyed settings (a legacy report's too)."""
+    from fpgaslim.hw.build_key import find_build
+
+    class Run:
+        def variant_dir(self, vid):
+            return tmp_path / "variants" / vid
+
+    root = tmp_path / "variants" / "v" / "builds"
+    fast, rtl = BuildSettings(target_fps=500), BuildSettings(prefer_rtl=True)
+
+    def built(folder: str, settings: BuildSettings, age: int) -> None:
+        (root / folder).mkdir(parents=True)
+        (root / folder / "report.json").write_text("{}")
+        write_record(root / folder, build_key(IDENTITY, settings, "estimate", "v", 1,
+                                              version=VERSION))
+        os.utime(root / folder / "report.json", (1e9 + age, 1e9 + age))
+
+    assert find_build(Run(), "v", PYNQ) is None
+    built("a", fast, 1)
+    built("b", rtl, 2)
+    assert find_build(Run(), "v", PYNQ)[0].name == "b"  # no default: the newest
+    built("c", BuildSettings(), 0)
+    assert find_build(Run(), "v", PYNQ)[0].name == "c"  # the default, though older
+    assert find_build(Run(), "v", "pynq-z1")[0].name == "c"  # a record's board name
+    assert find_build(Run(), "v", PYNQ, fast)[0].name == "a"
+    assert find_build(Run(), "v", PYNQ, BuildSettings(target_fps=500, timeout_s=1))[0].name \
+        == "a"  # unkeyed settings do not matter
+    assert find_build(Run(), "v", PYNQ, BuildSettings(clock_ns=3.0)) is None
+    assert find_build(Run(), "v", get_board("u250")) is None
+    # a report from before build records: found by the settings written in it
+    (root / "old").mkdir()
+    (root / "old" / "report.json").write_text(json.dumps(
+        {"board": "pynq-z1", "settings": {"board": "pynq-z1", "clock_ns": 7.0}}))
+    found = find_build(Run(), "v", PYNQ, BuildSettings(clock_ns=7.0))
+    assert found[0].name == "old" and found[1].key == ""
 
 
 # --------------------------------------------------------------------------- a real sweep

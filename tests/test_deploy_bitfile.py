@@ -7,12 +7,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from fpgaslim.core.errors import ToolMissingError, UnknownNameError
 from fpgaslim.hw import finn_compat
+from fpgaslim.hw.build import BuildSettings
 from fpgaslim.hw.bitfile import (HARDWARE_STEPS, bitfile_config, bitfile_job, build_bitfile,
                                  require_tools, resolve_board)
 from fpgaslim.hw.postsynth import parse_wns, read_post_synth
@@ -87,7 +87,7 @@ def test_no_vivado_raises_before_any_work(tmp_path: Path) -> None:
     run = tmp_path / "run"  # no such run, no such variant: the tool check comes first
     for board, words in (("pynq-z1", "cannot build a bitfile for pynq-z1"),
                          ("u250", "cannot build a xclbin for u250")):
-        settings = SimpleNamespace(board=board, target_fps=1000, clock_ns=10.0)
+        settings = BuildSettings(board=board, target_fps=1000)
         with pytest.raises(ToolMissingError) as exc:
             build_bitfile(run, "baseline", settings, env=NO_TOOLS)
         msg = str(exc.value)

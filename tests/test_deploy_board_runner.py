@@ -205,10 +205,9 @@ def test_bundle_refuses_a_stale_build(cnv_bundle: Path, cnv_run, tmp_path: Path)
     from fpgaslim.core.errors import ConfigError
     from fpgaslim.deploy.bundle import bundle
     from fpgaslim.hw.api import BuildSettings, build_dir_for
-    from fpgaslim.hw.boards import as_board
     from fpgaslim.hw.build_key import RECORD_FILE
 
-    settings = BuildSettings(board="pynq-z1").resolved(as_board("pynq-z1"))
+    settings = BuildSettings(board="pynq-z1").resolved()
     record = build_dir_for(cnv_run, "baseline", settings) / RECORD_FILE
     kept = record.read_text(encoding="utf-8")
     rec = json.loads(kept)

@@ -193,7 +193,7 @@ def mixed(tiny_run, tmp_path_factory):
     run, _ = tiny_run
     build = {"prefer_rtl": True}
     board = get_board(BOARD)
-    settings = BuildSettings(board=BOARD, **build).resolved(board)
+    settings = BuildSettings(board=board, **build).resolved()
     build_variant(run, "baseline", BOARD, settings=settings, verify_images=1)  # the start
     graph = _start_graph_in(build_dir_for(run, "baseline", settings) / "work")
     table = _tabulate(graph, board.part, tmp_path_factory.mktemp("mix-table"), 600.0,

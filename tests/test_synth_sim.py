@@ -50,7 +50,7 @@ def tiny_build(tmp_path_factory, digits):
     report = build_variant(run, "baseline", "pynq-z1", settings=settings, data=digits,
                            verify_images=4)
     secs = time.perf_counter() - t0
-    bdir = build_dir_for(run, "baseline", settings.model_copy(update={"board": "pynq-z1"}))
+    bdir = build_dir_for(run, "baseline", settings)  # (the default board, pynq-z1)
     # a copy of the first MVAU's simulation folder and compiled simulator, as the build left
     # them (later tests rerun the second opinion, which regenerates the folders)
     import shutil

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from fpgaslim.core.atomic import atomic_write_text
 from fpgaslim.core.errors import ConfigError
 from fpgaslim.hw.api import BuildSettings, build_dir_for, load_report
+from fpgaslim.hw.boards import DEFAULT_BOARD, as_board
 
 # FINN layer types a residual connection costs: the fork, the add, and their HLS/RTL variants
 SKIP_OPS = ("DuplicateStreams", "AddStreams", "ElementwiseAdd")
@@ -126,7 +127,7 @@ def _verified(hw: Any) -> str | None:
     return hw.verification.summary() if hw.verification is not None else None
 
 
-def saved_skip_path_report(run: Any, fused_id: str, board: str = "pynq-z1",
+def saved_skip_path_report(run: Any, fused_id: str, board: str = DEFAULT_BOARD,
                            settings: Any = None) -> SkipPathComparison:
     """The side-by-side of `fused_id` and its parent from their saved records and hardware
     reports (no rebuilding), also written as skip_paths-<board>.md into the variant's folder."""
@@ -134,7 +135,7 @@ def saved_skip_path_report(run: Any, fused_id: str, board: str = "pynq-z1",
     if fused.parent is None:
         raise ConfigError(f"variant {fused_id!r} has no parent to compare with")
     parent = run.record(fused.parent)
-    settings = (settings or BuildSettings()).model_copy(update={"board": board})
+    settings = (settings or BuildSettings()).for_board(as_board(board))
     reports = [load_report(build_dir_for(run, v.id, settings)) for v in (parent, fused)]
     cmp = skip_path_report(parent, fused, *reports)
     atomic_write_text(run.variant_dir(fused_id) / f"skip_paths-{reports[1].board}.md",

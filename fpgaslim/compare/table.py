@@ -22,7 +22,7 @@ from typing import Any
 from fpgaslim.core.atomic import atomic_write, atomic_write_json, atomic_write_text
 from fpgaslim.compress.variants import RunDir, Variant
 from fpgaslim.core.errors import CheckpointError, ConfigError, UnknownNameError
-from fpgaslim.hw.build_key import BuildRecord, find_builds
+from fpgaslim.hw.build_key import BuildRecord, choose_build, find_builds, keyed_fields
 from fpgaslim.hw.figure import Figure
 from fpgaslim.hw.report import HardwareReport, load_report
 
@@ -57,16 +57,15 @@ def _run_labels(runs: Sequence[RunDir]) -> list[str]:
 
 
 def _build_folders(run: RunDir, vid: str, all_builds: bool) -> list[Path]:
-    """Estimate builds with a report, from their records: one per board (a default-settings
-    build wins, else the newest), or all of them."""
+    """Estimate builds with a report, from their records: one per board (the one
+    hw/build_key.choose_build means: the default-settings build, else the newest), or all."""
     found = find_builds(run, vid, "estimate")
     if all_builds:
         return [folder for folder, _ in found]
-    by_board: dict[str, tuple[Path, BuildRecord]] = {}
-    for folder, rec in found:  # oldest first: newer ones replace, but never a default one
-        if rec.board not in by_board or not by_board[rec.board][1].default:
-            by_board[rec.board] = (folder, rec)
-    return [folder for folder, _ in by_board.values()]
+    by_board: dict[str, list[tuple[Path, BuildRecord]]] = {}
+    for folder, rec in found:
+        by_board.setdefault(rec.board, []).append((folder, rec))
+    return [choose_build(builds)[0] for builds in by_board.values()]
 
 
 def find_maxfit(run: RunDir, vid: str, build: Path, board: str) -> Path | None:
@@ -237,13 +236,12 @@ def run_missing_maxfits(runs: Sequence[Path | str | RunDir], budget: Any = None,
     `on_error`: called with "run/variant@board: message" for an fpgaslim error of one variant,
     which then leaves the others (and the table) to go on, its row without a max-fit; without
     it the error is raised.
-    `budget`: a folding_opt.Budget (default 85 % LUT, all of the rest); `boards`: only these."""
+    `budget`: a folding_opt.Budget (default: LUT_BUDGET % LUT, all of the rest); `boards`:
+    only these."""
     from fpgaslim.core.errors import FpgaslimError
-    from fpgaslim.hw.build import BuildSettings
-    from fpgaslim.hw.build_key import UNKEYED
     from fpgaslim.hw.folding_run import optimize_variant
 
-    keyed = set(BuildSettings.model_fields) - set(UNKEYED) - {"board"}
+    keyed = keyed_fields() - {"board"}
     done: list[Path] = []
     for r in runs:
         run = r if isinstance(r, RunDir) else RunDir(r)

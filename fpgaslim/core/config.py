@@ -50,10 +50,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path, model: type[M]) -> M:
-    return validate(model, read_config_file(path), str(path))
-
-
 _BITS = re.compile(r"^w(\d)a(\d)$")
 
 
