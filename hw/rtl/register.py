@@ -40,6 +40,7 @@ INTERNALS = {
 OPS = {
     "DuplicateStreams": "streams:DuplicateStreams_rtl",
     "Pool": "streams:Pool_rtl",
+    "LabelSelect": "streams:LabelSelect_rtl",
     "ElementwiseAdd": "eltwise:ElementwiseAdd_rtl",
     "ElementwiseSub": "eltwise:ElementwiseSub_rtl",
     "ElementwiseMul": "eltwise:ElementwiseMul_rtl",
@@ -108,7 +109,8 @@ def _choose(stock):
             style = getCustomOp(node).get_nodeattr("preferred_impl_style")
             if style == "rtl" and rtl_not_possible(node, model) is None:
                 return "rtl"
-            if node.op_type in ("DuplicateStreams", "Pool") and style in ("", "rtl"):
+            if node.op_type in ("DuplicateStreams", "Pool", "LabelSelect") and \
+                    style in ("", "rtl"):
                 return "hls"  # finn-plus's answer before these had an RTL variant
         return stock(node, fpgapart, model)
     _determine_impl_style.fpgaslim = True

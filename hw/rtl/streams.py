@@ -1,14 +1,16 @@
-"""DuplicateStreams_rtl and Pool_rtl: FINN's generic ops with fpgaslim's hand-written cores.
+"""DuplicateStreams_rtl, Pool_rtl and LabelSelect_rtl: FINN's generic ops with fpgaslim's
+hand-written cores.
 
-Why hand-written: finn-plus 1.6.1 implements DuplicateStreams and Pool only in HLS (finn-hlslib
-StreamingDup, Pool_batch), which needs Vitis HLS to generate and cannot be simulated or
-synthesized with open tools; no library ships RTL for them.
+Why hand-written: finn-plus 1.6.1 implements DuplicateStreams, Pool and LabelSelect only in HLS
+(finn-hlslib StreamingDup, Pool_batch, LabelSelect_Batch), which needs Vitis HLS to generate
+and cannot be simulated or synthesized with open tools; no library ships RTL for them.
 
 Stream formats are FINN's: DuplicateStreams copies each input word (PE elements) to every
 output; Pool reads what FINN's depthwise ConvolutionInputGenerator produces, per output pixel
 and channel fold the K window elements of PE channels one word each (the layout FINN's Pool
 docstring gives: (1, OFMDim, OFMDim, Channels/PE, K, PE)), and writes one word of PE channels
-per window.
+per window; LabelSelect reads Labels/PE words of PE values and writes K indices, one per
+word.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 
 import numpy as np
 from finn.custom_op.fpgadataflow.duplicatestreams import DuplicateStreams
+from finn.custom_op.fpgadataflow.labelselect import LabelSelect
 from finn.custom_op.fpgadataflow.pool import Pool
 from finn.custom_op.fpgadataflow.rtlbackend import RTLBackend
 
@@ -140,3 +143,52 @@ class Pool_rtl(Pool, HandWrittenRTL):  # noqa: N801 (FINN's naming)
         if self.get_nodeattr("Function") == "AvgPool":
             per_lane += acc * acc // 2
         return lut_per_bit(pe * per_lane, 1.0, fixed=8)
+
+
+class LabelSelect_rtl(LabelSelect, HandWrittenRTL):  # noqa: N801 (FINN's naming)
+    """FINN's LabelSelect (top-K class indices) in RTL: hw/rtl/sv/fpgaslim_label_select.sv.
+    Ties as FINN's Python execution (ONNX TopK): the lower index first. One input word per
+    cycle; the K indices of a frame leave while the next frame comes in."""
+
+    CORE_FILES = ("fpgaslim_label_select.sv",)
+    BRIEF = "LabelSelect (indices of the K largest of Labels values)"
+
+    def get_nodeattr_types(self):
+        attrs = {}
+        attrs.update(LabelSelect.get_nodeattr_types(self))
+        attrs.update(RTLBackend.get_nodeattr_types(self))
+        return attrs
+
+    @staticmethod
+    def rtl_not_possible(inst, model) -> str | None:
+        labels, pe, k = (inst.get_nodeattr(a) for a in ("Labels", "PE", "K"))
+        if not inst.get_input_datatype().is_integer():
+            return f"input datatype {inst.get_input_datatype().name} is not an integer"
+        if pe < 1 or labels % pe or not 1 <= k <= labels:
+            return f"Labels {labels}, PE {pe}, K {k}: need PE | Labels and 1 <= K <= Labels"
+        if (labels - 1).bit_length() > inst.get_output_datatype().bitwidth():
+            return f"{inst.get_output_datatype().name} cannot hold index {labels - 1}"
+        return None
+
+    def generic_execute(self, context, graph):
+        LabelSelect.execute_node(self, context, graph)
+
+    def core_instance(self, model):
+        (iname, wi), = self.stream_intf()[0]
+        (oname, wo), = self.stream_intf()[1]
+        idt = self.get_input_datatype()
+        params = {"PE": self.get_nodeattr("PE"), "LABELS": self.get_nodeattr("Labels"),
+                  "K": self.get_nodeattr("K"), "I_WIDTH": idt.bitwidth(),
+                  "I_SIGNED": int(idt.signed()), "O_WIDTH": wo, "I_BITS": wi}
+        plist = ", ".join(f".{k}({v})" for k, v in params.items())
+        return (f"fpgaslim_label_select #({plist}) core (\n"
+                "  .clk(ap_clk), .rst(!ap_rst_n),\n"
+                f"  .idat({iname}_TDATA), .ivld({iname}_TVALID), .irdy({iname}_TREADY),\n"
+                f"  .odat({oname}_TDATA), .ovld({oname}_TVALID), .ordy({oname}_TREADY));")
+
+    def lut_estimation(self, fpgapart):
+        """Per inserted value K comparators and K entry multiplexers (value and index)."""
+        pe, k = self.get_nodeattr("PE"), self.get_nodeattr("K")
+        iw = self.get_input_datatype().bitwidth()
+        idx = max(1, (self.get_nodeattr("Labels") - 1).bit_length())
+        return lut_per_bit(pe * k * (iw + (iw + idx)), 1.0, fixed=2 * k * idx)
