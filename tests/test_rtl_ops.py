@@ -121,7 +121,9 @@ def reference(model, rng, trunc: bool = False) -> dict:
 def specialize(model, style: str | None = "rtl", part: str = PART["xc7"]):
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 
-    m = ModelWrapper(model.model)
+    import copy
+
+    m = ModelWrapper(copy.deepcopy(model.model))  # the cases are shared: never changed
     if style is not None:
         getCustomOp(m.graph.node[0]).set_nodeattr("preferred_impl_style", style)
     return m.transform(SpecializeLayers(part))
