@@ -26,7 +26,7 @@ from torch.utils.data import TensorDataset
 
 from fpgaslim.core.errors import DatasetNotFoundError, UnknownNameError
 
-from .data_sources import content_hash, load_spec, parse_spec, read_idx
+from .data_sources import DataFormatError, content_hash, load_spec, parse_spec, read_idx
 
 ENV_VAR = "FPGASLIM_DATA_DIR"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fpgaslim" / "data"
@@ -174,6 +174,55 @@ def _load_idx(name: str, data_dir, download: bool) -> tuple:
     return xtr[:, None], ytr, xte[:, None], yte, str(d), paths
 
 
+# What the official CIFAR-10 batches hold: a dict of bytes keys, a uint8 numpy array, lists of
+# ints and bytes. Pickled numpy arrays name these three globals (numpy 1 or 2 spelling); a
+# protocol-2 copy re-written by Python 3 also names _codecs.encode (bytes, Python-2 compatible),
+# which only encodes a string.
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"),
+                  ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that admits only the globals an official CIFAR-10 batch names.
+
+    The batches exist only as Python pickles, and a plain `pickle.load` of a file someone
+    handed over runs whatever code the pickle names. This one refuses every other global
+    before anything is called. Hand-written because neither numpy nor the standard library
+    ships a restricted unpickler; it is `pickle`'s documented way to restrict globals."""
+
+    def __init__(self, f, path: Path):
+        super().__init__(f, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise DataFormatError(
+            f"{self.path}: this pickle asks for {module}.{name}, which an official CIFAR-10 "
+            "batch never holds (only numpy arrays, lists and bytes); refusing to load it, "
+            "since a pickle can run code. Use the official cifar-10-python.tar.gz, or convert "
+            "your images to an npz file (--dataset npz:FILE)")
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """One CIFAR-10 batch file (`data_batch_N`, `test_batch`) through `_CifarUnpickler`:
+    a dict with b"data" (N x 3072 uint8) and b"labels"; DataFormatError for anything else."""
+    try:
+        with open(path, "rb") as f:
+            raw = _CifarUnpickler(f, path).load()
+    except DataFormatError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise DataFormatError(f"{path}: not a CIFAR-10 batch ({type(exc).__name__}: {exc})"
+                              ) from exc
+    if not (isinstance(raw, dict) and isinstance(raw.get(b"data"), np.ndarray)
+            and b"labels" in raw):
+        raise DataFormatError(f"{path}: not a CIFAR-10 batch (expected a dict with b'data' "
+                              "and b'labels')")
+    return raw
+
+
 def _load_cifar(data_dir, download: bool):
     d = _fetch("cifar10", [_CIFAR], data_dir, download)
     batches = d / "cifar-10-batches-py"
@@ -182,9 +231,7 @@ def _load_cifar(data_dir, download: bool):
             tar.extractall(d, filter="data")  # "data" filter refuses absolute and ../ paths
 
     def read(fname: str) -> tuple[np.ndarray, np.ndarray]:
-        # The official batches are Python pickles of plain arrays; there is no other format.
-        with open(batches / fname, "rb") as f:
-            raw = pickle.load(f, encoding="bytes")  # noqa: S301
+        raw = read_cifar_batch(batches / fname)
         return raw[b"data"].reshape(-1, 3, 32, 32), np.asarray(raw[b"labels"], dtype=np.int64)
 
     parts = [read(f"data_batch_{i}") for i in range(1, 6)]

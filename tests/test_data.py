@@ -186,3 +186,52 @@ def test_a_run_remembers_its_data_dir_and_refuses_changed_files(tmp_path):
     with pytest.raises(DataChangedError, match="changed"):
         load_for_variant(run, "baseline", download=False)
     assert run.has("baseline")
+
+
+# ------------------------------------------------------------------ CIFAR-10 batches (issue 30)
+def _cifar_folder(tmp_path, batch_bytes=None):
+    """A cifar-10-batches-py folder written the way the official batches are (pickled dicts
+    of a uint8 array and label lists); `batch_bytes` replaces test_batch's content."""
+    import pickle
+
+    d = tmp_path / "cifar10" / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in rng.integers(0, 10, 4)],
+                 b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+                 b"filenames": [b"a.png"] * 4}
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    if batch_bytes is not None:
+        (d / "test_batch").write_bytes(batch_bytes)
+    return tmp_path
+
+
+def test_cifar_batches_load_through_the_restricted_unpickler(tmp_path):
+    from fpgaslim.compress.data import load_dataset
+
+    splits = load_dataset("cifar10", _cifar_folder(tmp_path), download=False)
+    assert splits.test.tensors[0].shape == (4, 3, 32, 32)
+    assert len(splits.train) + len(splits.val) == 20
+
+
+def test_a_cifar_pickle_that_would_run_code_is_refused(tmp_path):
+    import pickle
+
+    from fpgaslim.compress.data import load_dataset
+    from fpgaslim.compress.data_sources import DataFormatError
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {marker}",))
+
+    folder = _cifar_folder(tmp_path, pickle.dumps({b"data": Evil(), b"labels": []}))
+    with pytest.raises(DataFormatError, match=r"test_batch: this pickle asks for (posix|os)\.system"):
+        load_dataset("cifar10", folder, download=False)
+    assert not marker.exists()  # nothing ran
+    # the same bytes through a plain pickle.load would have run it: the test can fail
+    pickle.loads((folder / "cifar10" / "cifar-10-batches-py" / "test_batch").read_bytes())
+    assert marker.exists()
