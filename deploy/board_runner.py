@@ -118,6 +118,14 @@ class Bundle:
             return np.ascontiguousarray(x.astype(dtype))
         return np.ascontiguousarray(x.astype(np.float32))
 
+    def predict(self, y: np.ndarray) -> np.ndarray:
+        """The predicted class per image from the accelerator's output: the first of its
+        top-k indices when the bundle's graph ends in LabelSelect (--topk), else the argmax of
+        the post-processed logits."""
+        if self.info["output"].get("topk"):
+            return np.asarray(y).reshape(len(y), -1)[:, 0].astype(np.int64)
+        return self.postprocess(y).argmax(1)
+
     def postprocess(self, y: np.ndarray) -> np.ndarray:
         """Apply the few host-side ops that follow the accelerator (constants from the graph)."""
         y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
@@ -265,7 +273,7 @@ def run_accuracy(bundle: Bundle, backend: Backend, images: np.ndarray, labels: n
     x = bundle.prepare(images)
     preds = []
     for i in range(0, len(x), batch_size):
-        preds.append(bundle.postprocess(backend.execute(x[i : i + batch_size])).argmax(1))
+        preds.append(bundle.predict(backend.execute(x[i : i + batch_size])))
     pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
     correct = int((pred == labels).sum())
     return {"images": int(len(labels)), "correct": correct,

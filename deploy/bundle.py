@@ -132,6 +132,21 @@ def _accelerator(finn_out: Path, stage: Path) -> dict[str, Any]:
             "source": "none: built without Vivado; the bundle runs simulated only"}
 
 
+def _output_info(graph: Any, post: list[dict[str, Any]], num_classes: int) -> dict[str, Any]:
+    """What the accelerator returns: logits (then the host ops, then argmax), or, when the
+    graph ends in LabelSelect (`--topk K`), the K best class indices, best first."""
+    tail = [n for n in graph.graph.node if n.op_type.startswith("LabelSelect")]
+    if tail and graph.graph.node[-1] is tail[-1]:
+        from qonnx.custom_op.registry import getCustomOp
+
+        k = int(getCustomOp(tail[-1]).get_nodeattr("K"))
+        return {"postprocess": post, "num_classes": num_classes, "topk": k,
+                "note": f"accelerator output: the top-{k} class indices, best first "
+                        "(FINN's LabelSelect); no argmax on the host"}
+    return {"postprocess": post, "num_classes": num_classes,
+            "note": "accelerator output, then these host ops, then argmax"}
+
+
 def make_bundle(finn_out: str | Path, record: Any, board: str, platform: str, clock_ns: float,
                 out_path: str | Path, classes: list[str], final_graph: str,
                 input_scale: float | None = None, extra: dict[str, Any] | None = None) -> Path:
@@ -179,8 +194,7 @@ def make_bundle(finn_out: str | Path, record: Any, board: str, platform: str, cl
                       "model_scale": 1.0 / 255.0, "quantizer_scale": input_scale,
                       "note": "the model computes x/255 and quantizes it to UINT8 with scale "
                               "1/255, so the accelerator's input stream is the raw pixels"},
-            "output": {"postprocess": post, "num_classes": len(classes),
-                       "note": "accelerator output, then these host ops, then argmax"},
+            "output": _output_info(graph, post, len(classes)),
             "classes": classes,
             "graph": {"path": "graph/dataflow.onnx", "source": f"FINN build, {final_graph}"},
             "estimates": {**estimates, "clock_ns": clock_ns,

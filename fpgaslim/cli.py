@@ -251,6 +251,18 @@ def compress() -> None:
               "spec, e.g. npz:test.npz); default seeded random inputs in the input's range")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="MODEL.onnx only: the run folder of the build (default runs/<file stem>)")
+@click.option("--input", "input_dtype", type=click.Choice(["uint8"]),
+              help="MODEL.onnx with a float input: the accelerator reads these pixels p and "
+              "the file's input is (p * SCALE - MEAN) / STD, prepended as FINN's flow does")
+@click.option("--scale", help="with --input: pixel scale, e.g. 1/255 (the default)")
+@click.option("--mean", help="with --input: per-channel mean, e.g. 0.485,0.456,0.406")
+@click.option("--std", help="with --input: per-channel std, e.g. 0.226,0.226,0.226")
+@click.option("--topk", type=click.IntRange(min=1),
+              help="MODEL.onnx only: append FINN's top-k (LabelSelect): the accelerator "
+              "returns the K best class indices, as finn-examples' boards do")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="MODEL.onnx only: YAML/TOML with `input:` {dtype, scale, mean, std} and "
+              "`topk:` (flags override it)")
 @click.option("--target-fps", type=float)
 @click.option("--clock-ns", type=float)
 @click.option("--weights", type=click.Choice(["auto", "onchip", "external"]))
@@ -271,27 +283,44 @@ def compress() -> None:
               help="time limit per layer for --synth / --sim, seconds (default 120)")
 @_handle_errors
 def build(run: Path, variant_id: str, board: str, verify_images: int | str, bitfile: bool,
-          data_spec: str | None, out_dir: Path | None, **opts: Any) -> None:
+          data_spec: str | None, out_dir: Path | None, input_dtype: str | None,
+          scale: str | None, mean: str | None, std: str | None, topk: int | None,
+          config_file: Path | None, **opts: Any) -> None:
     """FINN build of a variant (RUN) or of a QONNX / FINN-ONNX file (MODEL.onnx) for a board:
     estimates, bit-exact verification, report."""
     from fpgaslim.pipeline import build_job
 
     from fpgaslim.hw.report import render
 
+    pixel_opts = {"dtype": input_dtype, "scale": scale, "mean": mean, "std": std}
+    if input_dtype is None and any(v is not None for v in pixel_opts.values()):
+        raise click.UsageError("--scale/--mean/--std describe the pixels of --input: add "
+                               "--input uint8")
     if run.is_file():
+        from fpgaslim.core.config import read_config_file
         from fpgaslim.pipeline import build_onnx_job
 
+        conf = read_config_file(config_file) if config_file else {}
+        extra = set(conf) - {"input", "topk"}
+        if extra:
+            raise click.UsageError(f"{config_file}: unknown key(s) {sorted(extra)}; a build "
+                                   "config holds `input:` and `topk:`")
+        spec = conf.get("input")
+        if input_dtype is not None:
+            spec = {**(spec or {}), **{k: v for k, v in pixel_opts.items() if v is not None}}
         report = build_onnx_job(run, board, out_dir, data_spec,
                                 {k: v for k, v in opts.items() if v is not None},
-                                verify_images=verify_images)
+                                verify_images=verify_images, input=spec,
+                                topk=topk if topk is not None else conf.get("topk"))
         _console().print(render(report))
         where = out_dir or Path("runs") / run.stem
         click.echo(f"build of {run} kept in run folder {where} (variant baseline): use it "
                    f"with maxfit/compare/deploy bundle {where}")
         return
-    if data_spec or out_dir:
-        raise click.UsageError("--data and --out are for building a MODEL.onnx file; a run's "
-                               "variant uses the data its run recorded")
+    if data_spec or out_dir or input_dtype or topk or config_file:
+        raise click.UsageError("--data, --out, --input, --topk and --config are for building a "
+                               "MODEL.onnx file; a run's variant uses the data and model its "
+                               "run recorded")
     if opts.get("synth") not in (None, "none") or opts.get("sim") not in (None, "none"):
         _log_second_opinion_progress()
     report = build_job(run, variant_id, board, {k: v for k, v in opts.items() if v is not None},

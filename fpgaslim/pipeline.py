@@ -198,16 +198,22 @@ def verify_job(run: RunDir | str | Path, variant_id: str, board: str, images: in
 
 def build_onnx_job(path: str | Path, board: str, out: str | Path | None = None,
                    data: str | None = None, overrides: dict | None = None,
-                   verify_images: int | str = 20):
+                   verify_images: int | str = 20, input: dict | None = None,
+                   topk: int | None = None):
     """`fpgaslim build MODEL.onnx`: FINN build of a QONNX / FINN-ONNX file (hw.api.build_onnx);
-    returns its HardwareReport."""
+    returns its HardwareReport. `input`: the pixels and pre-processing (`--input uint8 --scale
+    1/255 --mean .. --std ..`, validated as hw.onnx_input.InputSpec); `topk`: class indices
+    out."""
     from fpgaslim.core.config import validate
     from fpgaslim.hw.api import build_onnx
     from fpgaslim.hw.build import BuildSettings
 
     settings = validate(BuildSettings, {"board": board, **(overrides or {})}, "build options")
+    from fpgaslim.hw.onnx_input import InputSpec
+
+    spec = validate(InputSpec, input, "input") if input is not None else None
     return build_onnx(path, settings.board, out, data, settings=settings,
-                      verify_images=verify_images)
+                      verify_images=verify_images, input=spec, topk=topk)
 
 
 def simulate(run: RunDir | str | Path, variant_id: str, board: str, frames: int = 8,

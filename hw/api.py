@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from .build_key import build_dir_for, is_done, variant_key, write_record
 from .second_opinion import needs_second_opinion
 from .qonnx_export import ensure_qonnx
 from .report import HardwareReport, load_report, save_report
+
+if TYPE_CHECKING:
+    from .onnx_input import InputSpec
 
 __all__ = ["BuildSettings", "HardwareReport", "build_dir_for", "build_onnx", "build_variant",
            "import_onnx", "load_report"]
@@ -131,21 +135,30 @@ def _bits_label(model) -> str:
 
 
 def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
-                verify_images: int | str = 20, seed: int = 0, data_dir: str | None = None):
+                verify_images: int | str = 20, seed: int = 0, data_dir: str | None = None,
+                input: "InputSpec | dict | None" = None, topk: int | None = None):
     """The run folder `out` for QONNX file `path`: its record (variant 'baseline', the file's
     sha256, the input quantizer), the prepared graph and the verification inputs. A folder
     that already holds this file is reused; one that holds another file (or this path with
-    other contents) is an error."""
+    other contents) is an error. `input`: the pixels the accelerator reads and the file's
+    pre-processing (onnx_input.InputSpec), prepended to the graph; `topk`: FINN's top-k
+    appended (the accelerator returns class indices)."""
     from fpgaslim.core.atomic import atomic_write_text
+    from fpgaslim.core.config import validate
     from fpgaslim.compress.data import load_dataset
     from fpgaslim.compress.models.arch import UserArch, UserBits
     from fpgaslim.compress.variants import Accuracy, Variant
     from fpgaslim.core.errors import ConfigError
 
-    from .onnx_input import (open_onnx, prepare_onnx, random_integers, sha256_file,
-                             to_integers)
+    from .onnx_input import (InputSpec, insert_topk, open_onnx, prepare_onnx, random_integers,
+                             sha256_file, to_integers)
     from .qonnx_export import QONNX_FILE, execute_qonnx, load_onnx
 
+    spec = (input if isinstance(input, InputSpec) or input is None
+            else validate(InputSpec, input, "input"))
+    spec_json = spec.model_dump(mode="json") if spec is not None else None
+    if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
+        raise ConfigError(f"topk must be a number of classes >= 1, got {topk!r}")
     path = Path(path).resolve()
     run = RunDir(out)
     graph = open_onnx(path)
@@ -160,12 +173,18 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
                 f"{run.path} already holds a build of {rec.settings.get('file', 'another model')}"
                 f" (sha256 {str(had)[:12]}...), not of {path} (sha256 {digest[:12]}...); give "
                 "another --out, or delete that folder to rebuild")
-        if rec.settings.get("data") == data and rec.settings.get("verify_images") == verify_images:
+        if (rec.settings.get("data") == data
+                and rec.settings.get("verify_images") == verify_images
+                and rec.settings.get("input") == spec_json and rec.settings.get("topk") == topk):
             return run, rec
         (vdir / "record.json").unlink()  # other verification data: a new record, same file
     vdir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, vdir / SOURCE_FILE)
-    iq = prepare_onnx(vdir / SOURCE_FILE, vdir / QONNX_FILE, where=str(path))
+    graph.save(str(vdir / SOURCE_FILE))  # one file: external data (FILE.onnx.data) inline
+    iq = prepare_onnx(vdir / SOURCE_FILE, vdir / QONNX_FILE, where=str(path), input_spec=spec)
+    build_file = QONNX_FILE
+    if topk is not None:  # the build's graph ends in top-k; the reference keeps the logits
+        build_file = f"model_top{topk}.onnx"
+        insert_topk(vdir / QONNX_FILE, vdir / build_file, topk, str(path))
     from .verify import ALL_IMAGES, image_count, is_all
 
     verify_images = ALL_IMAGES if is_all(verify_images) else verify_images
@@ -179,8 +198,9 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
         x = to_integers(iq, splits.test.tensors[0].numpy())
         labels = splits.test.tensors[1].numpy()
         classes = splits.class_names
-        origin_label = (f"{len(x)} test images of {splits.name} (through the input quantizer, "
-                        f"step {iq.step:g})")
+        origin_label = (f"{len(x)} test images of {splits.name} " + (
+            "(as UINT8 pixels, through the prepended pre-processing)" if spec is not None
+            else f"(through the input quantizer, step {iq.step:g})"))
         dataset = splits.name
     else:
         x = random_integers(iq, n, seed)
@@ -203,11 +223,15 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
                     bits=UserBits(label=_bits_label(graph)), source="qonnx",
                     file_sha256=digest)
     rec = Variant(
-        id=vid, method="qonnx-file", dataset=dataset, arch=arch, qonnx=QONNX_FILE,
+        id=vid, method="qonnx-file", dataset=dataset, arch=arch, qonnx=build_file,
         settings={"file": str(path), "data": data, "verify_images": verify_images,
-                  "seed": seed},
+                  "seed": seed, **({"input": spec_json} if spec is not None else {}),
+                  **({"topk": topk} if topk is not None else {})},
         accuracy=acc, **_graph_summary(prepared),
         details={"input_quant": iq.model_dump(), "verify_data": origin_label,
+                 **({"preprocessing": spec.formula()} if spec is not None else {}),
+                 **({"topk": topk, "reference_qonnx": QONNX_FILE} if topk is not None
+                    else {}),
                  "qonnx_accuracy": qonnx_acc, "qonnx_accuracy_source":
                  f"measured: qonnx execution of the QONNX file on {origin_label}"
                  if qonnx_acc is not None else None,
@@ -222,14 +246,18 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
 def build_onnx(path: str | Path, board: str | Board = DEFAULT_BOARD,
                out: str | Path | None = None,
                data: str | None = None, settings: BuildSettings | None = None,
-               verify_images: int | str = 20, data_dir: str | None = None) -> HardwareReport:
+               verify_images: int | str = 20, data_dir: str | None = None,
+               input: "InputSpec | dict | None" = None, topk: int | None = None
+               ) -> HardwareReport:
     """`fpgaslim build MODEL.onnx`: estimate-build any QONNX / FINN-ONNX file for `board` and
     verify the hardware graph integer-exactly against the file itself executed by qonnx, on
     `data` (a dataset spec) or on seeded random inputs inside its input quantizer's range.
     The build lives in run folder `out` (default runs/<file stem>) as variant 'baseline', so
-    maxfit, compare, deploy bundle and the simulated board find it like any variant's."""
+    maxfit, compare, deploy bundle and the simulated board find it like any variant's.
+    `input` / `topk`: pixels in and class indices out (import_onnx)."""
     out = Path(out) if out is not None else Path("runs") / Path(path).stem
-    run, rec = import_onnx(path, out, data, verify_images, data_dir=data_dir)
+    run, rec = import_onnx(path, out, data, verify_images, data_dir=data_dir, input=input,
+                           topk=topk)
     settings = (settings or BuildSettings()).for_board(as_board(board)).resolved()
     return _build_imported(run, rec, settings, verify_images)
 
@@ -251,7 +279,7 @@ def _build_imported(run: RunDir, rec, settings: BuildSettings,
     with np.load(vdir / INPUTS_FILE) as f:
         x, y = f["x"], f["y"]
         saved = f["logits"] if "logits" in f.files else None  # runs imported before it was kept
-    prepared = load_onnx(vdir / rec.qonnx)
+    prepared = load_onnx(vdir / rec.details.get("reference_qonnx", rec.qonnx))
 
     def reference(imgs: np.ndarray) -> np.ndarray:
         if saved is not None and np.array_equal(imgs, x):
@@ -265,7 +293,7 @@ def _build_imported(run: RunDir, rec, settings: BuildSettings,
         vdir / rec.qonnx, work, settings, images=torch.from_numpy(x),
         labels=torch.from_numpy(y) if rec.settings.get("data") else None, variant=rec.id,
         prefix_cache=vdir / "builds" / ".prefix",
-        reference=reference,
+        reference=reference, topk=rec.details.get("topk"),
         reference_source=("simulated: Python execution of the folded FINN dataflow graph "
                           "(generic base ops) vs the QONNX file executed by qonnx "
                           f"(qonnx.core.onnx_exec), CPU, on {label}"))

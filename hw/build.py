@@ -154,7 +154,7 @@ def _resume_step(steps: list[str], last: str = PREFIX_LAST) -> str:
 
 
 def _write_verification_inputs(out: Path, onnx_path: Path, x: torch.Tensor,
-                                model: nn.Module | None, reference: Any
+                                model: nn.Module | None, reference: Any, topk: int | None = None
                                 ) -> tuple[np.ndarray | None, Path | None]:
     """FINN's verification pair (the first image and its expected output: `model`'s, else
     `reference`'s, else the QONNX graph's) and, with a model or reference, all images to
@@ -167,6 +167,10 @@ def _write_verification_inputs(out: Path, onnx_path: Path, x: torch.Tensor,
     elif reference is not None:
         ref_logits = np.asarray(reference(x.numpy()))
         expected = ref_logits[:1]
+        if topk is not None:  # the graph FINN checks returns the top-k indices
+            from .verify import topk_indices
+
+            expected = topk_indices(ref_logits[:1], topk)
     else:
         from .qonnx_export import execute_qonnx, load_onnx
 
@@ -210,7 +214,8 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
                    prefix_cache: Path | None = None,
                    folding_config: Path | None = None,
                    specialize_config: Path | None = None, reference=None,
-                   reference_source: str | None = None) -> HardwareReport:
+                   reference_source: str | None = None, topk: int | None = None
+                   ) -> HardwareReport:
     """Run finn-plus's estimate flow on a QONNX file and return its report.
 
     `images` (raw 0..255 pixels, N x C x H x W) are real test images: the first is FINN's
@@ -223,7 +228,9 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
     specialize-layers config (per node HLS or RTL, the optimizer's mix).
     `reference` (without `model`): a function images -> logits, e.g. the QONNX file executed by
     qonnx, that all images are compared against instead (labelled `reference_source`).
-    The board is settings.board."""
+    The board is settings.board. `topk`: the graph ends in FINN's top-k (LabelSelect): its
+    output is class indices, checked against the reference's top-k; the integers are
+    compared at the last weight layer."""
     settings = settings.resolved()
     board = settings.board
     out = Path(out_dir).resolve()
@@ -239,7 +246,8 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
 
         raise ConfigError("build_estimate needs real input images (verification input)")
     x = images.detach().cpu().float()
-    ref_logits, exec_npy = _write_verification_inputs(out, onnx_path, x, model, reference)
+    ref_logits, exec_npy = _write_verification_inputs(out, onnx_path, x, model, reference,
+                                                      topk)
     job = estimate_job(onnx_path, out, settings, board, exec_npy=exec_npy,
                        folding_config=folding_config, specialize_config=specialize_config)
     job, child, wall = _run_with_prefix(job, onnx_path, settings, prefix_cache)
@@ -252,7 +260,7 @@ def build_estimate(onnx_path: str | Path, out_dir: str | Path, settings: BuildSe
         report.verification = compare_outputs(out / "hw_outputs.npz", model, x, labels,
                                               child["exec_s"], child["last_layer"],
                                               strict=settings.strict, reference=ref_logits,
-                                              reference_source=reference_source)
+                                              reference_source=reference_source, topk=topk)
         report.timings["verify_exec_s"] = child["exec_s"]
     attach_second_opinion(report, out, settings)
     return report

@@ -93,7 +93,10 @@ def model_identity(run: Any, variant_id: str) -> dict[str, Any]:
     rec = run.record(variant_id)
     if rec.is_imported:  # an imported file (hw/api.import_onnx)
         data = rec.details.get("data") or {}
-        return {"model": {"file_sha256": rec.arch.file_sha256},
+        # pixels in / class indices out change the graph that is built (only when given, so
+        # the keys of earlier imports stay as they were)
+        prep = {k: rec.settings[k] for k in ("input", "topk") if rec.settings.get(k) is not None}
+        return {"model": {"file_sha256": rec.arch.file_sha256, **prep},
                 "data": {"inputs_sha256": data.get("sha256"),
                          "label": rec.details.get("verify_data")}}
     origin = recorded_origin(run, variant_id)

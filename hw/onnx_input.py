@@ -19,16 +19,25 @@ k = clip(round(x / step)) (`to_integers`), which is what the quantizer computes 
 from __future__ import annotations
 
 import hashlib
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from fpgaslim.core.errors import CheckpointError, ConfigError, UnsupportedLayerError
 
 _SHAPE_OPS = {"Reshape", "Flatten", "Transpose", "Identity", "Squeeze", "Unsqueeze"}
 INT_INPUT = "fpgaslim_int_input"
+FLOAT_INPUT_HELP = (
+    "FINN needs an integer input stream. If the model takes images, say what the pixels are "
+    "and fpgaslim prepends the pre-processing as FINN's flow does: `--input uint8 --scale "
+    "1/255` for 0..1 input (Brevitas's bnn_pynq CNV/TFC/LFC), plus `--mean M,M,M --std "
+    "S,S,S` for normalised input (e.g. MobileNet-v1: --mean 0.485,0.456,0.406 --std "
+    "0.226,0.226,0.226); `input:` in a config, input= in Python. Otherwise put an input "
+    "quantizer in front (Brevitas QuantIdentity, or x/255 into a UINT8 quantizer as "
+    "fpgaslim's models do)")
 
 
 class InputQuant(BaseModel):
@@ -45,15 +54,174 @@ class InputQuant(BaseModel):
     found: str  # where the datatype came from (node name / annotation)
 
 
+class InputSpec(BaseModel):
+    """Pixels in, whatever the model expects (`--input uint8 --scale 1/255 [--mean M,M,M
+    --std S,S,S]`; `input:` in a config): the accelerator reads `dtype` integers p and the
+    file's input is (p * scale - mean) / std, per channel. As FINN's own flow does for
+    Brevitas's example networks, this pre-processing is prepended to the file as a QONNX graph
+    (qonnx's MergeONNXModels) and streamlining absorbs it (into the first thresholds, or past
+    the first layer); the verification runs against the file plus this pre-processing."""
+
+    model_config = ConfigDict(extra="forbid")
+    dtype: Literal["uint8"] = "uint8"
+    scale: float = 1.0 / 255.0
+    mean: list[float] | None = None  # one value, or one per channel
+    std: list[float] | None = None
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _fraction(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return float(Fraction(v.strip()))
+            except (ValueError, ZeroDivisionError):
+                raise ValueError(f"{v!r} is not a number or a fraction such as 1/255") from None
+        return v
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _values(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)):
+            return [float(v)]
+        if isinstance(v, str):
+            try:
+                return [float(Fraction(t.strip())) for t in v.split(",") if t.strip()]
+            except (ValueError, ZeroDivisionError):
+                raise ValueError(f"{v!r} is not a comma-separated list of numbers "
+                                 "(e.g. 0.485,0.456,0.406)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "InputSpec":
+        if not self.scale > 0:
+            raise ValueError(f"scale must be > 0, got {self.scale:g}")
+        if self.std is not None and any(not s > 0 for s in self.std):
+            raise ValueError(f"std values must be > 0, got {self.std}")
+        if (self.std is None) != (self.mean is None):
+            raise ValueError("give mean and std together (std 1 for a plain offset)")
+        return self
+
+    def per_channel(self, channels: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std), one value per channel of a C-channel input."""
+        out = []
+        for name, v in (("mean", self.mean or [0.0]), ("std", self.std or [1.0])):
+            if len(v) not in (1, channels):
+                raise ConfigError(f"{where}: --{name} has {len(v)} values, the model's input "
+                                  f"has {channels} channels: give 1 or {channels}")
+            out.append(np.broadcast_to(np.asarray(v, np.float32), (channels,)).copy())
+        return out[0], out[1]
+
+    def formula(self) -> str:
+        f = f"p * {Fraction(self.scale).limit_denominator(100000)}"
+        if self.mean is not None:
+            f = f"({f} - {_short(self.mean)}) / {_short(self.std)}"
+        return f"{self.dtype.upper()} pixels p; the file's input is {f}"
+
+
+def _short(v: list[float]) -> str:
+    return ",".join(f"{x:g}" for x in v) if len(v) > 1 else f"{v[0]:g}"
+
+
+def preprocessing_graph(spec: InputSpec, shape: list[int], where: str):
+    """The pre-processing as a QONNX graph: pixels (1 x shape) -> Mul(scale) [-> Sub(mean) ->
+    Div(std)], the form FINN's end-to-end tests prepend (ToTensor / NormalizePreProc)."""
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    full = [1, *shape]
+    nodes, inits = [], []
+
+    def const(name: str, v: np.ndarray) -> str:
+        v = np.asarray(v, dtype=np.float32)
+        inits.append(helper.make_tensor(name, TensorProto.FLOAT, v.shape, v.reshape(-1)))
+        return name
+
+    last = "pre_scaled"
+    nodes.append(helper.make_node("Mul", ["pixels", const("pre_scale", np.float32(spec.scale))],
+                                  [last], name="pre_scale_mul"))
+    if spec.mean is not None:
+        mean, std = spec.per_channel(shape[0], where)
+        bshape = (1, shape[0], *([1] * (len(shape) - 1)))
+        nodes.append(helper.make_node("Sub", [last, const("pre_mean", mean.reshape(bshape))],
+                                      ["pre_centred"], name="pre_mean_sub"))
+        nodes.append(helper.make_node("Div", ["pre_centred",
+                                              const("pre_std", std.reshape(bshape))],
+                                      ["pre_normalised"], name="pre_std_div"))
+        last = "pre_normalised"
+    graph = helper.make_graph(
+        nodes, "fpgaslim_preprocessing",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, full)],
+        [helper.make_tensor_value_info(last, TensorProto.FLOAT, full)], inits)
+    return ModelWrapper(helper.make_model(graph, producer_name="fpgaslim"))
+
+
+def external_data_files(path: Path, proto: Any) -> list[Path]:
+    """The files next to `path` that hold the weights of an ONNX file saved with external data
+    (`FILE.onnx` + `FILE.onnx.data`, as torch's exporter writes them), in order of use."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    seen: list[Path] = []
+    for t in _get_all_tensors(proto):
+        if uses_external_data(t):
+            loc = Path(path).parent / {e.key: e.value for e in t.external_data}["location"]
+            if loc not in seen:
+                seen.append(loc)
+    return seen
+
+
 def sha256_file(path: Path) -> str:
+    """The content hash of an ONNX file and, when it keeps its weights outside, of its
+    external data files too (a changed `.data` is a changed model)."""
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        h = hashlib.file_digest(f, "sha256")
+    if Path(path).suffix == ".onnx":
+        try:
+            import onnx
+
+            extra = external_data_files(path, onnx.load(str(path), load_external_data=False))
+        except Exception:  # not parseable: open_onnx says why
+            extra = []
+        if extra:
+            for data in extra:
+                with open(data, "rb") as f:
+                    h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()
+
+
+def _load_proto(path: Path):
+    """The ONNX protobuf of `path` with its external data (if any) loaded inline."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise CheckpointError(
+            f"{path} is not a valid (Q)ONNX model: it does not parse as an ONNX protobuf "
+            f"({type(exc).__name__}); the file is truncated or not ONNX. Export it again "
+            "(e.g. brevitas.export.export_qonnx) and check that the copy is complete") from exc
+    data = external_data_files(path, proto)
+    missing = [d for d in data if not d.is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{path} keeps its weights in {', '.join(str(d) for d in missing)}, which does not "
+            "exist: copy it next to the .onnx file (same folder, same name), or export again "
+            "with brevitas.export.export_qonnx(..., dynamo=False), which writes one "
+            "self-contained file")
+    if data:
+        try:
+            load_external_data_for_model(proto, str(Path(path).parent))
+        except Exception as exc:
+            raise CheckpointError(f"{path}: its external data ({', '.join(map(str, data))}) "
+                                  f"cannot be read ({type(exc).__name__}: {exc}); the .data "
+                                  "file is truncated or belongs to another export") from exc
+    return proto
 
 
 def open_onnx(path: str | Path):
-    """A qonnx ModelWrapper of a user's file, or a CheckpointError naming the file and what is
-    wrong with it (missing, truncated, not ONNX, no graph, several inputs/outputs)."""
-    import onnx
+    """A qonnx ModelWrapper of a user's file (its external data, if any, loaded inline), or a
+    CheckpointError naming the file and what is wrong with it (missing, truncated, not ONNX,
+    missing external data, no graph, several inputs/outputs)."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     path = Path(path)
@@ -61,13 +229,7 @@ def open_onnx(path: str | Path):
         raise CheckpointError(f"ONNX file {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty: not a (Q)ONNX model")
-    try:
-        proto = onnx.load(str(path))
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise CheckpointError(
-            f"{path} is not a valid (Q)ONNX model: it does not parse as an ONNX protobuf "
-            f"({type(exc).__name__}); the file is truncated or not ONNX. Export it again "
-            "(e.g. brevitas.export.export_qonnx) and check that the copy is complete") from exc
+    proto = _load_proto(path)
     graph = proto.graph
     if len(graph.node) == 0:
         raise CheckpointError(f"{path} is not a valid (Q)ONNX model: its graph has no nodes")
@@ -116,8 +278,7 @@ def read_input_quant(model: Any, where: str = "the graph") -> InputQuant:
             raise UnsupportedLayerError(
                 f"{where}: the input {iname!r} feeds {len(consumers)} nodes"
                 f"{f' (first {first.name!r}, {first.op_type})' if first else ''} without one "
-                "input quantizer in front; FINN needs an integer input: quantize the input "
-                "first (a Brevitas QuantIdentity, or x/255 into a UINT8 quantizer)")
+                f"input quantizer in front: its input is float. {FLOAT_INPUT_HELP}")
         node = consumers[0]
         if node.op_type in _SHAPE_OPS:
             tensor = node.output[0]
@@ -137,9 +298,7 @@ def read_input_quant(model: Any, where: str = "the graph") -> InputQuant:
     if node.op_type != "Quant":
         raise UnsupportedLayerError(
             f"{where}: the input {iname!r} reaches node {node.name!r} (op type {node.op_type}) "
-            "before any quantizer; FINN needs an integer input stream: put an input quantizer "
-            "in front (Brevitas QuantIdentity, or x/255 into a UINT8 quantizer as fpgaslim's "
-            "models do)")
+            f"before any quantizer: its input is float. {FLOAT_INPUT_HELP}")
     scale, zero, bits = (_scalar(model, node.input[i]) for i in (1, 2, 3))
     if scale is None or zero is None or bits is None:
         raise UnsupportedLayerError(
@@ -158,22 +317,30 @@ def read_input_quant(model: Any, where: str = "the graph") -> InputQuant:
                       shape=shape[1:], found=f"Quant node {node.name!r}")
 
 
-def prepare_onnx(src: str | Path, dst: str | Path, where: str | None = None) -> InputQuant:
-    """Write the graph the build starts from (input = the quantizer's integers, annotated);
-    returns the input quantizer it found. qonnx's cleanup runs first (shapes, constant
-    folding, unique names), as for fpgaslim's own exports."""
+def prepare_onnx(src: str | Path, dst: str | Path, where: str | None = None,
+                 input_spec: InputSpec | None = None) -> InputQuant:
+    """Write the graph the build starts from (input = the integers the accelerator reads,
+    annotated); returns what the input stream carries. qonnx's cleanup runs first (shapes,
+    constant folding, unique names), as for fpgaslim's own exports. With `input_spec` the
+    pre-processing is prepended (InputSpec) and the input is its pixels."""
     from onnx import TensorProto, helper
     from qonnx.core.datatype import DataType
     from qonnx.util.cleanup import cleanup_model
 
+    where = where or str(src)
     model = open_onnx(src)
     try:
         model = cleanup_model(model)
     except Exception as exc:
-        raise CheckpointError(f"{where or src}: qonnx cannot process this graph "
+        raise CheckpointError(f"{where}: qonnx cannot process this graph "
                               f"({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    iq = read_input_quant(model, where or str(src))
+    if input_spec is not None:
+        model, iq = _prepend(model, input_spec, where)
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        model.save(str(dst))
+        return iq
+    iq = read_input_quant(model, where)
     iname = model.graph.input[0].name
     if iq.step != 1.0:
         old = model.graph.input[0]
@@ -190,6 +357,48 @@ def prepare_onnx(src: str | Path, dst: str | Path, where: str | None = None) -> 
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     model.save(str(dst))
     return iq
+
+
+def _prepend(model: Any, spec: InputSpec, where: str) -> tuple[Any, InputQuant]:
+    """`model` with `spec`'s pre-processing merged in front (qonnx MergeONNXModels) and its
+    input annotated UINT8."""
+    from qonnx.core.datatype import DataType
+    from qonnx.transformation.merge_onnx_models import MergeONNXModels
+    from qonnx.util.cleanup import cleanup_model
+
+    iname = model.graph.input[0].name
+    shape = [int(d) for d in model.get_tensor_shape(iname)]
+    if len(shape) < 2 or shape[0] != 1:
+        raise ConfigError(f"{where}: input {iname!r} has shape {shape}; export it with batch "
+                          "size 1 (e.g. a 1 x C x H x W example input)")
+    annotated = model.get_tensor_datatype(iname)
+    if annotated is not None and annotated != DataType["FLOAT32"]:
+        raise ConfigError(f"{where}: input {iname!r} is already integer ({annotated.name}); "
+                          "--input is for a float input: leave it out")
+    pre = preprocessing_graph(spec, shape[1:], where)
+    try:
+        merged = cleanup_model(model.transform(MergeONNXModels(pre)))
+    except Exception as exc:
+        raise CheckpointError(f"{where}: qonnx cannot prepend the pre-processing "
+                              f"({type(exc).__name__}: {exc})") from exc
+    merged.set_tensor_datatype(merged.graph.input[0].name, DataType["UINT8"])
+    return merged, InputQuant(dtype="UINT8", bits=8, signed=False, low=0, high=255, step=1.0,
+                              shape=shape[1:], found=f"--input: {spec.formula()} (prepended)")
+
+
+def insert_topk(src: str | Path, dst: str | Path, k: int, where: str) -> None:
+    """`--topk K`: the graph at `src` with FINN's top-k appended (qonnx InsertTopK, which
+    FINN maps to LabelSelect), so that the accelerator returns the K best class indices, as
+    finn-examples' boards do."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.insert_topk import InsertTopK
+
+    model = ModelWrapper(str(src))
+    classes = int(np.prod(model.get_tensor_shape(model.graph.output[0].name)[1:]))
+    if not 1 <= k <= classes:
+        raise ConfigError(f"{where}: --topk {k}: the model has {classes} outputs; give 1.."
+                          f"{classes}")
+    model.transform(InsertTopK(k=k)).save(str(dst))
 
 
 def to_integers(iq: InputQuant, images: np.ndarray) -> np.ndarray:

@@ -75,6 +75,9 @@ class Verification(BaseModel):
     max_abs_logit_diff: float
     images_per_s: float
     compared: str  # what was compared, e.g. "integer accumulators of MVAU_rtl_3"
+    topk: int | None = None  # the graph returns the top-k class indices (--topk)
+    topk_mismatched_images: int | None = None  # images whose indices are not a top-k of the
+    # reference logits (any order among equal logits is a valid top-k)
     decided_images: int | None = None  # images whose top two reference logits are not tied
     layers: LayerVerification | None = None  # per-layer check (hw/verify_layers.py)
     verified: bool | None = None  # zero per-layer errors and every difference explained
@@ -297,17 +300,55 @@ def output_map(hw_int: np.ndarray, hw_out: np.ndarray, last_layer: str
         nz = hw_int != 0
         scale = float(np.median(hw_out[nz] / hw_int[nz])) if nz.any() else 1.0
     bias = np.median(hw_out - scale * hw_int, axis=0) if cols else np.zeros(hw_int.shape[1])
-    resid = np.abs(hw_out - (scale * hw_int + bias))
-    if scale == 0 or resid.max() > 1e-5 * max(1.0, float(np.abs(hw_out).max())):
+    tol = 1e-5 * max(1.0, float(np.abs(hw_out).max()))
+    if scale != 0 and np.abs(hw_out - (scale * hw_int + bias)).max() <= tol:
+        return scale, bias
+    # one scale per class: a per-class affine layer after the last accumulator (BNN-PYNQ's
+    # TensorNorm: FINN keeps its Mul as an ElementwiseMul); columns with one value keep the
+    # common scale
+    per = np.full(hw_int.shape[1], scale, dtype=np.float64)
+    for j in range(hw_int.shape[1]):
+        hi, lo = int(hw_int[:, j].argmax()), int(hw_int[:, j].argmin())
+        if hw_int[hi, j] != hw_int[lo, j]:
+            per[j] = (hw_out[hi, j] - hw_out[lo, j]) / (hw_int[hi, j] - hw_int[lo, j])
+    bias = np.median(hw_out - per * hw_int, axis=0)
+    if len(hw_int) < 3 or (per == 0).any() or \
+            np.abs(hw_out - (per * hw_int + bias)).max() > tol:
         raise VerificationError("the hardware graph's output is not an affine map of its last "
                                 f"layer's integers ({last_layer}); cannot compare exactly")
-    return scale, bias
+    return per, bias
+
+
+def scale_text(scale: float | np.ndarray) -> str:
+    """The output map's scale for a message: one number, or 'per class'."""
+    return f"{float(scale):.6g}" if np.ndim(scale) == 0 else "(per class)"
+
+
+def topk_indices(logits: np.ndarray, k: int) -> np.ndarray:
+    """The k best class indices per image, best first; equal values in index order (the
+    rule of ONNX TopK)."""
+    return np.argsort(-np.asarray(logits, np.float64).reshape(len(logits), -1), axis=1,
+                      kind="stable")[:, :k]
+
+
+def topk_agreement(ref_float: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Per image: are `indices` (N x k) a top-k of the reference logits? Their reference
+    values, in order, must be the k largest, each index once; which of several equal logits
+    comes first is the hardware's choice (LabelSelect and TopK break ties differently)."""
+    k = indices.shape[1]
+    idx = indices.astype(np.int64)
+    if idx.min(initial=0) < 0 or idx.max(initial=0) >= ref_float.shape[1]:
+        return np.zeros(len(idx), dtype=bool)
+    best = -np.sort(-ref_float, axis=1)[:, :k]
+    got = np.take_along_axis(ref_float, idx, axis=1)
+    unique = np.array([len(set(r)) == k for r in idx.tolist()])
+    return np.all(got == best, axis=1) & unique
 
 
 def compare_outputs(hw_npz: Path, model: nn.Module | None, images: torch.Tensor,
             labels: torch.Tensor | None, exec_s: float, last_layer: str, strict: bool = True,
-            reference: np.ndarray | None = None, reference_source: str | None = None
-            ) -> Verification:
+            reference: np.ndarray | None = None, reference_source: str | None = None,
+            topk: int | None = None) -> Verification:
     """Compare the hardware graph's outputs to the Brevitas model's (or, for a QONNX file
     without a PyTorch model, to `reference`: the file's logits executed by qonnx, labelled
     `reference_source`); strict -> raise on any integer mismatch."""
@@ -316,6 +357,9 @@ def compare_outputs(hw_npz: Path, model: nn.Module | None, images: torch.Tensor,
     ref_float = (np.asarray(reference, dtype=np.float64).reshape(len(images), -1)
                  if reference is not None else brevitas_reference(model, images))
     hw_int = hw_int.reshape(ref_float.shape)
+    if topk is not None:
+        return _compare_topk(hw_int, hw_out.reshape(len(ref_float), -1), ref_float, labels,
+                             exec_s, last_layer, strict, topk, reference_source)
     hw_out = hw_out.reshape(ref_float.shape)
     scale, bias = output_map(hw_int, hw_out, last_layer)
     diff = int_diff(ref_float, hw_int, scale, bias)
@@ -336,7 +380,7 @@ def compare_outputs(hw_npz: Path, model: nn.Module | None, images: torch.Tensor,
         max_abs_logit_diff=float(np.abs(hw_out - ref_float).max()),
         images_per_s=n / exec_s if exec_s > 0 else 0.0,
         compared=f"integer output of the dataflow partition (last layer {last_layer}) vs "
-                 f"Brevitas logits mapped back through the graph's output scale {scale:.6g} "
+                 f"Brevitas logits mapped back through the graph's output scale {scale_text(scale)} "
                  "(and bias)")
     if reference_source:
         result.source = reference_source
@@ -368,6 +412,62 @@ def compare_outputs(hw_npz: Path, model: nn.Module | None, images: torch.Tensor,
     return result
 
 
+def _compare_topk(hw_int: np.ndarray, indices: np.ndarray, ref_float: np.ndarray,
+                  labels: torch.Tensor | None, exec_s: float, last_layer: str, strict: bool,
+                  k: int, reference_source: str | None) -> Verification:
+    """compare_outputs for a graph that ends in top-k: the last weight layer's integers
+    against the reference logits (the graph has no logits output, so the map between them is
+    read off the reference: exact when every image agrees), and the indices against the
+    reference's top-k."""
+    try:
+        scale, bias = output_map(hw_int, ref_float, last_layer)
+    except VerificationError:  # not affine: some images differ; the medians still map most
+        scale, bias = _median_map(hw_int, ref_float)
+    diff = int_diff(ref_float, hw_int, scale, bias)
+    bad = int((diff.max(axis=1) > 0).sum())
+    ok_k = topk_agreement(ref_float, indices[:, :k])
+    bad_k = int((~ok_k).sum())
+    n = len(ref_float)
+    acc = brev = None
+    if labels is not None:
+        lab = labels.numpy()
+        acc = float((indices[:, 0] == lab).mean() * 100)
+        brev = float((ref_float.argmax(1) == lab).mean() * 100)
+    decided = decided_images(ref_float)
+    result = Verification(
+        images=n, integer_exact=bad == 0, mismatched_images=bad,
+        max_abs_int_diff=float(diff.max()),
+        argmax_agreement=float((indices[:, 0] == ref_float.argmax(1))[decided].mean())
+        if decided.any() else 1.0, decided_images=int(decided.sum()),
+        hw_accuracy=acc, brevitas_accuracy=brev, max_abs_logit_diff=float(
+            np.abs(scale * hw_int + bias - ref_float).max()),
+        images_per_s=n / exec_s if exec_s > 0 else 0.0,
+        compared=f"integer output of the last weight layer {last_layer} vs the QONNX model's "
+                 f"logits (map {scale_text(scale)} x + bias, read off the reference), and the "
+                 f"top-{k} class indices (LabelSelect) vs the reference's top-{k}",
+        topk=k, topk_mismatched_images=bad_k)
+    if reference_source:
+        result.source = reference_source
+    result.verified = bad == 0 and bad_k == 0
+    if strict and not result.verified:
+        raise VerificationError(
+            f"hardware graph differs from the QONNX model: {bad}/{n} images at {last_layer} "
+            f"(max integer difference {result.max_abs_int_diff:g}), {bad_k}/{n} images whose "
+            f"top-{k} indices are not the reference's")
+    return result
+
+
+def _median_map(hw_int: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+    """A robust (scale, bias) with target ~ scale * hw_int + bias: per-column slopes between
+    each column's extremes, their median; the bias per column as the median residual."""
+    cols = [(target[hi, j] - target[lo, j]) / (hw_int[hi, j] - hw_int[lo, j])
+            for j in range(hw_int.shape[1])
+            for hi, lo in [(int(hw_int[:, j].argmax()), int(hw_int[:, j].argmin()))]
+            if hw_int[hi, j] != hw_int[lo, j]]
+    scale = float(np.median(cols)) if cols else 1.0
+    return scale, np.median(target - scale * hw_int, axis=0)
+
+
 def int_diff(ref_float: np.ndarray, hw_int: np.ndarray, scale: float, bias: np.ndarray
              ) -> np.ndarray:
     """Per-element integer difference between the hardware's last accumulator and reference
@@ -392,7 +492,7 @@ def _check_layers(layer_npz: Path, model: nn.Module, images: torch.Tensor, hw_in
         if (d > 0).any():
             i, j = (int(a) for a in np.argwhere(d > 0)[0])
             first = (f"image {i}, class {j}: hardware accumulator {hw_int[i, j]:g}, "
-                     f"reference {(fed[i, j] - bias[j]) / scale:.6f}")
+                     f"reference {(fed[i, j] - bias[j]) / np.broadcast_to(scale, bias.shape)[j]:.6f}")
         return LayerCheck(layer=last_layer, reference="logits (accumulator)",
                           elements=int(d.size), errors=int((d > 0).sum()), near_ties=0,
                           images_with_errors=int((d.max(axis=1) > 0).sum()),

@@ -1,0 +1,167 @@
+"""FINN's own tutorial networks build as Brevitas exports them (issue 30): float-pixel input
+with the pre-processing prepended (`--input uint8 --scale 1/255`), class indices out (`--topk`),
+external-data ONNX files, and the clear errors around them. Brevitas's own
+`brevitas_examples.bnn_pynq` TFC-W1A1 and CNV-W1A1 (untrained: resources and verification do
+not need trained weights), exported with `export_qonnx(..., dynamo=False)` as FINN's tutorials
+do; only the image count is small."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fpgaslim.cli import main
+from fpgaslim.core.errors import CheckpointError, ConfigError
+
+
+def cli(*args: str):
+    res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert "Traceback" not in res.output, res.output
+    return res
+
+
+def _export(name: str, shape: tuple[int, ...], path: Path, **kw) -> Path:
+    import torch
+    from brevitas.export import export_qonnx
+    from brevitas_examples.bnn_pynq import models
+
+    torch.manual_seed(0)
+    model = getattr(models, name)(pretrained=False).eval()
+    export_qonnx(model, torch.rand(shape), str(path), **kw)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("brevitas_examples")
+    return {"tfc": _export("tfc_1w1a", (1, 1, 28, 28), d / "tfc_1w1a.onnx", dynamo=False),
+            "cnv": _export("cnv_1w1a", (1, 3, 32, 32), d / "cnv_1w1a.onnx", dynamo=False)}
+
+
+def _report(out: Path, board: str = "pynq-z1") -> dict:
+    return json.loads((out / "variants" / "baseline" / "builds" / board / "report.json")
+                      .read_text(encoding="utf-8"))
+
+
+def test_a_float_input_names_the_flag(exports, tmp_path):
+    res = cli("build", exports["cnv"], "--board", "pynq-z1", "--out", tmp_path / "r")
+    assert res.exit_code != 0
+    assert "before any quantizer: its input is float" in res.output
+    assert "--input uint8 --scale 1/255" in res.output
+    assert not (tmp_path / "r" / "variants" / "baseline" / "builds").exists()
+
+
+@pytest.mark.slow
+def test_tfc_w1a1_builds_from_pixels_and_verifies_on_fashion_mnist(exports, tmp_path):
+    out = tmp_path / "tfc"
+    res = cli("build", exports["tfc"], "--board", "pynq-z1", "--out", out, "--input", "uint8",
+              "--scale", "1/255", "--data", "fashion-mnist", "--verify-images", "30")
+    assert res.exit_code == 0, res.output
+    v = _report(out)["verification"]
+    assert v["images"] == 30 and v["integer_exact"] and v["verified"], v
+    assert "QONNX" in v["compared"] and "of fashion-mnist (as UINT8 pixels" in v["source"]
+    rec = json.loads((out / "variants" / "baseline" / "record.json").read_text())
+    assert rec["settings"]["input"] == {"dtype": "uint8", "scale": 1 / 255, "mean": None,
+                                        "std": None}
+    assert rec["details"]["input_quant"]["dtype"] == "UINT8"
+    assert "p * 1/255" in rec["details"]["preprocessing"]
+    # the same command again is the finished build (resumes, nothing redone)
+    built = (out / "variants" / "baseline" / "builds" / "pynq-z1" / "build.json").stat()
+    assert cli("build", exports["tfc"], "--board", "pynq-z1", "--out", out, "--input",
+               "uint8", "--data", "fashion-mnist", "--verify-images", "30").exit_code == 0
+    assert (out / "variants" / "baseline" / "builds" / "pynq-z1" / "build.json"
+            ).stat().st_mtime == built.st_mtime
+
+
+@pytest.mark.slow
+def test_cnv_w1a1_with_top1_builds_bundles_and_returns_indices(exports, tmp_path):
+    from fpgaslim.deploy.board_runner import Bundle, SimulatedBackend, run_accuracy
+
+    out = tmp_path / "cnv"
+    res = cli("build", exports["cnv"], "--board", "pynq-z1", "--out", out, "--input", "uint8",
+              "--topk", "1", "--verify-images", "12")
+    assert res.exit_code == 0, res.output
+    report = _report(out)
+    v = report["verification"]
+    assert v["verified"] and v["integer_exact"] and v["topk"] == 1, v
+    assert v["topk_mismatched_images"] == 0
+    assert "seeded random inputs" in v["source"]
+    ops = [row["op_type"] for row in report["layers"]]
+    assert ops[-1].startswith("LabelSelect"), ops
+    # the file's x/255 and CNV's own 2x - 1 are absorbed into the thresholds of its input
+    # quantizer, which now read the UINT8 pixels
+    assert ops[0].startswith("Thresholding"), ops
+    bundle_path = tmp_path / "cnv.tar.gz"
+    res = cli("deploy", "bundle", out, "--board", "pynq-z1", "--out", bundle_path)
+    assert res.exit_code == 0, res.output
+    b = Bundle.open(bundle_path, tmp_path / "unpacked")
+    assert b.info["output"]["topk"] == 1
+    with np.load(out / "variants" / "baseline" / "verify_inputs.npz") as f:
+        x, logits = f["x"][:4], f["logits"][:4]
+    backend = SimulatedBackend(b)
+    try:
+        got = run_accuracy(b, backend, x, np.zeros(4, dtype=np.int64))
+    finally:
+        backend.close()
+    # the board returns indices; each is a best class of the file's own logits
+    for img, pred in enumerate(got["predictions"]):
+        assert logits[img, pred] == logits[img].max()
+
+
+def test_topk_agreement_accepts_any_order_among_equal_logits():
+    from fpgaslim.hw.verify import topk_agreement, topk_indices
+
+    ref = np.array([[1.0, 3.0, 3.0, 0.0], [2.0, 1.0, 0.0, 5.0]])
+    assert topk_indices(ref, 2).tolist() == [[1, 2], [3, 0]]
+    assert topk_agreement(ref, np.array([[2, 1], [3, 0]])).tolist() == [True, True]
+    assert topk_agreement(ref, np.array([[1, 0], [0, 3]])).tolist() == [False, False]
+    assert topk_agreement(ref, np.array([[1, 1], [3, 9]])).tolist() == [False, False]
+
+
+def test_input_settings_are_validated():
+    from fpgaslim.hw.onnx_input import InputSpec
+
+    s = InputSpec.model_validate({"scale": "1/255", "mean": "0.485,0.456,0.406",
+                                  "std": 0.226})
+    assert s.scale == 1 / 255 and s.mean == [0.485, 0.456, 0.406] and s.std == [0.226]
+    for bad in ({"scale": "one"}, {"scale": 0}, {"mean": "0.5"}, {"mean": "a,b", "std": 1},
+                {"mean": 0.5, "std": -1}, {"dtype": "int4"}, {"sclae": 1}):
+        with pytest.raises(ValueError):
+            InputSpec.model_validate(bad)
+    with pytest.raises(ConfigError, match="--mean has 2 values, the model's input has 3"):
+        InputSpec(mean=[0.1, 0.2], std=[1.0]).per_channel(3, "m.onnx")
+
+
+def test_cli_input_flags_need_input_and_a_file(exports, tmp_path):
+    res = cli("build", exports["tfc"], "--scale", "1/255")
+    assert res.exit_code == 2 and "add --input uint8" in res.output
+    res = cli("build", exports["tfc"], "--input", "uint8", "--mean", "0.1,0.2", "--std", "1",
+              "--out", tmp_path / "r")
+    assert res.exit_code != 0 and "--mean has 2 values, the model's input has 1" in res.output
+
+
+def test_external_data_loads_and_a_missing_data_file_is_named(exports, tmp_path):
+    import onnx
+
+    from fpgaslim.hw.onnx_input import open_onnx, sha256_file
+
+    proto = onnx.load(str(exports["tfc"]))
+    ext = tmp_path / "tfc_ext.onnx"
+    onnx.save(proto, str(ext), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="tfc_ext.onnx.data", size_threshold=1024)
+    assert (tmp_path / "tfc_ext.onnx.data").is_file()
+    m = open_onnx(ext)
+    assert len(m.graph.initializer) == len(proto.graph.initializer)
+    digest = sha256_file(ext)
+    data = (tmp_path / "tfc_ext.onnx.data").read_bytes()
+    (tmp_path / "tfc_ext.onnx.data").write_bytes(data[:-4] + b"\0\0\0\1")
+    assert sha256_file(ext) != digest  # the weights are part of the model's identity
+    (tmp_path / "tfc_ext.onnx.data").unlink()
+    with pytest.raises(CheckpointError, match=r"tfc_ext\.onnx\.data, which does not exist"):
+        open_onnx(ext)
+    res = cli("build", ext, "--input", "uint8", "--out", tmp_path / "r")
+    assert res.exit_code != 0 and "tfc_ext.onnx.data, which does not exist" in res.output
