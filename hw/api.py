@@ -247,32 +247,46 @@ def build_onnx(path: str | Path, board: str | Board = DEFAULT_BOARD,
                out: str | Path | None = None,
                data: str | None = None, settings: BuildSettings | None = None,
                verify_images: int | str = 20, data_dir: str | None = None,
-               input: "InputSpec | dict | None" = None, topk: int | None = None
-               ) -> HardwareReport:
+               input: "InputSpec | dict | None" = None, topk: int | None = None,
+               folding_config: str | Path | None = None) -> HardwareReport:
     """`fpgaslim build MODEL.onnx`: estimate-build any QONNX / FINN-ONNX file for `board` and
     verify the hardware graph integer-exactly against the file itself executed by qonnx, on
     `data` (a dataset spec) or on seeded random inputs inside its input quantizer's range.
     The build lives in run folder `out` (default runs/<file stem>) as variant 'baseline', so
     maxfit, compare, deploy bundle and the simulated board find it like any variant's.
-    `input` / `topk`: pixels in and class indices out (import_onnx)."""
+    `input` / `topk`: pixels in and class indices out (import_onnx). `folding_config`: a
+    FINN folding-config JSON (e.g. finn-examples' published ones) applied after FINN's own
+    folding; the build then lives in builds/<board>-fold<hash>."""
     out = Path(out) if out is not None else Path("runs") / Path(path).stem
     run, rec = import_onnx(path, out, data, verify_images, data_dir=data_dir, input=input,
                            topk=topk)
     settings = (settings or BuildSettings()).for_board(as_board(board)).resolved()
-    return _build_imported(run, rec, settings, verify_images)
+    return _build_imported(run, rec, settings, verify_images, folding_config)
 
 
-def _build_imported(run: RunDir, rec, settings: BuildSettings,
-                    verify_images: int | str) -> HardwareReport:
+def _build_imported(run: RunDir, rec, settings: BuildSettings, verify_images: int | str,
+                    folding_config: str | Path | None = None) -> HardwareReport:
     import torch
 
     from .qonnx_export import execute_qonnx, load_onnx
 
     verify_images = rec.settings.get("verify_images", verify_images)
     bdir = build_dir_for(run, rec.id, settings)
+    extra = None
+    if folding_config is not None:
+        from fpgaslim.core.errors import ConfigError
+
+        from .onnx_input import sha256_file
+
+        folding_config = Path(folding_config).resolve()
+        if not folding_config.is_file():
+            raise ConfigError(f"folding config {folding_config} does not exist")
+        digest = sha256_file(folding_config)
+        extra = {"folding_config_sha256": digest}
+        bdir = bdir.with_name(f"{bdir.name}-fold{digest[:8]}")
     done = bdir / "report.json"
     label = rec.details["verify_data"]
-    key = variant_key(run, rec.id, settings, "estimate", verify_images)
+    key = variant_key(run, rec.id, settings, "estimate", verify_images, extra)
     if is_done(bdir, key):
         return load_report(done)
     vdir = run.variant_dir(rec.id)
@@ -293,7 +307,7 @@ def _build_imported(run: RunDir, rec, settings: BuildSettings,
         vdir / rec.qonnx, work, settings, images=torch.from_numpy(x),
         labels=torch.from_numpy(y) if rec.settings.get("data") else None, variant=rec.id,
         prefix_cache=vdir / "builds" / ".prefix",
-        reference=reference, topk=rec.details.get("topk"),
+        reference=reference, topk=rec.details.get("topk"), folding_config=folding_config,
         reference_source=("simulated: Python execution of the folded FINN dataflow graph "
                           "(generic base ops) vs the QONNX file executed by qonnx "
                           f"(qonnx.core.onnx_exec), CPU, on {label}"))

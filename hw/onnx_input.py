@@ -73,7 +73,7 @@ class InputSpec(BaseModel):
     def _fraction(cls, v: Any) -> Any:
         if isinstance(v, str):
             try:
-                return float(Fraction(v.strip()))
+                return _number(v)
             except (ValueError, ZeroDivisionError):
                 raise ValueError(f"{v!r} is not a number or a fraction such as 1/255") from None
         return v
@@ -85,7 +85,7 @@ class InputSpec(BaseModel):
             return [float(v)]
         if isinstance(v, str):
             try:
-                return [float(Fraction(t.strip())) for t in v.split(",") if t.strip()]
+                return [_number(t) for t in v.split(",") if t.strip()]
             except (ValueError, ZeroDivisionError):
                 raise ValueError(f"{v!r} is not a comma-separated list of numbers "
                                  "(e.g. 0.485,0.456,0.406)") from None
@@ -116,6 +116,12 @@ class InputSpec(BaseModel):
         if self.mean is not None:
             f = f"({f} - {_short(self.mean)}) / {_short(self.std)}"
         return f"{self.dtype.upper()} pixels p; the file's input is {f}"
+
+
+def _number(text: str) -> float:
+    """'0.5', '1/255' or '1/57.6': a number or a quotient of two."""
+    a, slash, b = text.strip().partition("/")
+    return float(a) / float(b) if slash else float(a)
 
 
 def _short(v: list[float]) -> str:
@@ -398,7 +404,9 @@ def insert_topk(src: str | Path, dst: str | Path, k: int, where: str) -> None:
     if not 1 <= k <= classes:
         raise ConfigError(f"{where}: --topk {k}: the model has {classes} outputs; give 1.."
                           f"{classes}")
-    model.transform(InsertTopK(k=k)).save(str(dst))
+    from qonnx.util.cleanup import cleanup_model
+
+    cleanup_model(model.transform(InsertTopK(k=k))).save(str(dst))  # shapes of the new tail
 
 
 def to_integers(iq: InputQuant, images: np.ndarray) -> np.ndarray:

@@ -78,37 +78,39 @@ def test_tfc_w1a1_builds_from_pixels_and_verifies_on_fashion_mnist(exports, tmp_
 
 
 @pytest.mark.slow
-def test_cnv_w1a1_with_top1_builds_bundles_and_returns_indices(exports, tmp_path):
-    from fpgaslim.deploy.board_runner import Bundle, SimulatedBackend, run_accuracy
+def test_readme_cnv_w1a1_with_top1_builds_compares_bundles_and_returns_indices(tmp_path,
+                                                                               monkeypatch):
+    """README "Bring your own": Brevitas's CNV-W1A1 as exported there, through build (pixels
+    in, top-1 out), compare (which runs the optimal folding), bundle and the simulated board."""
+    from test_byo_readme import readme_blocks, run_python, run_shell_block
 
-    out = tmp_path / "cnv"
-    res = cli("build", exports["cnv"], "--board", "pynq-z1", "--out", out, "--input", "uint8",
-              "--topk", "1", "--verify-images", "12")
-    assert res.exit_code == 0, res.output
-    report = _report(out)
+    blocks = readme_blocks()
+    (tmp_path / "export_cnv.py").write_text(blocks["export_cnv.py"], encoding="utf-8")
+    run_python("export_cnv.py", tmp_path)
+    out = run_shell_block(blocks["cli_cnv.sh"], tmp_path, monkeypatch)
+    run = tmp_path / "runs" / "cnv"
+    report = _report(run)
     v = report["verification"]
-    assert v["verified"] and v["integer_exact"] and v["topk"] == 1, v
-    assert v["topk_mismatched_images"] == 0
-    assert "seeded random inputs" in v["source"]
+    assert v["images"] == 8 and v["verified"] and v["integer_exact"] and v["topk"] == 1, v
+    assert v["topk_mismatched_images"] == 0 and "seeded random inputs" in v["source"]
     ops = [row["op_type"] for row in report["layers"]]
     assert ops[-1].startswith("LabelSelect"), ops
     # the file's x/255 and CNV's own 2x - 1 are absorbed into the thresholds of its input
     # quantizer, which now read the UINT8 pixels
     assert ops[0].startswith("Thresholding"), ops
-    bundle_path = tmp_path / "cnv.tar.gz"
-    res = cli("deploy", "bundle", out, "--board", "pynq-z1", "--out", bundle_path)
-    assert res.exit_code == 0, res.output
-    b = Bundle.open(bundle_path, tmp_path / "unpacked")
-    assert b.info["output"]["topk"] == 1
-    with np.load(out / "variants" / "baseline" / "verify_inputs.npz") as f:
-        x, logits = f["x"][:4], f["logits"][:4]
-    backend = SimulatedBackend(b)
-    try:
-        got = run_accuracy(b, backend, x, np.zeros(4, dtype=np.int64))
-    finally:
-        backend.close()
-    # the board returns indices; each is a best class of the file's own logits
-    for img, pred in enumerate(got["predictions"]):
+    import csv
+
+    row = next(csv.DictReader((run / "report" / "comparison.csv").read_text().splitlines()))
+    assert float(row["maxfit_fps"]) >= float(row["fps"]) > 0, row
+    board = json.loads(out[3])
+    assert board["label"] == "simulated" and board["accuracy"]["images"] == 8
+    # the board returns indices; each is a best class of the file's own logits on its pixels
+    from fpgaslim.hw.qonnx_export import execute_qonnx, load_onnx
+
+    with np.load(tmp_path / "pixels.npz") as f:
+        x = f["images"].astype(np.float32)
+    logits = execute_qonnx(load_onnx(run / "variants" / "baseline" / "model.qonnx.onnx"), x)
+    for img, pred in enumerate(board["accuracy"]["predictions"]):
         assert logits[img, pred] == logits[img].max()
 
 
