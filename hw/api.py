@@ -94,6 +94,7 @@ def build_variant(run: RunDir, variant_id: str, board: str | Board = DEFAULT_BOA
 # --------------------------------------------------------------------------- a QONNX file in
 ONNX_VARIANT = "baseline"  # the file is its run's baseline, so --variant can be left out
 SOURCE_FILE, INPUTS_FILE = "source.onnx", "verify_inputs.npz"
+HW_QONNX_FILE = "model.hw.qonnx.onnx"  # the hardware form, where it differs (hw/onnx_input.py)
 
 
 def _graph_summary(model) -> dict:
@@ -150,8 +151,8 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
     from fpgaslim.compress.variants import Accuracy, Variant
     from fpgaslim.core.errors import ConfigError
 
-    from .onnx_input import (InputSpec, insert_topk, open_onnx, prepare_onnx, random_integers,
-                             sha256_file, to_integers)
+    from .onnx_input import (InputSpec, insert_topk, open_onnx, padded_conv_after_offset,
+                             prepare_onnx, random_integers, sha256_file, to_integers)
     from .qonnx_export import QONNX_FILE, execute_qonnx, load_onnx
 
     spec = (input if isinstance(input, InputSpec) or input is None
@@ -182,9 +183,16 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
     graph.save(str(vdir / SOURCE_FILE))  # one file: external data (FILE.onnx.data) inline
     iq = prepare_onnx(vdir / SOURCE_FILE, vdir / QONNX_FILE, where=str(path), input_spec=spec)
     build_file = QONNX_FILE
+    if spec is not None and padded_conv_after_offset(open_onnx(vdir / SOURCE_FILE), spec):
+        # a mean offset before a zero-padded conv: the hardware graph takes the exact integer
+        # form; the reference (QONNX_FILE) stays the file plus its pre-processing as given
+        build_file = HW_QONNX_FILE
+        iq = prepare_onnx(vdir / SOURCE_FILE, vdir / build_file, where=str(path),
+                          input_spec=spec, exact_offset=True)
     if topk is not None:  # the build's graph ends in top-k; the reference keeps the logits
-        build_file = f"model_top{topk}.onnx"
-        insert_topk(vdir / QONNX_FILE, vdir / build_file, topk, str(path))
+        topk_file = f"model_top{topk}.onnx"
+        insert_topk(vdir / build_file, vdir / topk_file, topk, str(path))
+        build_file = topk_file
     from .verify import ALL_IMAGES, image_count, is_all
 
     verify_images = ALL_IMAGES if is_all(verify_images) else verify_images
@@ -230,8 +238,8 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
         accuracy=acc, **_graph_summary(prepared),
         details={"input_quant": iq.model_dump(), "verify_data": origin_label,
                  **({"preprocessing": spec.formula()} if spec is not None else {}),
-                 **({"topk": topk, "reference_qonnx": QONNX_FILE} if topk is not None
-                    else {}),
+                 **({"topk": topk} if topk is not None else {}),
+                 **({"reference_qonnx": QONNX_FILE} if build_file != QONNX_FILE else {}),
                  "qonnx_accuracy": qonnx_acc, "qonnx_accuracy_source":
                  f"measured: qonnx execution of the QONNX file on {origin_label}"
                  if qonnx_acc is not None else None,

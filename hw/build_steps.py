@@ -18,6 +18,7 @@ fpgaslim's steps:
     thresholds (hw/exact_thresholds.py);
   * `step_fpgaslim_streamline`: stock streamlining for plain CNNs; for residual graphs finn-plus's
     StreamlinePlus-based resnet step (the stock one leaves Transpose/Im2Col/MatMul unmapped);
+    for depthwise-separable ones (MobileNet) finn-plus's mobilenet steps;
   * `step_fpgaslim_check_mapped`: any node left outside FINN's HW layers, except the host-side
     output scaling, becomes an UnsupportedLayerError naming it (instead of a partition error);
   * `step_fpgaslim_place_weights`: on-chip/external weight placement as a folding config;
@@ -35,6 +36,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from qonnx.transformation.base import Transformation
 
 from fpgaslim.core.errors import ConfigError, UnknownNameError, UnsupportedLayerError
@@ -169,10 +171,82 @@ class NarrowWideningTrunc(Transformation):
         return model, False
 
 
+class LeadingReshapeToFlatten(Transformation):
+    """A Reshape that flattens the graph's input (1 x C x H x W -> 1 x CHW: Brevitas's
+    bnn_pynq TFC/LFC/SFC `x.view(n, -1)`), possibly behind scalar Mul/Add/Sub/Div (a prepended
+    `x / 255`, TFC's own `2x - 1`), becomes a Flatten(axis=1) on the input itself, the scalar
+    ops after it.
+
+    Why: finn-plus 1.6.1's convert_to_hw turns any static Reshape into a Reshape_rtl layer
+    (InferReshape); at the input that layer moves one element per cycle (784 cycles for
+    28x28), unfolded, and became TFC-W1A1's bottleneck (127,551 fps estimated with
+    finn-examples' own folding, which gives 837,019 img/s on the board). A leading Flatten
+    stays on the host, as FINN's published TFC builds have it (the accelerator reads
+    784-vectors; the board runner reshapes). Scalar elementwise ops commute with a reshape:
+    same values, same order, exact."""
+
+    SCALAR_OPS = ("Mul", "Add", "Sub", "Div")
+
+    def apply(self, model):  # type: ignore[override]
+        from onnx import helper
+
+        iname = model.graph.input[0].name
+        shape = model.get_tensor_shape(iname)
+        if shape is None or len(shape) < 3:
+            return model, False
+        chain, tensor = [], iname
+        while True:
+            consumers = model.find_consumers(tensor)
+            if len(consumers) != 1:
+                return model, False
+            node = consumers[0]
+            if node.op_type == "Reshape":
+                break
+            const = model.get_initializer(node.input[1]) if len(node.input) == 2 else None
+            if (node.op_type not in self.SCALAR_OPS or node.input[0] != tensor
+                    or const is None or np.asarray(const).size != 1):
+                return model, False
+            chain.append(node)
+            tensor = node.output[0]
+        target = model.get_initializer(node.input[1])
+        flat = [shape[0], int(np.prod(shape[1:]))]
+        want = None if target is None else [int(v) for v in np.asarray(target).reshape(-1)]
+        if want not in (flat, [shape[0], -1], [-1, flat[1]]):
+            return model, False
+        out = node.output[0]
+        nodes = list(model.graph.node)
+        idx = min(nodes.index(n) for n in chain + [node])
+        model.graph.node.remove(node)
+        first = f"{iname}_flat"
+        model.graph.node.insert(idx, helper.make_node(
+            "Flatten", [iname], [first], name=node.name or "input_flatten", axis=1))
+        prev = first
+        for i, n in enumerate(chain):  # the scalar ops on the flat tensor, in order
+            n.input[0] = prev
+            prev = n.output[0] if i < len(chain) - 1 else out
+            if i == len(chain) - 1:
+                n.output[0] = out
+            model.set_tensor_shape(n.output[0], flat)
+        from qonnx.transformation.infer_shapes import InferShapes
+
+        return model.transform(InferShapes()), False
+
+
 def _hint(op_type: str) -> str:
     return _FIX_HINT.get(op_type, f"replace the {op_type} with a layer FINN maps (quantized "
                          "conv/linear, QuantReLU thresholds, MaxPool, TruncAvgPool2d, Add with "
                          "a shared quantizer)")
+
+
+def has_depthwise_conv(model: Any) -> bool:
+    """A grouped Conv with one input channel per group (MobileNet's depthwise layers)."""
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            shape = model.get_tensor_shape(node.input[0])
+            if group > 1 and shape is not None and len(shape) > 1 and group == shape[1]:
+                return True
+    return False
 
 
 def is_residual(model: Any) -> bool:
@@ -293,7 +367,7 @@ def step_fpgaslim_prepare(model: Any, cfg: Any) -> Any:
             "accelerator's input would not be integers; build the file with `fpgaslim build "
             "MODEL.onnx`, which puts the step in front of the graph (hw/onnx_input.py)")
     model.set_tensor_datatype(model.graph.input[0].name, DataType[iq.dtype])
-    return model.transform(NarrowWideningTrunc())
+    return model.transform(NarrowWideningTrunc()).transform(LeadingReshapeToFlatten())
 
 
 @register_step
@@ -302,6 +376,10 @@ def step_fpgaslim_streamline(model: Any, cfg: Any) -> Any:
     finn_compat.fast_streamlining() (same graph, byte for byte; hw/fast_streamline.py);
     "stock": finn-plus unchanged."""
     fb = finn_compat.builder()
+    if has_depthwise_conv(model) and not is_residual(model):
+        # finn-plus's MobileNet steps (finn-examples' recipe): the stock streamline leaves the
+        # per-channel scales in front of the depthwise convs, which then stay unmapped
+        return fb.mobilenet_lower_convs(fb.mobilenet_streamline(model, cfg), cfg)
     if not is_residual(model):
         return fb.step_lookup["step_streamline"](model, cfg)
     from qonnx.transformation.general import RemoveUnusedTensors

@@ -218,6 +218,8 @@ def builder() -> Any:
     import finn.builder.build_dataflow_config as bc
     import finn.builder.build_dataflow_steps as bs
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
+    from finn.builder.custom_step_library.mobilenet import (step_mobilenet_lower_convs,
+                                                            step_mobilenet_streamline)
     from finn.builder.custom_step_library.resnet import step_resnet_streamline
     from finn.transformation.streamline.absorb import AbsorbConsecutiveTransposes
     from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
@@ -229,6 +231,8 @@ def builder() -> Any:
         estimate_only_steps=list(bc.estimate_only_dataflow_steps),
         step_lookup=bs.build_dataflow_step_lookup, verify_step=bs.verify_step,
         build_dataflow_cfg=bd.build_dataflow_cfg, resnet_streamline=step_resnet_streamline,
+        mobilenet_streamline=step_mobilenet_streamline,
+        mobilenet_lower_convs=step_mobilenet_lower_convs,
         res_estimation=res_estimation, getHWCustomOp=getHWCustomOp,
         MakeMaxPoolNHWC=MakeMaxPoolNHWC, AbsorbConsecutiveTransposes=AbsorbConsecutiveTransposes)
 
@@ -236,7 +240,8 @@ def builder() -> Any:
 # The names `builder()` provides (the tests check each is there).
 BUILDER_NAMES = ("DataflowBuildConfig", "DataflowOutputType", "VerificationStepType",
                  "ShellFlowType", "estimate_only_steps", "step_lookup", "verify_step",
-                 "build_dataflow_cfg", "resnet_streamline", "res_estimation", "getHWCustomOp",
+                 "build_dataflow_cfg", "resnet_streamline", "mobilenet_streamline",
+                 "mobilenet_lower_convs", "res_estimation", "getHWCustomOp",
                  "MakeMaxPoolNHWC", "AbsorbConsecutiveTransposes")
 
 

@@ -128,7 +128,7 @@ def _short(v: list[float]) -> str:
     return ",".join(f"{x:g}" for x in v) if len(v) > 1 else f"{v[0]:g}"
 
 
-def preprocessing_graph(spec: InputSpec, shape: list[int], where: str):
+def preprocessing_graph(spec: InputSpec, shape: list[int], where: str, opset: int = 13):
     """The pre-processing as a QONNX graph: pixels (1 x shape) -> Mul(scale) [-> Sub(mean) ->
     Div(std)], the form FINN's end-to-end tests prepend (ToTensor / NormalizePreProc)."""
     from onnx import TensorProto, helper
@@ -158,7 +158,8 @@ def preprocessing_graph(spec: InputSpec, shape: list[int], where: str):
         nodes, "fpgaslim_preprocessing",
         [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, full)],
         [helper.make_tensor_value_info(last, TensorProto.FLOAT, full)], inits)
-    return ModelWrapper(helper.make_model(graph, producer_name="fpgaslim"))
+    return ModelWrapper(helper.make_model(graph, producer_name="fpgaslim",
+                                          opset_imports=[helper.make_opsetid("", opset)]))
 
 
 def external_data_files(path: Path, proto: Any) -> list[Path]:
@@ -324,11 +325,14 @@ def read_input_quant(model: Any, where: str = "the graph") -> InputQuant:
 
 
 def prepare_onnx(src: str | Path, dst: str | Path, where: str | None = None,
-                 input_spec: InputSpec | None = None) -> InputQuant:
+                 input_spec: InputSpec | None = None, exact_offset: bool = False
+                 ) -> InputQuant:
     """Write the graph the build starts from (input = the integers the accelerator reads,
     annotated); returns what the input stream carries. qonnx's cleanup runs first (shapes,
     constant folding, unique names), as for fpgaslim's own exports. With `input_spec` the
-    pre-processing is prepended (InputSpec) and the input is its pixels."""
+    pre-processing is prepended (InputSpec) and the input is its pixels; `exact_offset`: in
+    the integer form FINN can build where a mean offset meets a padded conv (the hardware
+    graph; the reference keeps the file's own form)."""
     from onnx import TensorProto, helper
     from qonnx.core.datatype import DataType
     from qonnx.util.cleanup import cleanup_model
@@ -342,7 +346,7 @@ def prepare_onnx(src: str | Path, dst: str | Path, where: str | None = None,
                               f"({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if input_spec is not None:
-        model, iq = _prepend(model, input_spec, where)
+        model, iq = _prepend(model, input_spec, where, exact_offset)
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         model.save(str(dst))
         return iq
@@ -365,9 +369,96 @@ def prepare_onnx(src: str | Path, dst: str | Path, where: str | None = None,
     return iq
 
 
-def _prepend(model: Any, spec: InputSpec, where: str) -> tuple[Any, InputQuant]:
+MAX_OFFSET_FACTOR = 4096  # the largest K tried for the integer form of a mean offset
+
+
+def padded_conv_after_offset(model: Any, spec: InputSpec) -> Any | None:
+    """The zero-padded Conv that the input feeds directly when the pre-processing subtracts a
+    mean: FINN cannot move that offset past the conv (finn-plus's MoveAddPastConv refuses
+    padding, rightly: the padded border would be -mean/std in the file, 0 after the move), so
+    the hardware graph needs the integer form (`integer_offset`). None when there is none."""
+    if spec.mean is None or not any(spec.mean):
+        return None
+    consumers = model.find_consumers(model.graph.input[0].name)
+    if len(consumers) != 1 or consumers[0].op_type != "Conv":
+        return None
+    pads = next((list(a.ints) for a in consumers[0].attribute if a.name == "pads"), [])
+    return consumers[0] if any(pads) else None
+
+
+def integer_offset(spec: InputSpec, channels: int, where: str
+                   ) -> tuple[int, np.ndarray, float]:
+    """(K, c, a) with (p * scale - mean) / std == a * (K * p - c) for every pixel p, c integer
+    per channel: the pre-processing as an integer affine map (exact, so zero padding of K*p - c
+    is zero padding of the file's input) and one scalar a, which moves past the first conv.
+    ConfigError, with the reason, when there is none: std differs between channels (a
+    per-channel scale cannot pass a conv's integer weights), or no K <= MAX_OFFSET_FACTOR
+    makes every mean / scale an integer multiple of 1/K."""
+    spec.per_channel(channels, where)  # the counts checked
+    # the values as given (float64: 0.485 * 255 * 200 is 24735, its float32 copy is not)
+    mean = np.broadcast_to(np.asarray(spec.mean or [0.0], np.float64), (channels,))
+    std = np.broadcast_to(np.asarray(spec.std or [1.0], np.float64), (channels,))
+    if not np.all(std == std[0]):
+        raise UnsupportedLayerError(
+            f"{where}: the pre-processing subtracts a mean before a zero-padded first conv and "
+            f"divides by a different std per channel ({_short(list(map(float, std)))}); FINN "
+            "cannot move that offset past the padding, and the exact integer form needs one std "
+            "for all channels. Export the model with the normalisation inside (a Brevitas input "
+            "quantizer in front), or give one --std")
+    mu = mean.astype(np.float64) / spec.scale  # the mean in pixel units
+    for k in range(1, MAX_OFFSET_FACTOR + 1):
+        c = np.round(k * mu)
+        if np.all(np.abs(k * mu - c) <= 1e-9 * np.maximum(1.0, np.abs(k * mu))):
+            return k, c, float(spec.scale / (k * float(std[0])))
+    raise UnsupportedLayerError(
+        f"{where}: the pre-processing subtracts mean {_short(list(map(float, mean)))} (in pixel "
+        f"units {_short(list(map(float, mu)))}) before a zero-padded first conv; FINN's rewrite "
+        "moves the offset past the conv, which changes every border pixel, and no exact integer "
+        f"form K*p - c exists for K <= {MAX_OFFSET_FACTOR}. Round the mean to a multiple of "
+        "scale / K (e.g. --mean with 1/255 steps), or export with the normalisation inside")
+
+
+def _integer_preprocessing(model: Any, spec: InputSpec, conv: Any, shape: list[int],
+                           where: str, opset: int):
+    """The model with its first conv's output scaled by a, and the pre-processing graph
+    pixels -> Mul(K) -> Sub(c) (integers) that feeds it (`integer_offset`)."""
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    k, c, a = integer_offset(spec, shape[0], where)
+    out = conv.output[0]
+    scaled = f"{out}_fpgaslim_unscaled"
+    conv.output[0] = scaled
+    aname = f"{conv.name or 'conv'}_fpgaslim_prescale"
+    model.set_initializer(aname, np.asarray(a, dtype=np.float32))
+    idx = list(model.graph.node).index(conv)
+    model.graph.node.insert(idx + 1, helper.make_node("Mul", [scaled, aname], [out],
+                                                      name=f"{aname}_mul"))
+    if len(conv.input) > 2 and model.get_initializer(conv.input[2]) is not None:
+        model.set_initializer(conv.input[2], (model.get_initializer(conv.input[2]) / a)
+                              .astype(np.float32))  # conv(q) + b / a, then times a
+    bshape = (1, shape[0], *([1] * (len(shape) - 1)))
+    inits = [helper.make_tensor("pre_factor", TensorProto.FLOAT, [], [float(k)]),
+             helper.make_tensor("pre_offset", TensorProto.FLOAT, bshape,
+                                c.astype(np.float32).tolist())]
+    nodes = [helper.make_node("Mul", ["pixels", "pre_factor"], ["pre_kp"], name="pre_factor_mul"),
+             helper.make_node("Sub", ["pre_kp", "pre_offset"], ["pre_int"],
+                              name="pre_offset_sub")]
+    full = [1, *shape]
+    graph = helper.make_graph(
+        nodes, "fpgaslim_integer_preprocessing",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, full)],
+        [helper.make_tensor_value_info("pre_int", TensorProto.FLOAT, full)], inits)
+    pre = ModelWrapper(helper.make_model(graph, producer_name="fpgaslim",
+                                         opset_imports=[helper.make_opsetid("", opset)]))
+    return model, pre, (k, c, a)
+
+
+def _prepend(model: Any, spec: InputSpec, where: str, exact_offset: bool = False
+             ) -> tuple[Any, InputQuant]:
     """`model` with `spec`'s pre-processing merged in front (qonnx MergeONNXModels) and its
-    input annotated UINT8."""
+    input annotated UINT8. `exact_offset`: where the input feeds a zero-padded conv and the
+    pre-processing subtracts a mean, the integer form (`integer_offset`) for the hardware."""
     from qonnx.core.datatype import DataType
     from qonnx.transformation.merge_onnx_models import MergeONNXModels
     from qonnx.util.cleanup import cleanup_model
@@ -381,15 +472,31 @@ def _prepend(model: Any, spec: InputSpec, where: str) -> tuple[Any, InputQuant]:
     if annotated is not None and annotated != DataType["FLOAT32"]:
         raise ConfigError(f"{where}: input {iname!r} is already integer ({annotated.name}); "
                           "--input is for a float input: leave it out")
-    pre = preprocessing_graph(spec, shape[1:], where)
+    opsets = list(model.model.opset_import)
+    default = next((o.version for o in opsets if o.domain in ("", "ai.onnx")), 13)
+    conv = padded_conv_after_offset(model, spec) if exact_offset else None
+    form = ""
+    if conv is not None:
+        model, pre, (k, c, a) = _integer_preprocessing(model, spec, conv, shape[1:], where,
+                                                       default)
+        form = (f"; hardware form {k} * p - [{_short(list(map(float, c)))}] into conv "
+                f"{conv.name!r}, its output times {a:.6g} (exact: the padding stays zero)")
+    else:
+        pre = preprocessing_graph(spec, shape[1:], where, opset=default)
     try:
-        merged = cleanup_model(model.transform(MergeONNXModels(pre)))
+        merged = model.transform(MergeONNXModels(pre))
+        # qonnx 1.0.0's merge keeps only the default domain's opset; the file's own (e.g.
+        # qonnx.custom_op.general 2: Trunc v2, which FINN's avg-pool conversion reads) go back
+        del merged.model.opset_import[:]
+        merged.model.opset_import.extend(opsets)
+        merged = cleanup_model(merged)
     except Exception as exc:
         raise CheckpointError(f"{where}: qonnx cannot prepend the pre-processing "
                               f"({type(exc).__name__}: {exc})") from exc
     merged.set_tensor_datatype(merged.graph.input[0].name, DataType["UINT8"])
     return merged, InputQuant(dtype="UINT8", bits=8, signed=False, low=0, high=255, step=1.0,
-                              shape=shape[1:], found=f"--input: {spec.formula()} (prepended)")
+                              shape=shape[1:],
+                              found=f"--input: {spec.formula()} (prepended{form})")
 
 
 def insert_topk(src: str | Path, dst: str | Path, k: int, where: str) -> None:
