@@ -151,8 +151,8 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
     from fpgaslim.compress.variants import Accuracy, Variant
     from fpgaslim.core.errors import ConfigError
 
-    from .onnx_input import (InputSpec, insert_topk, open_onnx, padded_conv_after_offset,
-                             prepare_onnx, random_integers, sha256_file, to_integers)
+    from .onnx_input import (InputSpec, insert_topk, open_onnx, prepare_onnx, random_integers,
+                             sha256_file, to_integers)
     from .qonnx_export import QONNX_FILE, execute_qonnx, load_onnx
 
     spec = (input if isinstance(input, InputSpec) or input is None
@@ -183,12 +183,15 @@ def import_onnx(path: str | Path, out: str | Path, data: str | None = None,
     graph.save(str(vdir / SOURCE_FILE))  # one file: external data (FILE.onnx.data) inline
     iq = prepare_onnx(vdir / SOURCE_FILE, vdir / QONNX_FILE, where=str(path), input_spec=spec)
     build_file = QONNX_FILE
-    if spec is not None and padded_conv_after_offset(open_onnx(vdir / SOURCE_FILE), spec):
+    if spec is not None and spec.mean is not None:
         # a mean offset before a zero-padded conv: the hardware graph takes the exact integer
         # form; the reference (QONNX_FILE) stays the file plus its pre-processing as given
-        build_file = HW_QONNX_FILE
-        iq = prepare_onnx(vdir / SOURCE_FILE, vdir / build_file, where=str(path),
-                          input_spec=spec, exact_offset=True)
+        hw_iq = prepare_onnx(vdir / SOURCE_FILE, vdir / HW_QONNX_FILE, where=str(path),
+                             input_spec=spec, exact_offset=True)
+        if hw_iq.hardware_form:
+            build_file, iq = HW_QONNX_FILE, hw_iq
+        else:
+            (vdir / HW_QONNX_FILE).unlink()
     if topk is not None:  # the build's graph ends in top-k; the reference keeps the logits
         topk_file = f"model_top{topk}.onnx"
         insert_topk(vdir / build_file, vdir / topk_file, topk, str(path))

@@ -60,6 +60,10 @@ _FIX_HINT = {
            "quantizer and that pooling is TruncAvgPool2d with FLOOR rounding",
     "AveragePool": "use brevitas TruncAvgPool2d with FLOOR rounding instead of nn.AvgPool2d",
     "GlobalAveragePool": "use brevitas TruncAvgPool2d with FLOOR rounding",
+    "TopK": "--topk's LabelSelect needs integer scores, and the layer in front of it ends in a "
+            "float scale or per-class float bias FINN cannot fold away (e.g. a classifier "
+            "with an unquantized bias): build without --topk (the host takes the argmax of "
+            "the logits), or quantize the classifier's bias",
 }
 
 # ----------------------------------------------------------------------------- the registry
@@ -232,6 +236,62 @@ class LeadingReshapeToFlatten(Transformation):
         return model.transform(InferShapes()), False
 
 
+class MoveInputTransposeToFront(Transformation):
+    """Constant Mul/Add ops on the input (scalar or per channel, 1 x C x 1 x 1) followed by
+    the NCHW -> NHWC Transpose that lowering a conv puts in front of its Im2Col: the Transpose
+    goes first, the constants are laid out channels-last (1 x 1 x 1 x C).
+
+    Why: fpgaslim's exact integer form of a mean offset (hw/onnx_input.py `integer_offset`)
+    leaves `K*p - c` in front of the first conv; lowered, the Transpose sits between those ops
+    and the conv, where FINN makes it a Shuffle layer (no cycle estimate, a needless layer)
+    instead of the host-side layout change it is at the input. Elementwise ops commute with a
+    transpose when their constants are transposed too: exact."""
+
+    def apply(self, model):  # type: ignore[override]
+        iname = model.graph.input[0].name
+        chain, tensor = [], iname
+        while True:
+            consumers = model.find_consumers(tensor)
+            if len(consumers) != 1:
+                return model, False
+            node = consumers[0]
+            if node.op_type == "Transpose":
+                break
+            const = model.get_initializer(node.input[1]) if len(node.input) == 2 else None
+            if node.op_type not in ("Mul", "Add") or node.input[0] != tensor or const is None:
+                return model, False
+            shape = model.get_tensor_shape(tensor)
+            if const.size != 1 and (const.ndim != 4 or const.shape != (1, shape[1], 1, 1)):
+                return model, False
+            chain.append(node)
+            tensor = node.output[0]
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        if not chain or perm != [0, 2, 3, 1]:
+            return model, False
+        out = node.output[0]
+        # the Transpose reads the input; the chain reads the Transpose's output
+        node.input[0] = iname
+        first_in = f"{iname}_nhwc"
+        node.output[0] = first_in
+        chain[0].input[0] = first_in
+        chain[-1].output[0] = out
+        nchw = model.get_tensor_shape(iname)
+        nhwc = [nchw[i] for i in perm]
+        model.set_tensor_shape(first_in, nhwc)
+        for n in chain:
+            const = model.get_initializer(n.input[1])
+            if const.size != 1:
+                model.set_initializer(n.input[1], np.transpose(const, perm).copy())
+            model.set_tensor_shape(n.output[0], nhwc)
+        nodes = list(model.graph.node)
+        model.graph.node.remove(node)
+        model.graph.node.insert(min(nodes.index(n) for n in chain), node)
+        from qonnx.transformation.infer_data_layouts import InferDataLayouts
+        from qonnx.transformation.infer_datatypes import InferDataTypes
+
+        return model.transform(InferDataTypes()).transform(InferDataLayouts()), False
+
+
 def _hint(op_type: str) -> str:
     return _FIX_HINT.get(op_type, f"replace the {op_type} with a layer FINN maps (quantized "
                          "conv/linear, QuantReLU thresholds, MaxPool, TruncAvgPool2d, Add with "
@@ -379,9 +439,11 @@ def step_fpgaslim_streamline(model: Any, cfg: Any) -> Any:
     if has_depthwise_conv(model) and not is_residual(model):
         # finn-plus's MobileNet steps (finn-examples' recipe): the stock streamline leaves the
         # per-channel scales in front of the depthwise convs, which then stay unmapped
-        return fb.mobilenet_lower_convs(fb.mobilenet_streamline(model, cfg), cfg)
+        model = fb.mobilenet_lower_convs(fb.mobilenet_streamline(model, cfg), cfg)
+        return model.transform(MoveInputTransposeToFront())
     if not is_residual(model):
-        return fb.step_lookup["step_streamline"](model, cfg)
+        model = fb.step_lookup["step_streamline"](model, cfg)
+        return model.transform(MoveInputTransposeToFront())
     from qonnx.transformation.general import RemoveUnusedTensors
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
 

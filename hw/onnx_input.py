@@ -52,6 +52,8 @@ class InputQuant(BaseModel):
     step: float  # model input = integer * step (1.0: the integers are the model's input)
     shape: list[int]  # one input, without the batch dimension
     found: str  # where the datatype came from (node name / annotation)
+    # --input before a zero-padded conv: the exact integer form the hardware graph takes
+    hardware_form: str | None = None
 
 
 class InputSpec(BaseModel):
@@ -148,10 +150,13 @@ def preprocessing_graph(spec: InputSpec, shape: list[int], where: str, opset: in
     if spec.mean is not None:
         mean, std = spec.per_channel(shape[0], where)
         bshape = (1, shape[0], *([1] * (len(shape) - 1)))
-        nodes.append(helper.make_node("Sub", [last, const("pre_mean", mean.reshape(bshape))],
+        # one value for every channel: a scalar, which FINN moves past a conv
+        mean, std = (v[:1] if np.all(v == v[0]) else v for v in (mean, std))
+        mshape, sshape = ((1,) * len(bshape) if v.size == 1 else bshape for v in (mean, std))
+        nodes.append(helper.make_node("Sub", [last, const("pre_mean", mean.reshape(mshape))],
                                       ["pre_centred"], name="pre_mean_sub"))
         nodes.append(helper.make_node("Div", ["pre_centred",
-                                              const("pre_std", std.reshape(bshape))],
+                                              const("pre_std", std.reshape(sshape))],
                                       ["pre_normalised"], name="pre_std_div"))
         last = "pre_normalised"
     graph = helper.make_graph(
@@ -451,6 +456,12 @@ def _integer_preprocessing(model: Any, spec: InputSpec, conv: Any, shape: list[i
         [helper.make_tensor_value_info("pre_int", TensorProto.FLOAT, full)], inits)
     pre = ModelWrapper(helper.make_model(graph, producer_name="fpgaslim",
                                          opset_imports=[helper.make_opsetid("", opset)]))
+    from qonnx.core.datatype import DataType
+
+    # integer constants, so that qonnx infers integer tensors (FINN then maps the two ops and
+    # the conv's Im2Col reads integers)
+    pre.set_tensor_datatype("pre_factor", DataType.get_smallest_possible(k))
+    pre.set_tensor_datatype("pre_offset", DataType.get_smallest_possible(-int(c.max()) - 1))
     return model, pre, (k, c, a)
 
 
@@ -479,8 +490,8 @@ def _prepend(model: Any, spec: InputSpec, where: str, exact_offset: bool = False
     if conv is not None:
         model, pre, (k, c, a) = _integer_preprocessing(model, spec, conv, shape[1:], where,
                                                        default)
-        form = (f"; hardware form {k} * p - [{_short(list(map(float, c)))}] into conv "
-                f"{conv.name!r}, its output times {a:.6g} (exact: the padding stays zero)")
+        form = (f"{k} * p - [{_short(list(map(float, c)))}] into conv {conv.name!r}, its "
+                f"output times {a:.6g} (exact: the padding stays zero)")
     else:
         pre = preprocessing_graph(spec, shape[1:], where, opset=default)
     try:
@@ -495,8 +506,8 @@ def _prepend(model: Any, spec: InputSpec, where: str, exact_offset: bool = False
                               f"({type(exc).__name__}: {exc})") from exc
     merged.set_tensor_datatype(merged.graph.input[0].name, DataType["UINT8"])
     return merged, InputQuant(dtype="UINT8", bits=8, signed=False, low=0, high=255, step=1.0,
-                              shape=shape[1:],
-                              found=f"--input: {spec.formula()} (prepended{form})")
+                              shape=shape[1:], found=f"--input: {spec.formula()} (prepended)",
+                              hardware_form=form or None)
 
 
 def insert_topk(src: str | Path, dst: str | Path, k: int, where: str) -> None:

@@ -167,3 +167,57 @@ def test_external_data_loads_and_a_missing_data_file_is_named(exports, tmp_path)
         open_onnx(ext)
     res = cli("build", ext, "--input", "uint8", "--out", tmp_path / "r")
     assert res.exit_code != 0 and "tfc_ext.onnx.data, which does not exist" in res.output
+
+
+PADDED_FIRST_CONV = '''
+import torch, brevitas.nn as qnn
+from torch import nn
+from brevitas.export import export_qonnx
+from brevitas.quant import Int8WeightPerTensorFloat
+
+
+class W4(Int8WeightPerTensorFloat):
+    bit_width = 4
+
+
+torch.manual_seed(0)
+net = nn.Sequential(
+    qnn.QuantConv2d(3, 8, 3, padding=1, bias=False, weight_quant=W4), nn.BatchNorm2d(8),
+    qnn.QuantReLU(bit_width=4), nn.MaxPool2d(2),
+    qnn.QuantConv2d(8, 8, 4, bias=False, weight_quant=W4), nn.BatchNorm2d(8),
+    qnn.QuantReLU(bit_width=4), nn.Flatten(), qnn.QuantLinear(8, 10, bias=False, weight_quant=W4))
+net.train()
+with torch.no_grad():  # activation statistics on normalised inputs
+    for _ in range(4):
+        net((torch.rand(16, 3, 8, 8) - 0.5) / 0.5)
+export_qonnx(net.eval(), torch.rand(1, 3, 8, 8), "padconv.onnx", dynamo=False)
+'''
+
+
+@pytest.mark.slow
+def test_a_mean_offset_before_a_padded_conv_builds_in_its_exact_integer_form(tmp_path):
+    """A normalised float input straight into a zero-padded conv (MobileNet's shape of the
+    problem): FINN cannot move the offset past the padding; the hardware graph takes K*p - c
+    and verifies bit-exactly against the file plus its pre-processing as given."""
+    import subprocess
+    import sys
+
+    (tmp_path / "make.py").write_text(PADDED_FIRST_CONV, encoding="utf-8")
+    subprocess.run([sys.executable, "make.py"], cwd=tmp_path, check=True, capture_output=True)
+    out = tmp_path / "run"
+    res = cli("build", tmp_path / "padconv.onnx", "--input", "uint8", "--mean",
+              "0.5,0.25,0.125", "--std", "0.5", "--out", out, "--verify-images", "16")
+    assert res.exit_code == 0, res.output
+    v = _report(out)["verification"]
+    assert v["integer_exact"] and v["verified"] and v["images"] == 16, v
+    rec = json.loads((out / "variants" / "baseline" / "record.json").read_text())
+    assert rec["qonnx"] == "model.hw.qonnx.onnx"
+    assert rec["details"]["reference_qonnx"] == "model.qonnx.onnx"  # the file's own form
+    assert rec["details"]["input_quant"]["hardware_form"].startswith("8 * p - [1020,510,255]")
+    # the padding stays on the accelerator, after the integer offset
+    ops = [row["op_type"] for row in _report(out)["layers"]]
+    assert ops[:3] == ["ElementwiseMul_hls", "ElementwiseAdd_hls", "FMPadding_rtl"], ops
+    # no exact form with a std per channel: refused, with the reason, before any build
+    res = cli("build", tmp_path / "padconv.onnx", "--input", "uint8", "--mean",
+              "0.5,0.25,0.125", "--std", "0.5,0.25,0.5", "--out", tmp_path / "r2")
+    assert res.exit_code != 0 and "different std per channel" in res.output, res.output
