@@ -370,7 +370,7 @@ def verify(run: Path, variant_id: str, board: str, images: int | str, as_json: b
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--variant", "variant_id", default="baseline", show_default=True)
-@click.option("--board", default="pynq-z1", show_default=True)
+@click.option("--board", default=DEFAULT_BOARD, show_default=True)
 @click.option("--frames", default=8, show_default=True, help="test images streamed back to back")
 @click.option("--timeout", "timeout_s", default=900.0, show_default=True,
               help="time limit of the whole simulation (compile included), seconds")
@@ -483,9 +483,9 @@ def maxfit(run: Path, variant_id: str, board: str, method: str, budget_lut: floa
               help="report folder (default: <first run>/report)")
 @click.option("--detail", help="variant (or run/variant) of the per-layer plots")
 @click.option("--maxfit/--no-maxfit", "run_maxfit", default=True, show_default=True,
-              help="first run the optimal folding (85 % LUT, HLS/RTL per layer) of every "
-              "variant x board that has no max-fit yet (about a minute per variant; cached by "
-              "its build key, so only the first compare pays); --no-maxfit: only what is saved")
+              help=f"first run the optimal folding ({LUT_BUDGET:g} % LUT, HLS/RTL per layer) of "
+              "every variant x board that has no max-fit yet (about a minute per variant; cached "
+              "by its build key, so only the first compare pays); --no-maxfit: only what is saved")
 @_handle_errors
 def compare(runs: tuple[Path, ...], out: Path | None, detail: str | None,
             run_maxfit: bool) -> None:
