@@ -34,6 +34,7 @@ from common import RESULTS, machine, markdown_table, publish  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "finn_examples"
 BNN = {"scale": "1/255"}  # bnn_pynq models take 0..1 floats (ToTensor) and compute 2x - 1
+CALIBRATION_BATCHES = 4
 IMAGENET = {"scale": "1/255", "mean": [0.485, 0.456, 0.406], "std": [0.226, 0.226, 0.226]}
 
 #: name -> (brevitas_examples factory, input shape, input spec, verification data, builds);
@@ -51,6 +52,9 @@ NETWORKS: dict[str, dict[str, Any]] = {
     # finn-examples builds MobileNet-v1 at 5.4 ns on ZCU104 and 3.0 ns on U250 (build.py)
     "mobilenet-v1-w4a4": {"factory": ("imagenet_classification", "quant_mobilenet_v1_4b"),
                           "shape": (1, 3, 224, 224), "input": IMAGENET, "data": None,
+                          # its classifier adds a float per-class bias after the last
+                          # accumulator: no integer scores for LabelSelect (argmax on the host)
+                          "topk": None,
                           "builds": [("zcu104", "mobilenet-v1_ZCU104_folding_config.json", 5.4),
                                      ("u250", "mobilenet-v1_U250_folding_config.json", 3.0)]},
 }
@@ -101,8 +105,15 @@ def export(name: str, out: Path) -> Path:
     path = out / f"{name}.onnx"
     if not path.is_file():
         torch.manual_seed(0)
-        model = getattr(models, fn)(pretrained=False).eval()
-        export_qonnx(model, torch.rand(spec["shape"]), str(path), dynamo=False)
+        model = getattr(models, fn)(pretrained=False)
+        # untrained weights, but BatchNorm and activation-scale statistics from a few random
+        # batches (as after training): with the initial statistics a deep untrained network's
+        # activations all quantize to 0 and its outputs are constant
+        model.train()
+        with torch.no_grad():
+            for _ in range(CALIBRATION_BATCHES):
+                model(torch.rand(8, *spec["shape"][1:]))
+        export_qonnx(model.eval(), torch.rand(spec["shape"]), str(path), dynamo=False)
     return path
 
 
@@ -125,7 +136,7 @@ def build_row(name: str, path: Path, board: str, config: str | None, clock_ns: f
     report = build_onnx(path, board, work / name, data=spec["data"],
                         settings=BuildSettings(board=board, clock_ns=clock_ns, strict=False,
                                                timeout_s=3600),
-                        verify_images=images, input=spec["input"], topk=1,
+                        verify_images=images, input=spec["input"], topk=spec.get("topk", 1),
                         folding_config=cfg)
     v = report.verification
     perf = report.throughput
@@ -213,7 +224,9 @@ def main() -> None:
     meta = {"networks": args.only or list(NETWORKS), "verify_images": args.images,
             "wall_s": round(time.time() - t_all, 1),
             "exported_with": "brevitas.export.export_qonnx(model, torch.rand(shape), path, "
-                             "dynamo=False), untrained (torch.manual_seed(0))",
+                             "dynamo=False), untrained (torch.manual_seed(0)), BatchNorm and "
+                             f"activation statistics from {CALIBRATION_BATCHES} random batches "
+                             "of 8 in train mode",
             "finn_examples_commit": "810a1e7759163ac313cb7739743da4184fb9135d"}
     publish("ecosystem-cpu", meta, rows, "\n".join(md), extra={"published": PUBLISHED},
             results_dir=RESULTS)

@@ -301,6 +301,12 @@ def output_map(hw_int: np.ndarray, hw_out: np.ndarray, last_layer: str
         scale = float(np.median(hw_out[nz] / hw_int[nz])) if nz.any() else 1.0
     bias = np.median(hw_out - scale * hw_int, axis=0) if cols else np.zeros(hw_int.shape[1])
     tol = 1e-5 * max(1.0, float(np.abs(hw_out).max()))
+    if not cols and len(hw_int) > 1 and np.all(hw_int == hw_int[0]) \
+            and np.all(hw_out == hw_out[0]):
+        # every image gives the same accumulators and outputs (e.g. an untrained network
+        # whose activations all quantize to 0): the scale cannot be read off; outputs that
+        # are constant too compare as they are (scale 1, bias = output - integers)
+        return 1.0, (hw_out[0] - hw_int[0]).astype(np.float64)
     if scale != 0 and np.abs(hw_out - (scale * hw_int + bias)).max() <= tol:
         return scale, bias
     # one scale per class: a per-class affine layer after the last accumulator (BNN-PYNQ's
