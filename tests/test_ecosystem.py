@@ -69,10 +69,12 @@ def test_tfc_w1a1_builds_from_pixels_and_verifies_on_fashion_mnist(exports, tmp_
                                         "std": None}
     assert rec["details"]["input_quant"]["dtype"] == "UINT8"
     assert "p * 1/255" in rec["details"]["preprocessing"]
-    # the same command again is the finished build (resumes, nothing redone)
+    # the same settings again, from a config file, are the finished build (nothing redone)
     built = (out / "variants" / "baseline" / "builds" / "pynq-z1" / "build.json").stat()
-    assert cli("build", exports["tfc"], "--board", "pynq-z1", "--out", out, "--input",
-               "uint8", "--data", "fashion-mnist", "--verify-images", "30").exit_code == 0
+    cfg = tmp_path / "build.yaml"
+    cfg.write_text("input: {dtype: uint8, scale: 1/255}\n", encoding="utf-8")
+    assert cli("build", exports["tfc"], "--board", "pynq-z1", "--out", out, "--config", cfg,
+               "--data", "fashion-mnist", "--verify-images", "30").exit_code == 0
     assert (out / "variants" / "baseline" / "builds" / "pynq-z1" / "build.json"
             ).stat().st_mtime == built.st_mtime
 
@@ -139,6 +141,10 @@ def test_input_settings_are_validated():
 
 
 def test_cli_input_flags_need_input_and_a_file(exports, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("input: {dtype: uint8}\ntop_k: 1\n", encoding="utf-8")
+    res = cli("build", exports["tfc"], "--config", cfg, "--out", tmp_path / "r")
+    assert res.exit_code == 2 and "unknown key(s) ['top_k']" in res.output
     res = cli("build", exports["tfc"], "--scale", "1/255")
     assert res.exit_code == 2 and "add --input uint8" in res.output
     res = cli("build", exports["tfc"], "--input", "uint8", "--mean", "0.1,0.2", "--std", "1",
