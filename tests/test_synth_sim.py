@@ -144,9 +144,12 @@ def test_wrong_weights_make_the_mvau_simulation_differ(tiny_build):
 
     snap = tiny_build[5]
     hdl, binary = snap / "hdl", snap / "sim"
-    head, *rows = (hdl / "stream_in.txt").read_text().split("\n")
-    n_in, n_out, _ = map(int, head.split())
-    in_words = [sum(int(v) << (32 * k) for k, v in enumerate(r.split())) for r in rows[:n_in]]
+    # the testbench's input file: "max_cycles stall", then per input stream its word count and
+    # words, then per output stream its expected word count (hw/rtlsim_verilator.run_streams)
+    lines = (hdl / "stream_in.txt").read_text().split("\n")
+    n_in = int(lines[1])
+    rows, n_out = lines[2:2 + n_in], int(lines[2 + n_in])
+    in_words = [sum(int(v) << (32 * k) for k, v in enumerate(r.split())) for r in rows]
     out = [int(v) for v in (hdl / "stream_out.txt").read_text().split()]
     n32 = (len(out) - 3) // out[2]
     intf = {"s_axis": [("in0_V", 32 * len(rows[0].split()))], "m_axis": [("out0_V", 32 * n32)]}
