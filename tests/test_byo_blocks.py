@@ -26,7 +26,7 @@ from brevitas.quant import Uint8ActPerTensorFloat
 from torch import nn
 from torch.utils.data import TensorDataset
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "bring-your-own.md"
 
 
 class PixelQuant(Uint8ActPerTensorFloat):
@@ -273,7 +273,7 @@ def test_resconv_chain_errors_name_the_block_or_layer():
 
 
 def test_readme_residual_blocks_example(tmp_path, monkeypatch):
-    """The README's protocol example, as written: the model file and its CLI lines."""
+    """docs/bring-your-own.md's protocol example, as written: the model file and its CLI lines."""
     from click.testing import CliRunner
 
     from fpgaslim.cli import main

@@ -1,4 +1,4 @@
-"""README "Bring your own": the section's code blocks, run as written in an empty folder.
+"""docs/bring-your-own.md: the page's code blocks, run as written in an empty folder.
 
 Each block is marked `<!-- byo: NAME -->`; Python blocks are written to NAME and run as
 scripts (so a class defined in one lives in `__main__`, as for a user), shell blocks run
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "bring-your-own.md"  # the blocks' page
 _BLOCK = re.compile(r"<!-- byo: (\S+) -->\n```\w+\n(.*?)```", re.DOTALL)
 
 
@@ -50,13 +50,13 @@ def run_shell_block(block: str, cwd: Path, monkeypatch) -> list[str]:
             assert board_runner.main(argv[1:] + ["--out", "board.json"]) == 0, line
             outputs.append((cwd / "board.json").read_text(encoding="utf-8"))
         else:
-            raise AssertionError(f"unexpected command in the README block: {line}")
+            raise AssertionError(f"unexpected command in the docs block: {line}")
     return outputs
 
 
 @pytest.fixture(scope="module")
 def byo_dir(tmp_path_factory):
-    """An empty folder holding the README's files and its data."""
+    """An empty folder holding the page's files and its data."""
     d = tmp_path_factory.mktemp("byo")
     blocks = readme_blocks()
     for name in ("make_data.py", "my_model.py", "add_model.py", "export_qonnx.py"):

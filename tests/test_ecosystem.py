@@ -82,7 +82,7 @@ def test_tfc_w1a1_builds_from_pixels_and_verifies_on_fashion_mnist(exports, tmp_
 @pytest.mark.slow
 def test_readme_cnv_w1a1_with_top1_builds_compares_bundles_and_returns_indices(tmp_path,
                                                                                monkeypatch):
-    """README "Bring your own": Brevitas's CNV-W1A1 as exported there, through build (pixels
+    """docs/bring-your-own.md: Brevitas's CNV-W1A1 as exported there, through build (pixels
     in, top-1 out), compare (which runs the optimal folding), bundle and the simulated board."""
     from test_byo_readme import readme_blocks, run_python, run_shell_block
 

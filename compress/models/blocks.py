@@ -56,8 +56,8 @@ from fpgaslim.core.errors import ConfigError
 from ..stats import probe_forward
 from .arch import BitWidths
 
-#: where the README documents the protocol (the errors point there)
-DOC = "README 'Bring your own' > 'Residual blocks'"
+#: where the docs explain the protocol (the errors point there)
+DOC = "docs/bring-your-own.md, 'Bring your own' > 'Residual blocks'"
 RESIDUAL_END = "residual_end"
 SHORTCUT = "residual_shortcut"
 
