@@ -42,7 +42,8 @@ def dead_if_pruned(b: ResConv) -> bool:
     benchmark (issue 20's recipe, seed 0): sparse training left blocks.6.conv2 with g = -0.009
     and the smallest score. Keeping it did not cure that run's collapse, though: pruned without
     it the network is still at chance (9.8 % validation accuracy, 91.8 % before pruning), so
-    the collapse has another cause (README, Known issues)."""
+    the collapse has another cause: ranking by the penalty instead of the measured branch ratio
+    (docs/compression.md, `prune_by`)."""
     return b.spec.shortcut in ("identity", "avgpool") and float(b.g.detach()) <= 0
 
 
