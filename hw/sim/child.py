@@ -63,6 +63,16 @@ class _KeepBefore:
         return model, False
 
 
+def _install_rtl_ops() -> None:
+    """fpgaslim's own RTL ops (hw/rtl: DuplicateStreams, ElementwiseAdd/Mul, Pool, ...), so
+    a graph that holds them loads; nothing where that package is absent."""
+    try:
+        from ..rtl import install
+    except ImportError:
+        return
+    install()
+
+
 def run_child(job: dict) -> int:
     from .. import finn_compat
 
@@ -77,6 +87,7 @@ def run_child(job: dict) -> int:
     result: dict = {}
     try:
         finn_compat.activate()
+        _install_rtl_ops()
         from qonnx.core.modelwrapper import ModelWrapper
 
         from . import sizing
