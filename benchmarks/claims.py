@@ -33,9 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 _NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+|\d+)"
-# a number not glued to a word, a path or a version (ResNet-20, w4a4, 1/255, 1.6.1)
+# a number not glued to a word, a path or a version (ResNet-20, w4a4, 1/255, 1.6.1); the
+# end of a range (72-80 %) is a figure
 _FIGURE = re.compile(
-    r"(?<![\w.\-/,+])(?P<num>" + _NUM + r")(?!\d|\.\d|,\d|\w*/\d)"
+    r"(?<![\w.,/+])(?<![A-Za-z_]-)(?<!--)(?P<num>" + _NUM + r")(?!\d|\.\d|,\d|\w*/\d)"
     r"(?P<unit>\s?(?:%|fps\b|images/s\b|s\b|min\b|MB\b|GB\b|points?\b|k\b|M\b|G\b)|x\b)?")
 _MARK = re.compile(r"<!--\s*(claim|given):\s*(.*?)\s*-->")
 _VERSIONED = ("python", "torch", "finn-plus", "qonnx", "brevitas", "onnx", "verilator", "yosys",
