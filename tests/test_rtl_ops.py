@@ -286,6 +286,7 @@ def _simulate(name, where: Path, cache: Path, stall: float = 0.0, corrupt: bool 
 
 
 @needs_verilator
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bit_exact_in_verilator(name, tmp_path, runtime_cache):
     """Every output word equal to FINN's Python execution, also with 35 % of cycles without
@@ -306,6 +307,7 @@ def test_bit_exact_in_verilator(name, tmp_path, runtime_cache):
 
 
 @needs_verilator
+@pytest.mark.slow
 def test_a_wrong_word_is_caught(tmp_path, runtime_cache):
     """The comparison can fail: one flipped bit in the expected stream is one bad word."""
     _, (r,) = _simulate("add_mixed_pe2", tmp_path, runtime_cache, corrupt=True)
