@@ -16,6 +16,8 @@
  *		product gives a signed zero as IEEE 754 does.
  *		C_WORDS: the constant table, read in stream order and repeated
  *		every C_WORDS words (scalar: 1, per channel: C/PE).
+ *		Two stages: the products (a DSP's multiplier and its register),
+ *		then normalization and rounding into the output skid buffer.
  ***************************************************************************/
 
 module fpgaslim_mul_fp32 #(
@@ -45,8 +47,11 @@ module fpgaslim_mul_fp32 #(
 	localparam int unsigned  LW = $clog2(PW) + 1;
 
 	uwire  srdy;
-	uwire  take = avld && srdy;
-	assign	ardy = srdy;
+	// stage 1: the products |a| * M, their signs and exponents (registered)
+	logic  S1Vld = 0;
+	uwire  s1_load = !S1Vld || srdy;	// stage 1 moves on when the skid takes its word
+	uwire  take = avld && s1_load;
+	assign	ardy = s1_load;
 
 	localparam int unsigned  IDX_W = C_WORDS > 1? $clog2(C_WORDS) : 1;
 	logic [IDX_W-1:0]  Idx = '0;
@@ -54,28 +59,38 @@ module fpgaslim_mul_fp32 #(
 		if(rst)  Idx <= '0;
 		else if(take)  Idx <= (Idx == IDX_W'(C_WORDS-1))? '0 : Idx + 1;
 	end
+	always_ff @(posedge clk) begin
+		if(rst)  S1Vld <= 0;
+		else if(s1_load)  S1Vld <= avld;
+	end
 
 	uwire [PE*32-1:0]  r;
 	for(genvar  i = 0; i < PE; i++) begin : genLane
 		uwire [A_WIDTH-1:0]  ai = adat[i*A_WIDTH +: A_WIDTH];
-		uwire  cs = C_SIGN[Idx*PE + i];
-		uwire [23:0]  cm = C_MANT[(Idx*PE + i)*24 +: 24];
-		uwire [10:0]  ce = C_EXP[(Idx*PE + i)*11 +: 11];
-
 		uwire  aneg = A_SIGNED && ai[A_WIDTH-1];
 		uwire [A_WIDTH-1:0]  amag = aneg? -ai : ai;
-		uwire [PW-1:0]  p = PW'(amag) * PW'(cm);
 
-		// position of the leading one
+		logic [PW-1:0]  P;	// |a| * M
+		logic  Sgn;		// sign of the result
+		logic [10:0]  Ce;	// E + 127 + 1024
+		always_ff @(posedge clk) begin
+			if(take) begin
+				P <= PW'(amag) * PW'(C_MANT[(Idx*PE + i)*24 +: 24]);
+				Sgn <= aneg ^ C_SIGN[Idx*PE + i];
+				Ce <= C_EXP[(Idx*PE + i)*11 +: 11];
+			end
+		end
+
+		// stage 2: position of the leading one, normalization, rounding
 		logic [LW-1:0]  lead;
 		always_comb begin
 			lead = '0;
 			for(int unsigned  k = 0; k < PW; k++)
-				if(p[k])  lead = LW'(k);
+				if(P[k])  lead = LW'(k);
 		end
 
-		// normalize to the leading one at bit PW-1 (PW+2 bits: guard, sticky room)
-		uwire [PW+1:0]  n = {p, 2'b00} << (PW - 1 - lead);
+		// normalized to the leading one at bit PW+1 (two more bits: guard, sticky room)
+		uwire [PW+1:0]  n = {P, 2'b00} << (PW - 1 - lead);
 		uwire [23:0]  top = n[PW+1 -: 24];
 		uwire  guard = n[PW+1-24];
 		uwire  sticky = |n[PW+1-25:0];
@@ -83,15 +98,15 @@ module fpgaslim_mul_fp32 #(
 		uwire [24:0]  rounded = {1'b0, top} + 25'(up);
 		uwire  carry = rounded[24];
 		uwire [22:0]  frac = carry? rounded[23:1] : rounded[22:0];
-		// biased exponent: lead + E + 127 (ce holds E + 127 + 1024)
-		uwire [11:0]  bexp = 12'(lead) + 12'(ce) + 12'(carry) - 12'd1024;
-		uwire  zero = (p == '0);
-		assign	r[i*32 +: 32] = zero? {aneg ^ cs, 31'b0} : {aneg ^ cs, bexp[7:0], frac};
+		// biased exponent: lead + E + 127 (Ce holds E + 127 + 1024)
+		uwire [11:0]  bexp = 12'(lead) + 12'(Ce) + 12'(carry) - 12'd1024;
+		uwire  zero = (P == '0);
+		assign	r[i*32 +: 32] = zero? {Sgn, 31'b0} : {Sgn, bexp[7:0], frac};
 	end : genLane
 
 	fpgaslim_skid #(.DATA_WIDTH(PE*32)) obuf (
 		.clk, .rst,
-		.idat(r), .ivld(take), .irdy(srdy),
+		.idat(r), .ivld(S1Vld), .irdy(srdy),
 		.odat, .ovld, .ordy
 	);
 
