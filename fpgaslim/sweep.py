@@ -109,6 +109,16 @@ class ParallelSettings(BaseModel):
     dask_scheduler: str | None = None  # e.g. tcp://10.0.0.5:8786
 
 
+class SimulateSettings(BaseModel):
+    """`simulate:` of a sweep: every build's stitched design run in Verilator after the
+    builds (`fpgaslim simulate`, hw/sim); needs all-RTL builds (build: {prefer_rtl: true})."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    frames: int = Field(8, ge=2)
+    timeout_s: float = Field(900.0, gt=0)
+
+
 class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     run_dir: str
@@ -121,6 +131,7 @@ class SweepConfig(BaseModel):
     # test images each build is verified on; "all": the whole test split
     verify_images: Annotated[int, Field(ge=0)] | Literal["all"] = 20
     folding_search: FoldingSearchSettings = FoldingSearchSettings(enabled=False)
+    simulate: SimulateSettings = SimulateSettings()
     parallel: ParallelSettings = ParallelSettings()
     report_dir: str | None = None  # default: <run_dir>/report
 
@@ -163,6 +174,10 @@ class SweepConfig(BaseModel):
         self.build_by_board = by_board
         for step in self.methods:
             step.resolved_settings()
+        if self.simulate.enabled and not all(self.build_for(b).get("prefer_rtl")
+                                             for b in self.board_names):
+            raise ValueError("simulate.enabled: the simulation needs all-RTL builds; set "
+                             "build: {prefer_rtl: true}")
         return self
 
     def build_for(self, board: str) -> dict[str, Any]:
@@ -314,6 +329,10 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
                   total=len(plan.todo) + len(plan.search_todo))
         failures = _execute(config, run, plan, work, bar)
         bar.advance()
+        if config.simulate.enabled:
+            bar.stage("Verilator simulations of the stitched designs")
+            work["simulate"] = _simulate(config, run, plan, failures)
+            bar.advance()
 
         bar.stage("comparison report")
         from fpgaslim.compare import compare_runs
@@ -325,6 +344,38 @@ def run_sweep(config: SweepConfig, progress: bool | None = None) -> SweepResult:
         bar.advance()
     return SweepResult(run_dir=str(run.path), variants=variants, builds=plan.builds,
                        maxfit=plan.maxfit, work_done=work, report=report, failures=failures)
+
+
+def _simulate(config: SweepConfig, run: RunDir, plan: "_Plan", failures: dict[str, str]
+              ) -> int:
+    """`fpgaslim simulate` of every build that built and has no simulation of
+    `config.simulate.frames` frames newer than its report; one at a time (each compiles with
+    the machine's cores). Failures go into `failures` as "<variant>@<board> simulate". Returns
+    how many ran."""
+    from fpgaslim.hw.sim.api import simulate_build
+    from fpgaslim.hw.sim.records import Simulation
+
+    ran = 0
+    for key, report in plan.builds.items():
+        if key in failures or not Path(report).is_file():
+            continue
+        vid, board = key.rsplit("@", 1)
+        bdir = Path(report).parent
+        saved = bdir / "work" / "simulate" / "simulation.json"
+        if saved.is_file() and saved.stat().st_mtime >= Path(report).stat().st_mtime:
+            try:
+                if Simulation.model_validate_json(saved.read_text(encoding="utf-8")
+                                                  ).frames == config.simulate.frames:
+                    continue
+            except ValueError:
+                pass
+        try:
+            simulate_build(run, vid, board, config.simulate.frames,
+                           timeout_s=config.simulate.timeout_s, build_dir=bdir)
+        except FpgaslimError as exc:
+            failures[f"{key} simulate"] = str(exc)
+        ran += 1
+    return ran
 
 
 @dataclass

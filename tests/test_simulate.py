@@ -150,6 +150,39 @@ def test_sized_depths_reach_finn_hardware_flow(simulated, rtl_build, tmp_path):
 
 
 @needs_sim
+def test_sweep_simulates_and_compare_shows_it(simulated, rtl_build, tmp_path):
+    """`simulate: {enabled: true, frames: 8}` in a sweep over the fixture's run: the build and
+    its 8-frame simulation are already there (resumed, nothing run again), and the comparison
+    has the simulated fps beside FINN's."""
+    import csv
+
+    from fpgaslim.pipeline import TrainJob
+    from fpgaslim.sweep import SweepConfig, run_sweep
+
+    sim = json.loads(simulated[0].output)
+    cfg = SweepConfig(run_dir=str(rtl_build.path), baseline=TrainJob(model=MODEL),
+                      build={"prefer_rtl": True}, verify_images=4,
+                      simulate={"enabled": True, "frames": 8}, report_dir=str(tmp_path / "rep"))
+    result = run_sweep(cfg, progress=False)
+    assert result.work_done["simulate"] == 0 and result.work_done["builds"] == 0, result
+    assert not result.failures
+    rows = list(csv.DictReader(open(result.report["csv"], encoding="utf-8")))
+    assert len(rows) == 1
+    assert float(rows[0]["sim_fps"]) == pytest.approx(sim["fps"])
+    md = Path(result.report["markdown"]).read_text(encoding="utf-8")
+    assert "simulated fps" in md and "Verilator simulation of the stitched design" in md
+
+
+def test_sweep_simulate_needs_rtl_builds():
+    from fpgaslim.core.errors import ConfigError
+    from fpgaslim.core.config import validate
+    from fpgaslim.sweep import SweepConfig
+
+    with pytest.raises(ConfigError, match="prefer_rtl"):
+        validate(SweepConfig, {"run_dir": "r", "simulate": {"enabled": True}}, "sweep")
+
+
+@needs_sim
 def test_a_rerun_uses_the_compiled_simulators(rtl_build, simulated):
     from fpgaslim.hw.sim.api import simulate_build
 

@@ -38,6 +38,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("maxfit_LUT", "max-fit LUT"), Column("maxfit_BRAM_18K", "max-fit BRAM_18K"),
     Column("maxfit_DSP", "max-fit DSP"),
     Column("fps", "default fps", "{:,.1f}", "frames/s"),
+    Column("sim_fps", "simulated fps", "{:,.1f}", "frames/s"),
     Column("latency_us", "latency us", "{:,.1f}", "us"), Column("fits", "fits", "{}"),
 )
 #: boards in this order in every table (then any other board by name): the catalogue's
@@ -104,6 +105,10 @@ class ComparisonRow(BaseModel):
     verified: str | None = None  # e.g. "bit-exact 10/10" (simulated)
     hw_accuracy: float | None = None  # % of the verified images the hardware graph gets right
     hw_accuracy_images: int | None = None  # how many test images that is (simulated)
+    # `fpgaslim simulate` of this build (hw/sim): fps of the stitched design with sized FIFOs,
+    # only when its outputs were bit-exact and nothing deadlocked; sim_note says otherwise
+    sim_fps: float | None = None
+    sim_note: str | None = None
     report: str  # path of report.json
 
     @property

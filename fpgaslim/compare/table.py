@@ -142,7 +142,24 @@ def make_row(label: str, record: Variant, report: HardwareReport, build: Path,
         maxfit_none_fits=maxfit_searched and maxfit is None, verified=verified,
         hw_accuracy=ver.hw_accuracy if ver is not None else None,
         hw_accuracy_images=ver.images if ver is not None else None,
-        report=str(build / "report.json"), **(maxfit_res or {}))
+        report=str(build / "report.json"), **(maxfit_res or {}), **read_simulation(build))
+
+
+def read_simulation(build: Path) -> dict[str, Any]:
+    """The `fpgaslim simulate` result saved in a build folder (hw/sim): its fps when the
+    stitched design's outputs were bit-exact and nothing deadlocked, else why not."""
+    from fpgaslim.hw.sim.records import Simulation
+
+    path = build / "work" / "simulate" / "simulation.json"
+    if not path.is_file():
+        return {}
+    try:
+        sim = Simulation.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        return {"sim_note": f"unreadable {path.name}: {str(exc)[:80]}"}
+    if sim.deadlock or not sim.outputs_exact:
+        return {"sim_note": "deadlock" if sim.deadlock else "outputs differ"}
+    return {"sim_fps": sim.fps}
 
 
 def _legend(reports: list[HardwareReport], maxfits: list[Figure]) -> dict[str, str]:
@@ -171,6 +188,11 @@ def _legend(reports: list[HardwareReport], maxfits: list[Figure]) -> dict[str, s
                              + " | ".join(sorted(capacity)))
     legend["maxfit_fps"] = (distinct([f.source for f in maxfits]) if maxfits else
                             f"folding search ({MAXFIT_FILE}); empty: no search was run")
+    from fpgaslim.hw.sim.records import SOURCE as SIM_SOURCE
+
+    legend["sim_fps"] = (f"{SIM_SOURCE} (fpgaslim simulate: sized FIFOs, the build's clock; "
+                         "shown only when its outputs were bit-exact and nothing deadlocked); "
+                         "empty: not simulated")
     for k in ("LUT", "BRAM_18K", "DSP"):
         legend[f"maxfit_{k}"] = ("the max-fit folding's FINN estimate (optimal folding: its "
                                  "confirming estimate build; search: % of board x capacity)")

@@ -26,6 +26,8 @@ def cell(row: ComparisonRow, col: Column, multi_run: bool = False) -> str:
         return row.key
     if col.key == "maxfit_fps" and row.maxfit_none_fits:
         return "none fits"
+    if col.key == "sim_fps" and value is None and row.sim_note:
+        return row.sim_note
     if value is None:
         return ""
     if col.key == "fits":
@@ -44,7 +46,7 @@ def _multi_run(rows: Sequence[ComparisonRow]) -> bool:
 CSV_EXTRA = ("run", "parent", "dataset", "board_display", "build", "test_images",
              "onchip_bram18k_equiv", "weight_bits_onchip", "bandwidth_percent", "bottleneck",
              "status", "maxfit_none_fits", "maxfit_method", "maxfit_URAM", "verified",
-             "hw_accuracy_images", "report")
+             "hw_accuracy_images", "sim_note", "report")
 
 
 def to_csv(rows: Sequence[ComparisonRow]) -> str:

