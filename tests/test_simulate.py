@@ -32,6 +32,22 @@ needs_sim = pytest.mark.skipif(bool(MISSING), reason=f"the Verilator simulation 
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _quick_compile():
+    """The test designs are small and run for microseconds: g++ -O0 on Verilator's model
+    compiles them faster than the default -O1 (the same code path; the level is part of the
+    build digest, hw/sim/testbench.py)."""
+    import os
+
+    old = os.environ.get("FPGASLIM_SIM_OPT")
+    os.environ["FPGASLIM_SIM_OPT"] = "-O0"
+    yield
+    if old is None:
+        os.environ.pop("FPGASLIM_SIM_OPT", None)
+    else:
+        os.environ["FPGASLIM_SIM_OPT"] = old
+
+
 @pytest.fixture(scope="module")
 def rtl_build(tmp_path_factory, digits):
     from fpgaslim.compress.train import TrainSettings
