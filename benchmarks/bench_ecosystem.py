@@ -217,12 +217,18 @@ def main() -> None:
                 rows.append(row)  # a failed build is a row; the optimal folding still runs
                 if kind == "maxfit":
                     done.add((board, "maxfit"))
+    comparisons = []  # ours / published, one flat record each (what the docs quote)
     for row in rows:
         pub = [p for p in PUBLISHED[row["network"]] if p["board"] == row["board"]]
         for p in pub:
             ours = row.get("fps") if p["figure"] == "throughput" else row.get(p["figure"])
-            p.setdefault("ratio", {})[row["folding"]] = (round(ours / p["value"], 3)
-                                                         if ours else None)
+            ratio = round(ours / p["value"], 3) if ours else None
+            p.setdefault("ratio", {})[row["folding"]] = ratio
+            comparisons.append({"network": row["network"], "board": row["board"],
+                                "kind": row.get("kind"), "figure": p["figure"],
+                                "published": p["value"], "ours": ours, "ratio": ratio,
+                                "published_source": p["source"],
+                                "ours_source": row.get("fps_source")})
     columns = [("network", "network"), ("board", "board"), ("folding", "folding"),
                ("fps (FINN estimate)", "fps", ",.0f"), ("LUT", "LUT", ",.0f"),
                ("BRAM_18K", "BRAM_18K", ",.0f"), ("DSP", "DSP", ",.0f"),
@@ -243,7 +249,7 @@ def main() -> None:
                              f"activation statistics from {CALIBRATION_BATCHES} random batches "
                              "of 8 in train mode",
             "finn_examples_commit": "810a1e7759163ac313cb7739743da4184fb9135d"}
-    publish("ecosystem-cpu", meta, rows, "\n".join(md), extra={"published": PUBLISHED},
+    publish("ecosystem-cpu", meta, rows, "\n".join(md), extra={"published": PUBLISHED, "comparisons": comparisons},
             results_dir=RESULTS)
 
 
