@@ -85,6 +85,11 @@ class Composite:
         return f"Composite({', '.join(map(repr, self.STEPS))})"
 
     @property
+    def NEEDS(self) -> tuple[str, ...]:  # noqa: N802 (a method module's attribute)
+        """What its steps need from a model, together."""
+        return tuple(dict.fromkeys(n for s in self.STEPS for n in self._step(s).NEEDS))
+
+    @property
     def Settings(self) -> type[CompositeSettings]:  # noqa: N802 (a method module's attribute)
         """Built on first use (it imports the step modules)."""
         if self._settings is None:

@@ -41,10 +41,13 @@ from .method_settings import MethodSettings
 from .sparsity import SparsityReport, channel_sparsity, histogram, measured_bounds, \
     plot_sparsity, select_channels
 from .train import TrainSettings, evaluate, train
-from .variants import Accuracy, RunDir, Timer, Variant, describe, load_checkpoint, \
-    save_checkpoint
+from .variants import (Accuracy, RunDir, Timer, Variant, describe, finished, load_checkpoint,
+                       recorded_settings, save_checkpoint)
 
 METHOD = "dynamic-prune"
+#: what the method needs from a model that is not a zoo model: channel groups Torch-Pruning can trace
+#: (compress/methods.py Method, checked by models/user.require_needs)
+NEEDS = ("channels",)
 TAG = "dp"
 
 
@@ -292,8 +295,8 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     variants: list[Variant] = []
     for it in range(1, settings.iterations + 1):
         vid = f"{parent}.{TAG}{it}"
-        if run.has(vid):
-            rec = run.record(vid)
+        rec = finished(run, vid, METHOD, settings)
+        if rec is not None:
             variants.append(rec)
             start, start_id, start_acc = run.load_model(vid), vid, rec.accuracy.val
             continue
@@ -310,7 +313,7 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
                              f"{vid}: channel sparsity of {start_id}, accepted P = "
                              f"{res.kept.threshold:.4f}")
         record = Variant(
-            id=vid, parent=start_id, method=METHOD, settings=settings.model_dump(mode="json"),
+            id=vid, parent=start_id, method=METHOD, settings=recorded_settings(settings),
             dataset=data.name, **describe(model),
             accuracy=Accuracy(val=res.kept.accuracy, test=evaluate(model, data.test),
                               test_images=len(data.test)),

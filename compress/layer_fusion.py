@@ -37,11 +37,14 @@ from .block_surgery import BlockInfo, block_module, list_blocks, remove_blocks, 
 from .data import DataSplits
 from .method_settings import MethodSettings
 from .train import KDSettings, TrainSettings, evaluate, train
-from .variants import Accuracy, RunDir, Timer, Variant, describe, load_checkpoint, \
-    save_checkpoint
+from .variants import (Accuracy, RunDir, Timer, Variant, describe, finished, load_checkpoint,
+                       recorded_settings, save_checkpoint)
 
 TAG = "lf"
 METHOD = "layer-fusion"
+#: what the method needs from a model that is not a zoo model: residual blocks (models/blocks.py protocol)
+#: (compress/methods.py Method, checked by models/user.require_needs)
+NEEDS = ("blocks",)
 
 
 def tag_for(settings: "Settings") -> str:
@@ -210,8 +213,8 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     while True:
         n += 1
         vid = f"{parent}.{tag}{n}"
-        if run.has(vid):
-            rec = run.record(vid)
+        rec = finished(run, vid, METHOD, settings)
+        if rec is not None:
             model = run.load_model(vid)
         else:
             model, steps, timings = _group(run, vid, model, kd_teacher, data, settings,
@@ -231,7 +234,7 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
             drop = teacher_val - val
             rec = Variant(
                 id=vid, parent=parent if n == 1 else f"{parent}.{tag}{n - 1}", method=METHOD,
-                settings=settings.model_dump(mode="json"), dataset=data.name, **summary,
+                settings=recorded_settings(settings), dataset=data.name, **summary,
                 accuracy=Accuracy(val=val, test=evaluate(model, data.test),
                                   test_images=len(data.test)),
                 timings={**timings, "long_ft_s": t.seconds},

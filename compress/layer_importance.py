@@ -42,10 +42,17 @@ from .block_surgery import (block_omegas, list_blocks, present_blocks, remove_bl
 from .data import DataSplits
 from .method_settings import MethodSettings
 from .train import TrainSettings, evaluate, train
-from .variants import Accuracy, RunDir, Timer, Variant, describe
+from .variants import (Accuracy, RunDir, Timer, Variant, describe, finished,
+                       recorded_settings, settings_differ)
 
 TAG = "li"
+#: settings that only steer the reduction loop after step 0: step 0 (the omegas learned,
+#: `.li0`) made with other values is the same variant
+LOOP_ONLY = frozenset({"k", "retrain_epochs", "target_units", "tolerance"})
 METHOD = "layer-importance"
+#: what the method needs from a model that is not a zoo model: residual blocks, each naming the BatchNorm that ends its branch
+#: (compress/methods.py Method, checked by models/user.require_needs)
+NEEDS = ("units",)
 
 
 class Settings(MethodSettings):
@@ -57,6 +64,8 @@ class Settings(MethodSettings):
 
     PRESETS = {"cpu": {}, "full": {"train_epochs": 200, "retrain_epochs": 200, "lr": 0.1,
                                    "batch_size": 128}}
+    #: timing_repeats only sets how long the timing columns are measured: same variant
+    UNKEYED = MethodSettings.UNKEYED | {"timing_repeats"}
     k: int = Field(1, ge=1, description="units removed per step (smallest |omega| first)")
     retrain_epochs: int = Field(2, ge=0, description="retraining epochs n after each removal")
     train_epochs: int = Field(2, ge=0, description="epochs that learn the omegas (step 0)")
@@ -209,7 +218,7 @@ def _save(run: RunDir, vid: str, parent: str, model: nn.Module, data: DataSplits
           row: dict[str, Any], table: list[dict[str, Any]], seconds: float,
           source: str) -> Variant:
     rec = Variant(
-        id=vid, parent=parent, method=METHOD, settings=s.model_dump(mode="json"),
+        id=vid, parent=parent, method=METHOD, settings=recorded_settings(s),
         dataset=data.name, **describe(model),
         accuracy=Accuracy(val=row["val_accuracy"], test=row["test_accuracy"],
                           test_images=len(data.test)),
@@ -236,9 +245,10 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     vid0 = f"{parent}.{TAG}0"
     base = run.load_model(parent)
     parent_acc = {"val": evaluate(base, data.val), "test": evaluate(base, data.test)}
-    if run.has(vid0):
+    rec0 = finished(run, vid0, METHOD, s, ignore=LOOP_ONLY)
+    if rec0 is not None:
         model = run.load_model(vid0)
-        variants = [run.record(vid0)]
+        variants = [rec0]
     else:
         model = with_importance(base)
         ckpt = run.variant_dir(vid0) / "train-state.pt"
@@ -260,15 +270,16 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     while True:
         step += 1
         vid = f"{parent}.{TAG}{step}"
-        if run.has(vid):
-            model, rec = run.load_model(vid), run.record(vid)
+        rec = finished(run, vid, METHOD, s)
+        if rec is not None:
+            model = run.load_model(vid)
             variants.append(rec)
             table = list(rec.details["steps"])
             continue
         if log_path.is_file():  # a finished loop left its stop reason; nothing to redo
             log = _read_log(log_path)
-            if log.get("last_kept") == variants[-1].id and log.get("settings") == \
-                    s.model_dump(mode="json"):
+            if log.get("last_kept") == variants[-1].id and isinstance(
+                    log.get("settings"), dict) and not settings_differ(log["settings"], s):
                 break
         units = len(present_blocks(model))
         room = units - s.target_units if s.target_units is not None else s.k

@@ -38,10 +38,13 @@ from .data import DataSplits
 from .method_settings import MethodSettings
 from .stats import count_macs
 from .train import TrainSettings, evaluate, train
-from .variants import Accuracy, RunDir, Timer, Variant, describe, load_checkpoint, \
-    save_checkpoint
+from .variants import (Accuracy, RunDir, Timer, Variant, describe, finished, load_checkpoint,
+                       recorded_settings, save_checkpoint)
 
 METHOD = "magnitude-prune"
+#: what the method needs from a model that is not a zoo model: channel groups Torch-Pruning can trace
+#: (compress/methods.py Method, checked by models/user.require_needs)
+NEEDS = ("channels",)
 TAG = "mp"
 OUT_FNS = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
 
@@ -153,8 +156,9 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     is kept in the variant's `steps/` folder, so an interrupted run resumes there."""
     pct = round(100 * settings.macs_reduction)
     vid = f"{parent}.{TAG}{pct}" + (f"-s{settings.seed}" if settings.seed else "")
-    if run.has(vid):
-        return [run.record(vid)]
+    rec = finished(run, vid, METHOD, settings)
+    if rec is not None:
+        return [rec]
     parent_rec = run.record(parent)
     model = run.load_model(parent)
     base_macs = sum(count_macs(model, model.arch.in_shape).values())
@@ -197,7 +201,8 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
                                          "steps": log})
     log = sorted(log, key=lambda s: s["step"])
     record = Variant(
-        id=vid, parent=parent, method=METHOD, settings=key, dataset=data.name,
+        id=vid, parent=parent, method=METHOD, settings=recorded_settings(settings),
+        dataset=data.name,
         **describe(model),
         accuracy=Accuracy(val=val, test=evaluate(model, data.test), test_images=len(data.test)),
         timings={"prune_s": sum(s["select_s"] for s in log),

@@ -34,6 +34,9 @@ class MethodSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: preset name -> the field values that differ from the defaults ("cpu" = the defaults)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}}
+    #: fields that do not define a variant (where it trained): a finished variant made with
+    #: another value is still finished (compress/variants.finished)
+    UNKEYED: ClassVar[frozenset[str]] = frozenset({"device"})
 
     lr: float = Field(0.01, gt=0, description="learning rate of the fine-tuning (SGD, cosine "
                       "schedule)")

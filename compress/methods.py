@@ -1,6 +1,6 @@
 """Registry of compression methods (timm style): name -> module, or a composite of methods.
 
-Each method module defines
+Each method module defines (the `Method` protocol below)
   * `Settings`: a pydantic model on `method_settings.MethodSettings` (extra="forbid"; the
     shared training fields lr, batch_size, seed, device) with a `PRESETS` dict behind
     `Settings.preset(name, **overrides)` ("cpu", "full", ...); its top-level scalar fields
@@ -9,7 +9,13 @@ Each method module defines
   * `run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
          progress: bool | None = None) -> list[Variant]`: reads variant `parent` from the run,
     writes new variants (never edits the parent) and returns them. Finished variants found in
-    the run are returned without redoing them, so an interrupted method resumes.
+    the run are returned without redoing them, so an interrupted method resumes: by the one
+    rule of `variants.finished` (the record exists and was made with these settings);
+  * `NEEDS`: what it needs from a model that is not a zoo model, a tuple of "channels"
+    (channel groups Torch-Pruning can trace), "blocks" (the residual-block protocol of
+    models/blocks.py), "units" (blocks whose class names the BatchNorm ending its branch),
+    "chain" (a network that turns into one plain chain); models/user.require_needs checks
+    them and says what is missing.
 Adding a method is that module plus one line below. A `chain.Composite` of registered
 methods (run in a row, each on the last variant of the one before) is registered the same way
 and has the same two attributes. Methods are imported lazily: the CLI should not pay for
@@ -19,14 +25,28 @@ torch-pruning to print --help.
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
 from fpgaslim.core.errors import ConfigError, UnknownNameError
 
 from .chain import Composite
+
+if TYPE_CHECKING:
+    from .data import DataSplits
+    from .variants import RunDir, Variant
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A compression method: a module (or a chain.Composite) with these three attributes."""
+
+    Settings: type[BaseModel]
+    NEEDS: tuple[str, ...]
+
+    def run(self, run: "RunDir", parent: str, data: "DataSplits", settings: Any, *,
+            progress: bool | None = None) -> "list[Variant]": ...
 
 METHODS: dict[str, str | Composite] = {
     "dynamic-prune": "fpgaslim.compress.dynamic_prune",
@@ -54,7 +74,7 @@ def list_methods() -> list[str]:
     return sorted(METHODS)
 
 
-def get_method(name: str) -> ModuleType | Composite:
+def get_method(name: str) -> Method:
     """The method `name`: a module (or a Composite) with `Settings` and `run`."""
     if name not in METHODS:
         raise UnknownNameError("compression method", name, list_methods())

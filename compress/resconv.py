@@ -42,9 +42,13 @@ from .resconv_fuse import FloatPlainNet, float_plain, fuse, prune, requantize, w
 from .resconv_net import ResConvNet, load_resconv, save_resconv, sparsity_loss, to_resconv
 from .resconv_report import plot_scales
 from .train import TrainResult, TrainSettings, evaluate, train
-from .variants import Accuracy, RunDir, Timer, Variant, describe
+from .variants import (Accuracy, RunDir, Timer, Variant, describe, find_finished,
+                       recorded_settings)
 
 METHOD = "resconv"
+#: what the method needs from a model that is not a zoo model: a network that turns into one plain chain of layers
+#: (compress/methods.py Method, checked by models/user.require_needs)
+NEEDS = ("chain",)
 TAG = "rc"
 
 
@@ -98,18 +102,13 @@ def _fingerprint(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _existing(run: RunDir, parent: str, dumped: dict) -> tuple[Variant | None, int]:
-    """A finished variant of this parent with the same settings, and the next free index."""
+def _existing(run: RunDir, parent: str, settings: "Settings") -> tuple[Variant | None, int]:
+    """A finished variant of this parent with the same settings (variants.find_finished),
+    and the next free index."""
     pat = re.compile(rf"^{re.escape(parent)}\.{TAG}(\d+)$")
-    last = 0
-    for vid in run.ids():
-        hit = pat.match(vid)
-        if hit:
-            last = max(last, int(hit.group(1)))
-            rec = run.record(vid)
-            if rec.method == METHOD and rec.settings == dumped:
-                return rec, last
-    return None, last + 1
+    ours = [vid for vid in run.ids() if pat.match(vid)]
+    last = max((int(pat.match(vid).group(1)) for vid in ours), default=0)
+    return find_finished(run, ours, METHOD, settings), last + 1
 
 
 def sparse_train(run: RunDir, parent: str, data: DataSplits, settings: Settings,
@@ -213,8 +212,7 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
         progress: bool | None = None) -> list[Variant]:
     """One fused, re-quantized variant `<parent>.rc<n>` for (settings.lambda_, settings.rate):
     sparse training, pruning, [retraining], fusion and re-quantization, QAT fine-tune."""
-    dumped = settings.model_dump(mode="json", by_alias=True)
-    found, n = _existing(run, parent, dumped)
+    found, n = _existing(run, parent, settings)
     if found is not None:
         return [found]
     vid = f"{parent}.{TAG}{n}"
@@ -241,7 +239,8 @@ def run(run: RunDir, parent: str, data: DataSplits, settings: Settings, *,
     plot = plot_scales(decision, settings.lambda_, vdir / "m_distribution.png",
                        title=f"{vid}: ResConv layer scales after sparse training")
     record = Variant(
-        id=vid, parent=parent, method=METHOD, settings=dumped, dataset=data.name,
+        id=vid, parent=parent, method=METHOD, settings=recorded_settings(settings),
+        dataset=data.name,
         **summary,
         accuracy=Accuracy(val=max(ft.best_val_accuracy, steps["quantized_val"]),
                           test=evaluate(model, data.test),

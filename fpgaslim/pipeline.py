@@ -139,7 +139,7 @@ def run_method(run: RunDir | str | Path, method: str, parent: str,
     too) on variant `parent`; returns the new variants. `settings`: the method's Settings, or
     a dict of overrides of `preset` (a composite: one dict per step, named by its method)."""
     from fpgaslim.compress.methods import get_method, method_settings, method_steps
-    from fpgaslim.compress.models.user import require_zoo
+    from fpgaslim.compress.models.user import require_needs
 
     run = as_run(run)
     module = get_method(method)
@@ -147,7 +147,7 @@ def run_method(run: RunDir | str | Path, method: str, parent: str,
         settings = method_settings(method, preset, settings)
     arch = run.record(parent).arch
     for step in method_steps(method):
-        require_zoo(arch, step)  # your own model: say what the method needs
+        require_needs(arch, step, get_method(step).NEEDS)  # your own model: what it lacks
     data = data or _data_for(run, parent, data_dir)
     return module.run(run, parent, data, settings, progress=progress)
 

@@ -121,3 +121,104 @@ def test_one_base_one_preset_contract(method: str) -> None:
         cls.preset("gpu")
     with pytest.raises(ValueError):
         cls.preset("cpu", no_such_field=1)
+
+
+# --------------------------------------------------------------------------- the contract
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_keeps_the_contract(method: str) -> None:
+    """Settings, run and NEEDS (what it needs from a model), on the method itself: the
+    capability table lives with the methods (compress/models/user.py only explains needs)."""
+    from fpgaslim.compress.methods import Method
+    from fpgaslim.compress.models.user import NEED_TEXT
+
+    m = get_method(method)
+    assert isinstance(m, Method)
+    assert m.NEEDS and set(m.NEEDS) <= set(NEED_TEXT) | {"channels"}, m.NEEDS
+
+
+def test_one_resume_rule_keyed_by_the_settings(tmp_path) -> None:
+    """variants.finished: a record made by the method with these settings is finished (an
+    unkeyed field such as the device, a field the record predates at its default, and the
+    `ignore` fields aside); one made otherwise is an error naming the difference."""
+    import json
+
+    from fpgaslim.compress.variants import RunDir, finished, find_finished, settings_differ
+    from fpgaslim.core.errors import ConfigError
+
+    s = get_method("dynamic-prune").Settings.preset("cpu")
+    run = RunDir(tmp_path)
+    assert finished(run, "b.dp1", "dynamic-prune", s) is None  # not made yet
+    vdir = run.variant_dir("b.dp1")
+    vdir.mkdir(parents=True)
+    recorded = {k: v for k, v in s.model_dump(mode="json").items() if k != "stop_gap"}
+    from pathlib import Path
+
+    real = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / \
+        "compression-units" / "resnet20-16000img-15ep" / "baseline.dp1" / "record.json"
+    rec = {**json.loads(real.read_text()), "id": "b.dp1", "parent": None,
+           "settings": {**recorded, "device": "cuda"}}
+    (vdir / "record.json").write_text(json.dumps(rec))
+    assert finished(run, "b.dp1", "dynamic-prune", s).id == "b.dp1"
+    other = s.model_copy(update={"tolerance": 2.0})
+    assert settings_differ(run.record("b.dp1").settings, other) == {"tolerance": (0.5, 2.0)}
+    with pytest.raises(ConfigError, match="tolerance: 0.5 there, 2.0 now"):
+        finished(run, "b.dp1", "dynamic-prune", other)
+    assert finished(run, "b.dp1", "dynamic-prune", other, ignore={"tolerance"}).id == "b.dp1"
+    with pytest.raises(ConfigError, match="method"):
+        finished(run, "b.dp1", "magnitude-prune", s)
+    assert find_finished(run, ["b.dp1"], "dynamic-prune", other) is None
+    assert find_finished(run, ["b.dp0", "b.dp1"], "dynamic-prune", s).id == "b.dp1"
+
+
+def test_committed_benchmark_units_count_as_finished(tmp_path) -> None:
+    """benchmarks/bench_compression.py restores the committed units
+    (benchmarks/results/compression-units) into its run folder and runs every unit again:
+    each method must find its variants there finished, with the settings the benchmark
+    runs them with, or it would retrain hours of work (or refuse)."""
+    import sys
+    from pathlib import Path
+
+    from fpgaslim.compress.variants import RunDir, finished, find_finished
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        import bench_compression_methods as recipe
+    finally:
+        sys.path.remove(str(bench))
+    from argparse import Namespace
+
+    args = Namespace(keep=recipe.KEPT, smoke=False, work=None, model="resnet20",
+                     train_images=recipe.TRAIN_IMAGES, epochs=recipe.BASELINE_EPOCHS,
+                     peer_epochs=recipe.PEER_EPOCHS)
+    kept = recipe.kept_folder(args)
+    assert kept is not None and kept.is_dir(), kept
+    run = RunDir(tmp_path / "run")
+    restored = recipe.restore(run, kept)
+    assert len(restored) > 20 and set(run.ids()) == set(restored)
+    ms = recipe.method_settings(False, [0.45, 0.37])
+    lf, li = get_method("layer-fusion"), get_method("layer-importance")
+    checked = 0
+    for seed, base in ((0, "baseline"), (1, "baseline-s1")):
+        at = {m: s.model_copy(update={"seed": seed}) for m, s in ms.items()}
+        dp = sorted(v for v in run.ids() if v.startswith(f"{base}.dp") and v.count(".") == 1)
+        for vid in dp:
+            assert finished(run, vid, "dynamic-prune", at["dynamic-prune"]), vid
+        for vid in [v for v in run.ids() if v.startswith(f"{dp[-1]}.lf")]:
+            assert finished(run, vid, "layer-fusion", at["layer-fusion"]), vid
+        for rate in (0.45, 0.37):  # resconv finds its variant by its settings
+            rc = at["resconv"].model_copy(update={"rate": rate})
+            assert find_finished(run, run.ids(), "resconv", rc) is not None, (base, rate)
+        lis = sorted(v for v in run.ids() if v.startswith(f"{base}.li"))
+        assert finished(run, lis[0], "layer-importance", at["layer-importance"],
+                        ignore=li.LOOP_ONLY)
+        for vid in lis[1:]:
+            assert finished(run, vid, "layer-importance", at["layer-importance"]), vid
+        peer = recipe.peer_settings(args)
+        for vid in [v for v in run.ids() if v.startswith(f"{base}.mp")]:
+            cut = run.record(vid).settings["macs_reduction"]
+            assert finished(run, vid, "magnitude-prune",
+                            peer.model_copy(update={"macs_reduction": cut, "seed": seed})), vid
+            checked += 1
+        assert lf.METHOD == "layer-fusion"
+    assert checked >= 5

@@ -32,19 +32,16 @@ from .blocks import (DOC, act_bits, apply_block_edits, block_names, has_blocks, 
                      residual_end, trace_blocks, weight_bits)
 from .quant import non_channel_params
 
-#: methods and what they need from a model (the error a user model gets says this)
-#: channel methods work on any model whose channel groups Torch-Pruning can trace; block
-#: methods on a model with the residual-block protocol (models/blocks.py)
-CHANNEL_METHODS = {"dynamic-prune", "magnitude-prune"}
-BLOCK_METHODS = {"layer-fusion", "dynamic-prune+fuse", "layer-importance"}
+#: what a method can need from a model (each method module says which: its NEEDS,
+#: compress/methods.py), as the error a user model gets says it. "channels": any model whose
+#: channel groups Torch-Pruning can trace (its own error names the layer)
 _BLOCKS = f"its residual blocks, named by a residual_blocks() method ({DOC})"
-METHOD_NEEDS = {
-    "layer-fusion": _BLOCKS,
-    "dynamic-prune+fuse": _BLOCKS,
-    "layer-importance": _BLOCKS[:-1] + ", each block class naming the BatchNorm that ends "
-                        "its residual branch: residual_end = 'bn2')",
+NEED_TEXT = {
+    "blocks": _BLOCKS,
+    "units": _BLOCKS[:-1] + ", each block class naming the BatchNorm that ends "
+             "its residual branch: residual_end = 'bn2')",
     # the chain's own error says which block or layer, what is missing, and where the docs are
-    "resconv": "a network it can turn into one plain chain of layers",
+    "chain": "a network it can turn into one plain chain of layers",
 }
 
 
@@ -233,41 +230,36 @@ def build_user_model(arch: UserArch) -> nn.Module:
     return model
 
 
-def require_zoo(arch: Any, method: str) -> None:
-    """A clear error when `method` needs what a user model does not have."""
+def require_needs(arch: Any, method: str, needs: tuple[str, ...]) -> None:
+    """A clear error when `method` needs (its NEEDS) what a user model does not have."""
     if getattr(arch, "kind", None) != "user":
         return
-    if arch.source == "qonnx" and (method in CHANNEL_METHODS or method in BLOCK_METHODS
-                                   or method == "resconv"):
+    if arch.source == "qonnx":
         raise ConfigError(f"method {method!r} needs a PyTorch model; {arch.name!r} is an "
                           "imported QONNX file")
-    if method in CHANNEL_METHODS:
-        return
     own = f"variant model {arch.name!r} is your own ({arch.source})"
-    if method in BLOCK_METHODS:
+    unknown = [n for n in needs if n != "channels" and n not in NEED_TEXT]
+    if unknown:
+        raise ConfigError(f"method {method!r} needs {unknown[0]}; {own}. Build, verify, "
+                          "compare and deploy work on it as is; for this method train a zoo "
+                          "model (--model resnet8, ...)")
+    if "blocks" in needs or "units" in needs:
         model = build_user_model(arch)
+        text = NEED_TEXT["units" if "units" in needs else "blocks"]
         if not has_blocks(model):
-            raise ConfigError(f"method {method!r} needs {METHOD_NEEDS[method]}; {own} and has "
-                              "no residual_blocks() method")
-        if method == "layer-importance":
-            names = block_names(model)
+            raise ConfigError(f"method {method!r} needs {text}; {own} and has no "
+                              "residual_blocks() method")
+        names = block_names(model)
+        if "units" in needs:
             for i, t in enumerate(trace_blocks(model, arch.in_shape)):
                 if i and t.in_shape == t.out_shape and i not in arch.removed_blocks:
                     residual_end(model, names[i])  # the units that get an omega
-        else:
-            block_names(model)
-        return
-    if method == "resconv":
+    if "chain" in needs:
         try:
             plain_chain(build_user_model(arch), arch.in_shape)
         except ConfigError as exc:
-            raise ConfigError(f"method 'resconv' needs {METHOD_NEEDS[method]}; {own}: {exc}"
+            raise ConfigError(f"method {method!r} needs {NEED_TEXT['chain']}; {own}: {exc}"
                               ) from exc
-        return
-    need = METHOD_NEEDS.get(method, "a zoo model")
-    raise ConfigError(f"method {method!r} needs {need}; {own}. Build, verify, compare and "
-                      "deploy work on it as is; for this method train a zoo model "
-                      "(--model resnet8, ...)")
 
 
 # --------------------------------------------------------------------------- channel pruning
