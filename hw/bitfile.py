@@ -211,9 +211,12 @@ def _build_with_tools(run: Any, variant_id: str, settings: Any, board: Board,
     report = build_variant(run, variant_id, board, settings=settings, data=data)
     s = settings.resolved()
     bdir = build_dir_for(run, variant_id, s)
+    sized = sized_fifo_config(bdir)  # FIFOs sized by `fpgaslim simulate`: FINN's sizing off
     cfg = bitfile_config(board, bdir / "bitfile", clock_ns=s.clock_ns, target_fps=s.target_fps,
                          mvau_wwidth_max=s.mvau_wwidth_max, weights=s.weights,
-                         prefer_rtl=s.prefer_rtl, streamline=s.streamline)
+                         prefer_rtl=s.prefer_rtl, streamline=s.streamline,
+                         folding_config_file=sized,
+                         fifo_strategy="force_minimal_fifos" if sized else "distributed_sim")
     onnx = run.variant_dir(variant_id) / run.record(variant_id).qonnx
     post = run_full_flow(cfg, onnx, timeout_s=timeout_s, env=env, check_tools=check_tools)
     if post is None:
@@ -223,3 +226,26 @@ def _build_with_tools(run: Any, variant_id: str, settings: Any, board: Board,
     report = report.model_copy(update={"post_synthesis": post})  # next to FINN's estimates
     save_report(report, bdir / "report.json")
     return report
+
+
+def sized_fifo_config(build: Path) -> Path | None:
+    """The FIFO depths `fpgaslim simulate` sized for this build (hw/sim: a FINN folding config
+    of the folded graph with the depths in inFIFODepths/outFIFODepths), when that simulation
+    was bit-exact, deadlock-free, kept the throughput and is newer than the build's report;
+    None otherwise (FINN's own FIFO sizing runs). With it a bitfile build inserts each FIFO at
+    exactly that depth (auto_fifo_strategy force_minimal_fifos) and runs no sizing."""
+    from .sim.records import Simulation
+
+    saved = Path(build) / "work" / "simulate" / "simulation.json"
+    report = Path(build) / "report.json"
+    if not saved.is_file() or (report.is_file() and
+                               saved.stat().st_mtime < report.stat().st_mtime):
+        return None
+    try:
+        sim = Simulation.model_validate_json(saved.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    ok = sim.outputs_exact and not sim.deadlock and sim.throughput_kept
+    if not ok or not sim.folding_config or not Path(sim.folding_config).is_file():
+        return None
+    return Path(sim.folding_config)

@@ -61,7 +61,7 @@ def rtl_build(tmp_path_factory, digits):
 
     run = RunDir(path)
     report = build_variant(run, "baseline", "pynq-z1", settings=BuildSettings(prefer_rtl=True),
-                           data=digits, verify_images=4)
+                           data=digits)  # the default 20 verification images, as --bitfile
     assert report.verification.integer_exact
     return run
 
@@ -166,6 +166,25 @@ def test_sized_depths_reach_finn_hardware_flow(simulated, rtl_build, tmp_path):
 
 
 @needs_sim
+def test_bitfile_build_takes_the_sized_fifos(simulated, rtl_build, monkeypatch):
+    """`fpgaslim build --bitfile` of this build, stopped where FINN's flow would start (the
+    flow itself is replaced by a recorder): its configuration carries the simulation's folding
+    config with FINN's FIFO sizing off."""
+    import fpgaslim.hw.bitfile as bitfile
+    from fpgaslim.hw.build import BuildSettings
+
+    sim = json.loads(simulated[0].output)
+    seen = []
+    monkeypatch.setattr(bitfile, "run_full_flow", lambda cfg, *a, **k: seen.append(cfg))
+    bitfile.build_bitfile(rtl_build, "baseline", BuildSettings(board="pynq-z1", prefer_rtl=True),
+                          check_tools=False)
+    (cfg,) = seen
+    assert cfg.auto_fifo_strategy == "force_minimal_fifos"
+    assert cfg.folding_config_file == str(Path(sim["folding_config"]).resolve())
+    assert bitfile.sized_fifo_config(Path(sim["build"])) == Path(sim["folding_config"])
+
+
+@needs_sim
 def test_sweep_simulates_and_compare_shows_it(simulated, rtl_build, tmp_path):
     """`simulate: {enabled: true, frames: 8}` in a sweep over the fixture's run: the build and
     its 8-frame simulation are already there (resumed, nothing run again), and the comparison
@@ -177,7 +196,7 @@ def test_sweep_simulates_and_compare_shows_it(simulated, rtl_build, tmp_path):
 
     sim = json.loads(simulated[0].output)
     cfg = SweepConfig(run_dir=str(rtl_build.path), baseline=TrainJob(model=MODEL),
-                      build={"prefer_rtl": True}, verify_images=4,
+                      build={"prefer_rtl": True},
                       simulate={"enabled": True, "frames": 8}, report_dir=str(tmp_path / "rep"))
     result = run_sweep(cfg, progress=False)
     assert result.work_done["simulate"] == 0 and result.work_done["builds"] == 0, result
@@ -233,6 +252,10 @@ def test_output_never_taken_is_a_reported_deadlock(rtl_build, monkeypatch):
     last_fifo = sim["runs"][0]["fifos"][-1]["name"]  # the output FIFO, full in front of the sink
     assert last_fifo in d["full_fifos"] and d["waiting_on_output"]
     assert "deadlock" in d["message"] and last_fifo in d["message"] and "sink" in d["message"]
+    # a bitfile build no longer takes the FIFO depths of a simulation that deadlocked
+    from fpgaslim.hw.bitfile import sized_fifo_config
+
+    assert sized_fifo_config(Path(sim["build"])) is None
 
 
 @needs_sim
