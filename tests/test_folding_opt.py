@@ -46,8 +46,8 @@ def _subtable(table: dict, styles: bool = False) -> dict:
     """The same FINN cost model restricted to PE/SIMD in {1, max} (and the RTL window
     generator's parallel window), LUT multipliers and default weight memory: small enough
     (under 10^6 foldings) to enumerate every folding. `styles`: both HLS and RTL variants
-    kept, so to stay small only MVAU and Thresholding PE in {1, max}, every other knob at
-    its maximum."""
+    kept for MVAU and Thresholding (the other layers with both, hw/rtl's, keep HLS), so to
+    stay small only MVAU and Thresholding PE in {1, max}, every other knob at its maximum."""
     units = []
     for u in table["units"]:
         keep = []
@@ -62,6 +62,12 @@ def _subtable(table: dict, styles: bool = False) -> dict:
                         both = not styles or (k == "PE" and name.startswith(
                             ("MVAU", "Thresholding")))
                         ok &= attrs[k] in ((min(vals), max(vals)) if both else (max(vals),))
+            if styles:  # beyond MVAU/Thresholding, one style (the HLS one) where there are two
+                for name, impl in c.get("impl", {}).items():
+                    impls = {a["impl"][name] for a in u["candidates"]
+                             if name in a.get("impl", {})}
+                    if not name.startswith(("MVAU", "Thresholding")) and impl != min(impls):
+                        ok = False
             if ok:
                 keep.append(c)
         units.append({**u, "candidates": keep})
