@@ -175,6 +175,27 @@ class NarrowWideningTrunc(Transformation):
         return model, False
 
 
+def _input_chain(model: Any, ops: tuple[str, ...], stop: str, const_ok: Callable[..., bool]
+                 ) -> tuple[list[Any], Any] | None:
+    """(chain, stop node): the single-consumer path from the graph input through `ops` with a
+    constant second input (`const_ok(const, shape of the tensor it meets)`) to the first
+    `stop` node; None when the path is anything else. Shared by the two rewrites below."""
+    chain, tensor = [], model.graph.input[0].name
+    while True:
+        consumers = model.find_consumers(tensor)
+        if len(consumers) != 1:
+            return None
+        node = consumers[0]
+        if node.op_type == stop:
+            return chain, node
+        const = model.get_initializer(node.input[1]) if len(node.input) == 2 else None
+        if (node.op_type not in ops or node.input[0] != tensor or const is None
+                or not const_ok(const, model.get_tensor_shape(tensor))):
+            return None
+        chain.append(node)
+        tensor = node.output[0]
+
+
 class LeadingReshapeToFlatten(Transformation):
     """A Reshape that flattens the graph's input (1 x C x H x W -> 1 x CHW: Brevitas's
     bnn_pynq TFC/LFC/SFC `x.view(n, -1)`), possibly behind scalar Mul/Add/Sub/Div (a prepended
@@ -198,20 +219,11 @@ class LeadingReshapeToFlatten(Transformation):
         shape = model.get_tensor_shape(iname)
         if shape is None or len(shape) < 3:
             return model, False
-        chain, tensor = [], iname
-        while True:
-            consumers = model.find_consumers(tensor)
-            if len(consumers) != 1:
-                return model, False
-            node = consumers[0]
-            if node.op_type == "Reshape":
-                break
-            const = model.get_initializer(node.input[1]) if len(node.input) == 2 else None
-            if (node.op_type not in self.SCALAR_OPS or node.input[0] != tensor
-                    or const is None or np.asarray(const).size != 1):
-                return model, False
-            chain.append(node)
-            tensor = node.output[0]
+        found = _input_chain(model, self.SCALAR_OPS, "Reshape",
+                             lambda const, _shape: np.asarray(const).size == 1)
+        if found is None:
+            return model, False
+        chain, node = found
         target = model.get_initializer(node.input[1])
         flat = [shape[0], int(np.prod(shape[1:]))]
         want = None if target is None else [int(v) for v in np.asarray(target).reshape(-1)]
@@ -249,22 +261,11 @@ class MoveInputTransposeToFront(Transformation):
 
     def apply(self, model):  # type: ignore[override]
         iname = model.graph.input[0].name
-        chain, tensor = [], iname
-        while True:
-            consumers = model.find_consumers(tensor)
-            if len(consumers) != 1:
-                return model, False
-            node = consumers[0]
-            if node.op_type == "Transpose":
-                break
-            const = model.get_initializer(node.input[1]) if len(node.input) == 2 else None
-            if node.op_type not in ("Mul", "Add") or node.input[0] != tensor or const is None:
-                return model, False
-            shape = model.get_tensor_shape(tensor)
-            if const.size != 1 and (const.ndim != 4 or const.shape != (1, shape[1], 1, 1)):
-                return model, False
-            chain.append(node)
-            tensor = node.output[0]
+        found = _input_chain(model, ("Mul", "Add"), "Transpose", lambda const, shape: (
+            const.size == 1 or (const.ndim == 4 and const.shape == (1, shape[1], 1, 1))))
+        if found is None:
+            return model, False
+        chain, node = found
         perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
         if not chain or perm != [0, 2, 3, 1]:
             return model, False
